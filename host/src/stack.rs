@@ -1,0 +1,249 @@
+//! The faas-cli `stack.yml`: the functions to serve, read the way faas-cli reads it.
+//!
+//! `${VAR}` and `${VAR:-default}` are substituted from the environment before the YAML is parsed
+//! (faas-cli does the same); an unset variable without a default becomes the empty string. Fields that
+//! wasmgate does not use yet are accepted and ignored, so any faas-cli stack file parses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::names::FunctionRef;
+
+/// A parsed stack file.
+#[derive(Debug, Deserialize)]
+pub struct Stack {
+    /// The faas-cli provider section, if any.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// The functions by name.
+    #[serde(default)]
+    pub functions: BTreeMap<String, StackFunction>,
+}
+
+/// `provider:` in a stack file.
+#[derive(Debug, Deserialize)]
+pub struct Provider {
+    /// The provider name (`openfaas`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The gateway URL.
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// One entry of `functions:`.
+#[derive(Debug, Deserialize)]
+pub struct StackFunction {
+    /// The template language (`rust`, ...); informational here.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Where the component is: a path to a `.wasm` file, relative to the stack file.
+    pub image: String,
+    /// The namespace; `openfaas-fn` when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Environment variables for the function. YAML numbers and booleans are taken as text.
+    #[serde(default)]
+    pub environment: BTreeMap<String, serde_norway::Value>,
+}
+
+/// A function from a stack file, resolved: its validated name and the absolute path of its component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedFunction {
+    /// Name and namespace.
+    pub function: FunctionRef,
+    /// The component file.
+    pub wasm: PathBuf,
+    /// Environment variables, sorted by name.
+    pub env: Vec<(String, String)>,
+}
+
+impl Stack {
+    /// Reads, substitutes and parses a stack file.
+    pub fn read(path: &Path) -> anyhow::Result<Stack> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Stack::parse(&text, |name| std::env::var(name).ok())
+            .with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Parses stack text, looking variables up with `lookup`.
+    pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Stack> {
+        let text = substitute(text, lookup)?;
+        Ok(serde_norway::from_str(&text)?)
+    }
+
+    /// Validates every function and resolves its `image` against `base` (the stack file's folder).
+    pub fn resolve(&self, base: &Path) -> anyhow::Result<Vec<ResolvedFunction>> {
+        self.functions
+            .iter()
+            .map(|(name, f)| {
+                let function = FunctionRef::new(name, f.namespace.as_deref())
+                    .with_context(|| format!("function {name:?}"))?;
+                let env = f
+                    .environment
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            scalar_text(v)
+                                .with_context(|| format!("function {name:?}, environment {k:?}"))?,
+                        ))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(ResolvedFunction {
+                    function,
+                    wasm: base.join(&f.image),
+                    env,
+                })
+            })
+            .collect()
+    }
+}
+
+fn scalar_text(value: &serde_norway::Value) -> anyhow::Result<String> {
+    use serde_norway::Value;
+    Ok(match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => String::new(),
+        _ => bail!("must be a string, a number or a boolean"),
+    })
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}`. A `$` not followed by `{` is left as it is.
+fn substitute(text: &str, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            bail!(
+                "unterminated ${{ in {:?}",
+                &rest[start..rest.len().min(start + 40)]
+            );
+        };
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (expr, None),
+        };
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            bail!("invalid variable name in ${{{expr}}}");
+        }
+        match (lookup(name).filter(|v| !v.is_empty()), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {}
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOST" => Some("example".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn substitutes_variables() {
+        let cases = [
+            ("plain", Some("plain")),
+            ("${HOST}:8080", Some("example:8080")),
+            ("${MISSING}", Some("")),
+            ("${MISSING:-fallback}", Some("fallback")),
+            ("${HOST:-fallback}", Some("example")),
+            ("${EMPTY:-fallback}", Some("fallback")),
+            ("cost $5", Some("cost $5")),
+            ("a ${HOST} b ${HOST}", Some("a example b example")),
+            ("${HOST", None),
+            ("${BAD-NAME}", None),
+            ("${}", None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                substitute(input, env).ok().as_deref(),
+                expected,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_a_faas_cli_stack() {
+        let text = r#"
+version: 1.0
+provider:
+  name: openfaas
+  gateway: http://${HOST}:8080
+functions:
+  hello:
+    lang: rust
+    handler: ./hello
+    image: wasm/hello.wasm
+    environment:
+      greeting: hi
+      retries: 3
+      debug: true
+    labels: {}
+    annotations: {}
+  other:
+    image: /abs/other.wasm
+    namespace: team-a
+"#;
+        let stack = Stack::parse(text, env).expect("parses");
+        assert_eq!(
+            stack.provider.and_then(|p| p.gateway).as_deref(),
+            Some("http://example:8080")
+        );
+        let resolved = Stack::parse(text, env)
+            .expect("parses")
+            .resolve(Path::new("/base"))
+            .expect("resolves");
+        assert_eq!(resolved.len(), 2);
+        assert_eq!(resolved[0].function.key(), "hello.openfaas-fn");
+        assert_eq!(resolved[0].wasm, Path::new("/base/wasm/hello.wasm"));
+        assert_eq!(
+            resolved[0].env,
+            [
+                ("debug".into(), "true".into()),
+                ("greeting".into(), "hi".into()),
+                ("retries".into(), "3".into())
+            ]
+        );
+        assert_eq!(resolved[1].function.key(), "other.team-a");
+        assert_eq!(resolved[1].wasm, Path::new("/abs/other.wasm"));
+    }
+
+    #[test]
+    fn rejects_bad_names_and_missing_images() {
+        let bad_name = "functions:\n  \"bad name\":\n    image: x.wasm\n";
+        let err = Stack::parse(bad_name, env)
+            .expect("parses")
+            .resolve(Path::new("/"))
+            .expect_err("bad name");
+        assert!(
+            format!("{err:#}").contains("invalid function name"),
+            "{err:#}"
+        );
+        let no_image = "functions:\n  f:\n    lang: rust\n";
+        let err = Stack::parse(no_image, env).expect_err("image is required");
+        assert!(format!("{err:#}").contains("image"), "{err:#}");
+    }
+}

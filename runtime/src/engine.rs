@@ -1,0 +1,191 @@
+//! The one wasmtime [`Engine`] of the process and the thread that ticks its epoch.
+//!
+//! Every limit of the engine is derived here from [`RuntimeConfig`], so there is one place to read to
+//! know what a guest may use.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::Error;
+
+/// Instances that may exist at once (one per request being served) when nothing else is said.
+pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
+/// The largest linear memory one instance may grow to when nothing else is said.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
+/// How often the engine's epoch advances. A running guest yields to other requests on each tick, so
+/// this bounds how long one busy guest can hold a worker thread.
+pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Core instances one component may create. A Rust `wasm32-wasip2` component has a handful (its own
+/// module plus the shims of the component model); toolchains that embed an interpreter have more.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// Linear memories per component: one for the guest, one spare for toolchains that split theirs.
+const MEMORIES_PER_COMPONENT: u32 = 2;
+/// Tables per component (function tables of the modules and the component model's shims).
+const TABLES_PER_COMPONENT: u32 = 8;
+
+/// How instances get their memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocator {
+    /// Use the pooling allocator when the address space allows it, else allocate on demand.
+    #[default]
+    Auto,
+    /// The pooling allocator, or fail.
+    Pooling,
+    /// Allocate each instance's memory when it is created (slower; needs little address space).
+    OnDemand,
+}
+
+/// The knobs of the runtime. Every field has a named default; see [`RuntimeConfig::default`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances that may exist at once. Sizes the pool: past it, a request fails rather than waits.
+    pub max_instances: u32,
+    /// The largest linear memory one instance may have, in bytes.
+    pub max_memory_bytes: u64,
+    /// How often the epoch ticks (see [`DEFAULT_EPOCH_TICK`]).
+    pub epoch_tick: Duration,
+    /// Lines of guest output kept per function (see [`crate::logs::DEFAULT_LOG_LINES_KEPT`]).
+    pub log_lines: usize,
+    /// Pooling or on-demand allocation.
+    pub allocator: Allocator,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            epoch_tick: DEFAULT_EPOCH_TICK,
+            log_lines: crate::logs::DEFAULT_LOG_LINES_KEPT,
+            allocator: Allocator::Auto,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    fn validate(&self) -> Result<(), Error> {
+        let fail = |what: &str| {
+            Err(Error::Internal(format!(
+                "invalid runtime configuration: {what}"
+            )))
+        };
+        if self.max_instances == 0 {
+            return fail("max_instances must be at least 1");
+        }
+        if self.max_memory_bytes < 64 * 1024 {
+            return fail("max_memory_bytes must be at least one Wasm page (64 KiB)");
+        }
+        if self.epoch_tick.is_zero() {
+            return fail("epoch_tick must be more than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Which allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Instances come from a pool reserved at start-up.
+    Pooling,
+    /// Instances allocate their memory when created.
+    OnDemand,
+}
+
+/// Settings shared by both allocators.
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    // Guests are interrupted through the epoch, never through fuel: epochs cost a load and a compare
+    // at loop heads and function entries, fuel costs far more.
+    config.epoch_interruption(true);
+    // Linear memories start as copy-on-write mappings of the module's data segments, so an
+    // instance does not copy its initial memory.
+    config.memory_init_cow(true);
+    config
+}
+
+fn pooling_config(runtime: &RuntimeConfig) -> PoolingAllocationConfig {
+    let instances = runtime.max_instances;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
+        // One fiber stack per instance: each request runs its guest on its own stack.
+        .total_stacks(instances)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memory_size(usize::try_from(runtime.max_memory_bytes).unwrap_or(usize::MAX));
+    pool
+}
+
+/// Builds the engine, trying the pooling allocator first when `Auto` allows a fall back.
+///
+/// The pool reserves its address space when the engine is created (several GiB of virtual memory per
+/// memory slot, for guard pages), which fails under a tight `ulimit -v` or on small 32-bit address
+/// spaces. That failure is the probe.
+pub(crate) fn build_engine(runtime: &RuntimeConfig) -> Result<(Engine, AllocatorKind), Error> {
+    runtime.validate()?;
+    let on_demand = || {
+        let mut config = base_config();
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        Engine::new(&config)
+            .map(|engine| (engine, AllocatorKind::OnDemand))
+            .map_err(|e| Error::internal("creating the engine", &e))
+    };
+    if runtime.allocator == Allocator::OnDemand {
+        return on_demand();
+    }
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(runtime)));
+    match Engine::new(&config) {
+        Ok(engine) => Ok((engine, AllocatorKind::Pooling)),
+        Err(error) if runtime.allocator == Allocator::Auto => {
+            tracing::warn!(
+                error = %format!("{error:#}"),
+                "the pooling allocator is not available here; allocating instances on demand"
+            );
+            on_demand()
+        }
+        Err(error) => Err(Error::internal("creating the pooling allocator", &error)),
+    }
+}
+
+/// Advances the engine's epoch every tick on a thread of its own, until dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker {
+    // Dropping the sender wakes the thread at once and tells it to stop.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: Engine, tick: Duration) -> Result<Self, Error> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::Builder::new()
+            .name("wasmgate-epoch".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::Internal(format!("starting the epoch thread: {e}")))?;
+        Ok(EpochTicker {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

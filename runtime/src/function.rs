@@ -1,0 +1,111 @@
+//! A loaded function: its compiled component, pre-instantiated against the host's imports.
+
+use std::sync::Arc;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::Error;
+use crate::invoke::RequestState;
+use crate::logs::FunctionLogs;
+
+/// The first eight bytes of a core module: magic and version 1.
+const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
+/// The magic shared by every WebAssembly binary.
+const WASM_MAGIC: [u8; 4] = *b"\0asm";
+
+/// What a function is given besides its code.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionSpec {
+    /// Environment variables the guest sees through `wasi:cli/environment`.
+    pub env: Vec<(String, String)>,
+}
+
+/// A function ready to serve: everything that does not change from one request to the next.
+pub(crate) struct Function {
+    pub(crate) name: Arc<str>,
+    pub(crate) pre: ProxyPre<RequestState>,
+    pub(crate) spec: FunctionSpec,
+    pub(crate) logs: Arc<FunctionLogs>,
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tells a person what is wrong with bytes that are not a component, before handing them to the
+/// compiler whose messages are less direct.
+fn check_header(wasm: &[u8]) -> Result<(), Error> {
+    if wasm.len() < 8 || wasm[..4] != WASM_MAGIC {
+        return Err(Error::invalid(
+            "not a WebAssembly binary (it does not start with \\0asm)",
+        ));
+    }
+    if wasm[..8] == CORE_MODULE_HEADER {
+        return Err(Error::invalid(
+            "this is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target \
+             (or wrap it with `wasm-tools component new`) so that it exports wasi:http/incoming-handler",
+        ));
+    }
+    Ok(())
+}
+
+/// Compiles `wasm` and pre-instantiates it. CPU-heavy: call it from a blocking thread.
+pub(crate) fn compile(
+    engine: &Engine,
+    linker: &Linker<RequestState>,
+    name: &str,
+    wasm: &[u8],
+    spec: FunctionSpec,
+    logs: Arc<FunctionLogs>,
+) -> Result<Function, Error> {
+    check_header(wasm)?;
+    let component = Component::new(engine, wasm).map_err(|e| Error::invalid(format!("{e:#}")))?;
+    // Fails when the component imports something the host does not provide; wasmtime's message names
+    // the import.
+    let instance_pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| Error::invalid(format!("{e:#}")))?;
+    let pre = ProxyPre::new(instance_pre).map_err(|e| {
+        Error::invalid(format!(
+            "the component does not export wasi:http/incoming-handler (a function must target the \
+             wasi:http/proxy world): {e:#}"
+        ))
+    })?;
+    Ok(Function {
+        name: name.into(),
+        pre,
+        spec,
+        logs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_checked_before_compiling() {
+        let cases: [(&[u8], Option<&str>); 4] = [
+            (b"", Some("not a WebAssembly binary")),
+            (b"hello world", Some("not a WebAssembly binary")),
+            (b"\0asm\x01\0\0\0", Some("core WebAssembly module")),
+            (b"\0asm\x0d\0\x01\0", None),
+        ];
+        for (bytes, expected) in cases {
+            let result = check_header(bytes);
+            match expected {
+                None => assert!(result.is_ok(), "{bytes:?}"),
+                Some(text) => {
+                    let message = result.expect_err("should be rejected").to_string();
+                    assert!(message.contains(text), "{bytes:?}: {message}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Serving one request: a fresh [`Store`] and instance, the guest's `handle` call, and the response.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::Error;
+use crate::body::ResponseBody;
+use crate::function::Function;
+use crate::logs::{GuestOutputFactory, LogStream};
+
+/// Everything one request's [`Store`] holds. Built fresh for every request and dropped with it.
+pub(crate) struct RequestState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
+    limits: StoreLimits,
+}
+
+impl RequestState {
+    fn new(function: &Function, max_memory_bytes: u64) -> Self {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestOutputFactory::new(
+            function.logs.clone(),
+            LogStream::Stdout,
+        ))
+        .stderr(GuestOutputFactory::new(
+            function.logs.clone(),
+            LogStream::Stderr,
+        ))
+        .envs(&function.spec.env);
+        RequestState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(max_memory_bytes).unwrap_or(usize::MAX))
+                .build(),
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP from guests is denied: the guest gets `HTTP-request-denied` and no connection is
+/// opened.
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Aborts the guest's task if the caller stops waiting before the guest has answered (the client went
+/// away). Once the response exists the task must live on to produce its body, so the guard is disarmed.
+struct AbortUnlessAnswered(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortUnlessAnswered {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Maps a request body's error into the one `wasi:http` understands.
+fn incoming_body_error(
+    error: Box<dyn std::error::Error + Send + Sync>,
+) -> wasmtime_wasi_http::Error {
+    match error.downcast::<hyper::Error>() {
+        Ok(hyper) => wasmtime_wasi_http::Error::from(*hyper),
+        Err(other) => wasmtime_wasi_http::Error::InternalError(Some(other.to_string())),
+    }
+}
+
+/// Runs `request` on a fresh instance of `function`.
+pub(crate) async fn invoke<B>(
+    engine: &Engine,
+    function: Arc<Function>,
+    max_memory_bytes: u64,
+    request: http::Request<B>,
+) -> Result<http::Response<ResponseBody>, Error>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut store = Store::new(engine, RequestState::new(&function, max_memory_bytes));
+    store.limiter(|state| &mut state.limits);
+    // Yield to other requests on every epoch tick.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+    let request = request.map(|body| body.map_err(|e| incoming_body_error(e.into())));
+    let (sender, receiver) = oneshot::channel();
+    // Set inside the guest's call to `response-outparam.set`, before the response is sent, so the task
+    // knows whether a failure after that point is still the caller's to report.
+    let answered = Arc::new(AtomicBool::new(false));
+    let (incoming, outparam) = {
+        let answered = answered.clone();
+        let mut http = store.data_mut().http();
+        let incoming = http
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| Error::internal("preparing the request", &e))?;
+        let outparam = http
+            .new_response_outparam_from_callback(move |response| {
+                answered.store(true, Ordering::Release);
+                let _ = sender.send(response);
+            })
+            .map_err(|e| Error::internal("preparing the response", &e))?;
+        (incoming, outparam)
+    };
+
+    let task = tokio::spawn(
+        run_guest(function.clone(), store, incoming, outparam, answered).in_current_span(),
+    );
+    let mut guard = AbortUnlessAnswered(Some(task.abort_handle()));
+
+    match receiver.await {
+        Ok(Ok(response)) => {
+            guard.0 = None;
+            Ok(response.map(ResponseBody::new))
+        }
+        Ok(Err(code)) => Err(Error::GuestError {
+            function: function.name.to_string(),
+            code: format!("{code:?}"),
+        }),
+        // The sender was dropped unused: the guest finished (or failed) without answering.
+        Err(_) => match task.await {
+            Ok(Ok(())) => Err(Error::NoResponse {
+                function: function.name.to_string(),
+            }),
+            Ok(Err(error)) => Err(error),
+            Err(join) => Err(Error::Internal(format!(
+                "the guest task ended abnormally: {join}"
+            ))),
+        },
+    }
+}
+
+/// Instantiates the function and calls its `handle` export. Owns the store, so the instance lives
+/// exactly as long as this task: until the guest returns, which may be after its response has started.
+async fn run_guest(
+    function: Arc<Function>,
+    mut store: Store<RequestState>,
+    incoming: Resource<HostIncomingRequest>,
+    outparam: Resource<HostResponseOutparam>,
+    answered: Arc<AtomicBool>,
+) -> Result<(), Error> {
+    let result = async {
+        let proxy = function.pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, outparam)
+            .await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            let error = Error::from_guest_failure(&function.name, &error);
+            if answered.load(Ordering::Acquire) {
+                // The caller already has the response; its body will end early. Say why here.
+                tracing::warn!(function = %function.name, %error, "function failed after it began to answer");
+            }
+            Err(error)
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Guest output, captured line by line and kept per function.
+//!
+//! Each function owns a [`FunctionLogs`]: a bounded ring of its most recent lines plus a broadcast
+//! channel for followers. A request's `stdout` and `stderr` are [`GuestOutput`] writers that split what
+//! the guest writes into lines, so nothing a guest prints can grow without bound in the host.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use tokio::sync::broadcast;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// How many lines each function keeps for readers that arrive later.
+pub const DEFAULT_LOG_LINES_KEPT: usize = 1000;
+/// Longest line kept; a longer line is cut into pieces of this size.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// How many lines a slow follower may fall behind before it misses some.
+const FOLLOW_BUFFER: usize = 256;
+/// What `check-write` grants the guest each time: output is consumed at once, so this only bounds
+/// the size of a single write.
+const WRITE_PERMIT: usize = 64 * 1024;
+
+/// Which of the guest's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// The guest's `wasi:cli/stdout`.
+    Stdout,
+    /// The guest's `wasi:cli/stderr`.
+    Stderr,
+}
+
+impl LogStream {
+    /// `"stdout"` or `"stderr"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line a function wrote, without its line ending.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// The function that wrote it.
+    pub function: Arc<str>,
+    /// When the host received the line.
+    pub timestamp: SystemTime,
+    /// The stream it was written to.
+    pub stream: LogStream,
+    /// The text, with invalid UTF-8 replaced.
+    pub text: String,
+}
+
+/// The recent output of one function and a channel to follow it.
+#[derive(Debug)]
+pub struct FunctionLogs {
+    function: Arc<str>,
+    capacity: usize,
+    recent: Mutex<VecDeque<LogLine>>,
+    follow: broadcast::Sender<LogLine>,
+}
+
+impl FunctionLogs {
+    /// Logs for `function` keeping at most `capacity` lines.
+    pub fn new(function: &str, capacity: usize) -> Self {
+        FunctionLogs {
+            function: function.into(),
+            capacity,
+            recent: Mutex::new(VecDeque::with_capacity(capacity.min(64))),
+            follow: broadcast::channel(FOLLOW_BUFFER).0,
+        }
+    }
+
+    /// The lines kept, oldest first.
+    pub fn recent(&self) -> Vec<LogLine> {
+        self.lock().iter().cloned().collect()
+    }
+
+    /// A receiver of every line written from now on.
+    pub fn follow(&self) -> broadcast::Receiver<LogLine> {
+        self.follow.subscribe()
+    }
+
+    fn push(&self, stream: LogStream, bytes: &[u8]) {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let line = LogLine {
+            function: self.function.clone(),
+            timestamp: SystemTime::now(),
+            stream,
+            text: String::from_utf8_lossy(bytes).into_owned(),
+        };
+        tracing::info!(
+            target: "wasmgate::guest",
+            stream = stream.as_str(),
+            "{}: {}",
+            self.function,
+            line.text
+        );
+        {
+            let mut recent = self.lock();
+            if recent.len() == self.capacity {
+                recent.pop_front();
+            }
+            if self.capacity > 0 {
+                recent.push_back(line.clone());
+            }
+        }
+        // No followers is not an error.
+        let _ = self.follow.send(line);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<LogLine>> {
+        // A panic while holding this lock cannot leave the deque inconsistent, so poisoning is ignored.
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A [`StdoutStream`] that feeds a function's logs.
+#[derive(Debug, Clone)]
+pub(crate) struct GuestOutputFactory {
+    logs: Arc<FunctionLogs>,
+    stream: LogStream,
+}
+
+impl GuestOutputFactory {
+    pub(crate) fn new(logs: Arc<FunctionLogs>, stream: LogStream) -> Self {
+        GuestOutputFactory { logs, stream }
+    }
+
+    fn writer(&self) -> GuestOutput {
+        GuestOutput {
+            logs: self.logs.clone(),
+            stream: self.stream,
+            partial: Vec::new(),
+        }
+    }
+}
+
+impl IsTerminal for GuestOutputFactory {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutputFactory {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.writer())
+    }
+
+    // Implemented directly rather than through the default adapter, which spawns a task per stream.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+}
+
+/// Splits what a guest writes into lines. An unfinished line is kept (up to [`MAX_LINE_BYTES`]) until
+/// its end arrives or the stream is dropped.
+#[derive(Debug)]
+struct GuestOutput {
+    logs: Arc<FunctionLogs>,
+    stream: LogStream,
+    partial: Vec<u8>,
+}
+
+impl GuestOutput {
+    fn accept(&mut self, mut bytes: &[u8]) {
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
+            let (line, rest) = bytes.split_at(end);
+            if self.partial.is_empty() {
+                self.emit(line);
+            } else {
+                self.partial.extend_from_slice(line);
+                let partial = std::mem::take(&mut self.partial);
+                self.emit(&partial);
+            }
+            bytes = &rest[1..];
+        }
+        self.partial.extend_from_slice(bytes);
+        while self.partial.len() >= MAX_LINE_BYTES {
+            let rest = self.partial.split_off(MAX_LINE_BYTES);
+            let full = std::mem::replace(&mut self.partial, rest);
+            self.emit(&full);
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        for piece in line.chunks(MAX_LINE_BYTES) {
+            self.logs.push(self.stream, piece);
+        }
+        if line.is_empty() {
+            self.logs.push(self.stream, line);
+        }
+    }
+}
+
+impl Drop for GuestOutput {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            let partial = std::mem::take(&mut self.partial);
+            self.emit(&partial);
+        }
+    }
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.accept(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncWrite for GuestOutput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.accept(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(logs: &FunctionLogs) -> Vec<String> {
+        logs.recent().into_iter().map(|line| line.text).collect()
+    }
+
+    #[test]
+    fn splits_lines_across_writes() {
+        let logs = Arc::new(FunctionLogs::new("f", 10));
+        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stdout);
+        let mut out = factory.writer();
+        out.accept(b"one\ntw");
+        out.accept(b"o\r\nthree\n\nfour");
+        assert_eq!(texts(&logs), ["one", "two", "three", ""]);
+        drop(out);
+        assert_eq!(texts(&logs), ["one", "two", "three", "", "four"]);
+    }
+
+    #[test]
+    fn keeps_only_the_newest_lines() {
+        let logs = Arc::new(FunctionLogs::new("f", 2));
+        let mut out = GuestOutputFactory::new(logs.clone(), LogStream::Stderr).writer();
+        out.accept(b"a\nb\nc\n");
+        assert_eq!(texts(&logs), ["b", "c"]);
+        assert!(
+            logs.recent()
+                .iter()
+                .all(|l| l.stream == LogStream::Stderr && &*l.function == "f")
+        );
+    }
+
+    #[test]
+    fn cuts_endless_lines() {
+        let logs = Arc::new(FunctionLogs::new("f", 10));
+        let mut out = GuestOutputFactory::new(logs.clone(), LogStream::Stdout).writer();
+        out.accept(&vec![b'x'; MAX_LINE_BYTES * 2 + 5]);
+        let lens: Vec<usize> = logs.recent().iter().map(|l| l.text.len()).collect();
+        assert_eq!(lens, [MAX_LINE_BYTES, MAX_LINE_BYTES]);
+        drop(out);
+        assert_eq!(logs.recent().last().map(|l| l.text.len()), Some(5));
+    }
+
+    #[test]
+    fn followers_see_new_lines() {
+        let logs = Arc::new(FunctionLogs::new("f", 10));
+        let mut follower = logs.follow();
+        GuestOutputFactory::new(logs.clone(), LogStream::Stdout)
+            .writer()
+            .accept(b"hi\n");
+        assert_eq!(
+            follower.try_recv().map(|l| l.text).ok().as_deref(),
+            Some("hi")
+        );
+    }
+}
