@@ -59,10 +59,23 @@ impl Error {
     }
 
     /// A guest call that failed: a trap, or something the host hit while serving it.
+    ///
+    /// The message is one line (the trap, or the error chain); the guest's backtrace, which spans many
+    /// lines, is logged separately at debug level.
     pub(crate) fn from_guest_failure(function: &str, error: &wasmtime::Error) -> Self {
+        if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+            tracing::debug!(function, %backtrace, "guest backtrace");
+        }
+        let message = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => format!("wasm trap: {trap}"),
+            None => format!("{error:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
         Error::Trap {
             function: function.to_string(),
-            message: format!("{error:#}"),
+            message,
         }
     }
 }

@@ -6,7 +6,9 @@
 use std::io::{Read, Write};
 
 use wasip2::exports::http::incoming_handler::Guest;
-use wasip2::http::types::{Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Echo;
 
@@ -34,7 +36,10 @@ impl Guest for Echo {
         };
 
         let mut echoed = vec![
-            ("x-echo-method".to_string(), method_name(&request.method()).into_bytes()),
+            (
+                "x-echo-method".to_string(),
+                method_name(&request.method()).into_bytes(),
+            ),
             ("x-echo-path".to_string(), path.into_bytes()),
             ("x-echo-query".to_string(), query.into_bytes()),
         ];
@@ -61,7 +66,9 @@ impl Guest for Echo {
             if n == 0 {
                 break;
             }
-            output.write_all(&buf[..n]).expect("write the response body");
+            output
+                .write_all(&buf[..n])
+                .expect("write the response body");
             output.flush().expect("flush the response body");
         }
         drop(input);

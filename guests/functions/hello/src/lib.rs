@@ -2,7 +2,9 @@
 //! and writes one log line to stdout so the gateway's log capture has something to show.
 
 use wasip2::exports::http::incoming_handler::Guest;
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Hello;
 
@@ -22,7 +24,9 @@ impl Guest for Hello {
 
         let stream = body.write().expect("stream is taken once");
         stream
-            .blocking_write_and_flush(format!("Hello from wasmgate! You asked for {path}\n").as_bytes())
+            .blocking_write_and_flush(
+                format!("Hello from wasmgate! You asked for {path}\n").as_bytes(),
+            )
             .expect("write the greeting");
         drop(stream);
         OutgoingBody::finish(body, None).expect("finish the body");

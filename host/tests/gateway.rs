@@ -1,0 +1,377 @@
+//! End to end: the real `wasmgate` binary, real sockets, real components from `guests/`.
+
+mod support;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use http_body_util::BodyExt;
+use support::{Gateway, get, request, run_to_exit, send, temp_dir};
+
+/// Every guest in `guests/functions` must have a test of its own name in [`guests`]; a guest added
+/// without one stops this file from compiling.
+macro_rules! require_test {
+    ($name:ident) => {
+        const _: fn() = guests::$name;
+    };
+}
+wasmgate_guests::foreach_guest!(require_test);
+
+/// One test per guest function.
+mod guests {
+    use super::*;
+
+    #[tokio::test]
+    pub async fn hello() {
+        let gateway = Gateway::with_all_guests();
+        let answer = get(&gateway, "/function/hello/x/y?z=1").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.text(),
+            "Hello from wasmgate! You asked for /x/y?z=1\n"
+        );
+        assert_eq!(answer.header("content-type"), "text/plain; charset=utf-8");
+        // Its stdout is captured, prefixed with the function's name.
+        gateway.wait_for_log(&["hello.openfaas-fn: hello called for /x/y?z=1"]);
+    }
+
+    #[tokio::test]
+    pub async fn echo() {
+        let gateway = Gateway::with_all_guests();
+        let body: Vec<u8> = (0..1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut req = request(
+            "PUT",
+            &gateway,
+            "/function/echo/a/b?x=1&y=%20two&x=3",
+            body.clone(),
+        );
+        req.headers_mut()
+            .insert("x-custom", "custom value".parse().expect("header"));
+        req.headers_mut().insert(
+            "content-type",
+            "application/octet-stream".parse().expect("header"),
+        );
+        let answer = send(gateway.addr, req).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-echo-method"), "PUT");
+        assert_eq!(answer.header("x-echo-path"), "/a/b");
+        assert_eq!(answer.header("x-echo-query"), "x=1&y=%20two&x=3");
+        assert_eq!(answer.header("x-echo-x-custom"), "custom value");
+        assert_eq!(answer.header("content-type"), "application/octet-stream");
+        // The gateway added these on the way in.
+        assert_eq!(
+            answer.header("x-echo-x-call-id"),
+            answer.header("x-call-id")
+        );
+        assert_eq!(answer.header("x-echo-x-forwarded-for"), "127.0.0.1");
+        assert_eq!(
+            answer.header("x-echo-x-forwarded-host"),
+            gateway.addr.to_string()
+        );
+        assert_eq!(answer.body.len(), body.len());
+        assert!(answer.body == body, "the 1 MiB body came back changed");
+    }
+
+    #[tokio::test]
+    pub async fn trap() {
+        let gateway = Gateway::with_all_guests();
+        let answer = get(&gateway, "/function/trap").await;
+        assert_eq!(answer.status, 500);
+        assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
+        assert!(
+            answer.text().contains("trap.openfaas-fn failed"),
+            "{}",
+            answer.text()
+        );
+        // The reason is logged with the function and the call id.
+        let call_id = answer.header("x-call-id");
+        let line = gateway.wait_for_log(&["invocation failed", call_id]);
+        assert!(
+            line.contains("trap.openfaas-fn") && line.contains("unreachable"),
+            "{line}"
+        );
+        // The guest's own panic message is in its log stream.
+        gateway.wait_for_log(&["trap.openfaas-fn: this function always panics"]);
+        // And the gateway keeps serving.
+        assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+        assert_eq!(get(&gateway, "/function/trap").await.status, 500);
+        assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+    }
+
+    #[tokio::test]
+    pub async fn silent() {
+        let gateway = Gateway::with_all_guests();
+        let answer = get(&gateway, "/function/silent").await;
+        assert_eq!(answer.status, 500);
+        assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
+        assert!(
+            answer.text().contains("without a response"),
+            "{}",
+            answer.text()
+        );
+        gateway.wait_for_log(&[
+            "returned without sending a response",
+            answer.header("x-call-id"),
+        ]);
+    }
+
+    #[tokio::test]
+    pub async fn counter() {
+        let gateway = Gateway::with_all_guests();
+        for _ in 0..3 {
+            let answer = get(&gateway, "/function/counter").await;
+            assert_eq!(answer.text(), "1", "an instance was reused");
+        }
+    }
+}
+
+#[tokio::test]
+async fn namespace_suffix_addresses_the_default_namespace() {
+    let gateway = Gateway::with_all_guests();
+    let answer = get(&gateway, "/function/hello.openfaas-fn").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "Hello from wasmgate! You asked for /\n");
+    let answer = get(&gateway, "/function/hello.openfaas-fn/deep/path").await;
+    assert_eq!(
+        answer.text(),
+        "Hello from wasmgate! You asked for /deep/path\n"
+    );
+    // Another namespace holds no such function.
+    assert_eq!(get(&gateway, "/function/hello.other").await.status, 404);
+}
+
+#[tokio::test]
+async fn unknown_functions_get_404() {
+    let gateway = Gateway::with_all_guests();
+    for path in [
+        "/function/nope",
+        "/function/nope/x",
+        "/function/",
+        "/function/bad%20name",
+    ] {
+        let answer = get(&gateway, path).await;
+        assert_eq!(answer.status, 404, "{path}");
+        assert_eq!(answer.header("x-openfaas-internal"), "wasmgate", "{path}");
+        assert!(
+            answer.header("content-type").starts_with("text/plain"),
+            "{path}"
+        );
+    }
+    assert_eq!(get(&gateway, "/elsewhere").await.status, 404);
+}
+
+#[tokio::test]
+async fn call_id_start_time_and_duration_headers() {
+    let gateway = Gateway::with_all_guests();
+    let answer = get(&gateway, "/function/hello").await;
+    assert_eq!(answer.header("x-call-id").len(), 36, "a UUID");
+    let start: u128 = answer
+        .header("x-start-time")
+        .parse()
+        .expect("Unix nanoseconds");
+    assert!(start > 1_600_000_000_000_000_000, "{start}");
+    let duration: f64 = answer
+        .header("x-duration-seconds")
+        .parse()
+        .expect("float seconds");
+    assert!(duration >= 0.0);
+
+    let mut req = request("GET", &gateway, "/function/hello", Bytes::new());
+    req.headers_mut()
+        .insert("x-call-id", "client-chosen-id".parse().expect("header"));
+    let answer = send(gateway.addr, req).await;
+    assert_eq!(answer.header("x-call-id"), "client-chosen-id");
+    // Errors carry them too.
+    let answer = get(&gateway, "/function/nope").await;
+    answer.header("x-call-id");
+    answer.header("x-duration-seconds");
+}
+
+#[tokio::test]
+async fn content_type_falls_back_to_the_request_then_text_plain() {
+    let gateway = Gateway::with_all_guests();
+    // echo copies the request's content type only when there is one; counter never sets one.
+    let mut req = request("POST", &gateway, "/function/counter", "x");
+    req.headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    assert_eq!(
+        send(gateway.addr, req).await.header("content-type"),
+        "application/json"
+    );
+    assert_eq!(
+        get(&gateway, "/function/counter")
+            .await
+            .header("content-type"),
+        "text/plain"
+    );
+}
+
+#[tokio::test]
+async fn methods_outside_the_contract_get_405() {
+    let gateway = Gateway::with_all_guests();
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let answer = send(
+            gateway.addr,
+            request(method, &gateway, "/function/echo", Bytes::new()),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{method}");
+        assert_eq!(answer.header("x-echo-method"), method);
+    }
+    let head = send(
+        gateway.addr,
+        request("HEAD", &gateway, "/function/hello", Bytes::new()),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    let answer = send(
+        gateway.addr,
+        request("TRACE", &gateway, "/function/echo", Bytes::new()),
+    )
+    .await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
+    assert!(answer.header("allow").contains("POST"));
+}
+
+#[tokio::test]
+async fn healthz_answers_200() {
+    let gateway = Gateway::with_all_guests();
+    let answer = get(&gateway, "/healthz").await;
+    assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_requests_all_succeed() {
+    let gateway = Gateway::with_all_guests();
+    let requests = (0..200).map(|i| {
+        let gateway = &gateway;
+        async move {
+            let (path, expected) = match i % 3 {
+                0 => (
+                    format!("/function/hello/{i}"),
+                    format!("Hello from wasmgate! You asked for /{i}\n"),
+                ),
+                1 => (format!("/function/echo/{i}"), String::new()),
+                _ => ("/function/counter".to_string(), "1".to_string()),
+            };
+            let answer = send(gateway.addr, request("GET", gateway, &path, Bytes::new())).await;
+            (i, answer.status, answer.text(), expected)
+        }
+    });
+    let answers = join_all(requests).await;
+    for (i, status, text, expected) in &answers {
+        assert_eq!(*status, 200, "request {i}: {text}");
+        assert_eq!(text, expected, "request {i}");
+    }
+    assert_eq!(answers.len(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    let gateway = Gateway::with_all_guests();
+    let (mut body_tx, body) =
+        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+    let req = http::Request::post("/function/echo/slow")
+        .header(http::header::HOST, gateway.addr.to_string())
+        .body(body)
+        .expect("valid request");
+    let mut sender = support::connect(gateway.addr).await;
+    let response = tokio::spawn(sender.send_request(req));
+    body_tx
+        .send_data(Bytes::from_static(b"first part, "))
+        .await
+        .expect("send");
+    // echo answers with its head before it reads the body: the request is now in flight.
+    let response = response.await.expect("task").expect("response head");
+    assert_eq!(response.status(), 200);
+
+    gateway.signal("TERM");
+    gateway.wait_for_log(&["shutting down"]);
+    // No new connections are accepted once shutdown has begun.
+    assert!(
+        tokio::net::TcpStream::connect(gateway.addr).await.is_err(),
+        "accepted a connection during shutdown"
+    );
+
+    body_tx
+        .send_data(Bytes::from_static(b"second part"))
+        .await
+        .expect("send");
+    drop(body_tx);
+    let echoed = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body")
+        .to_bytes();
+    assert_eq!(&echoed[..], b"first part, second part");
+    let status = gateway.wait();
+    assert!(status.success(), "wasmgate exited with {status}");
+}
+
+#[tokio::test]
+async fn sigint_stops_an_idle_gateway() {
+    let gateway = Gateway::with_all_guests();
+    gateway.signal("INT");
+    let status = gateway.wait();
+    assert!(status.success(), "wasmgate exited with {status}");
+}
+
+#[tokio::test]
+async fn serves_the_functions_of_a_stack_file() {
+    let dir = temp_dir("stack");
+    std::fs::create_dir_all(dir.join("wasm")).expect("mkdir");
+    std::fs::copy(wasmgate_guests::HELLO, dir.join("wasm/hello.wasm")).expect("copy");
+    std::fs::write(
+        dir.join("stack.yml"),
+        "version: 1.0\nprovider:\n  name: openfaas\n  gateway: http://127.0.0.1:8080\nfunctions:\n  \
+         greeter:\n    lang: rust\n    handler: ./hello\n    image: ${WASM_DIR:-wasm}/hello.wasm\n    \
+         namespace: team-a\n    environment:\n      mode: test\n",
+    )
+    .expect("write stack.yml");
+    let stack = dir.join("stack.yml").display().to_string();
+    let gateway = Gateway::start(&["-f".to_string(), stack]);
+    let answer = get(&gateway, "/function/greeter.team-a/hi").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "Hello from wasmgate! You asked for /hi\n");
+    assert_eq!(
+        get(&gateway, "/function/greeter").await.status,
+        404,
+        "greeter lives in team-a"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn startup_errors_name_the_function_and_the_reason() {
+    let dir = temp_dir("bad");
+    let core = dir.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
+    let missing = dir.join("missing.wasm");
+    let cases = [
+        (
+            format!("f={}", missing.display()),
+            vec!["function f.openfaas-fn", "missing.wasm"],
+        ),
+        (
+            format!("g={}", core.display()),
+            vec!["function g.openfaas-fn", "core WebAssembly module"],
+        ),
+        ("bad name=x.wasm".to_string(), vec!["invalid function name"]),
+    ];
+    for (arg, expected) in cases {
+        let (status, stderr) =
+            run_to_exit(&["serve", "--listen", "127.0.0.1:0", "--function", &arg]);
+        assert!(!status.success(), "{arg}: should fail");
+        for text in expected {
+            assert!(stderr.contains(text), "{arg}: {text:?} not in {stderr}");
+        }
+    }
+    let (status, stderr) =
+        run_to_exit(&["serve", "-f", &dir.join("none.yml").display().to_string()]);
+    assert!(!status.success());
+    assert!(stderr.contains("none.yml"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,243 @@
+//! Helpers for the end-to-end tests: a real `wasmgate` process on a free port, and an HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Upper bound for waiting on something the gateway will do; reaching it means the test failed.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Every guest, loaded under its own name.
+pub fn all_guests() -> Vec<String> {
+    [
+        ("hello", wasmgate_guests::HELLO),
+        ("echo", wasmgate_guests::ECHO),
+        ("trap", wasmgate_guests::TRAP),
+        ("silent", wasmgate_guests::SILENT),
+        ("counter", wasmgate_guests::COUNTER),
+    ]
+    .iter()
+    .flat_map(|(name, path)| ["--function".to_string(), format!("{name}={path}")])
+    .collect()
+}
+
+#[derive(Default)]
+struct LogBuffer {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running `wasmgate serve`. Killed when dropped.
+pub struct Gateway {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    logs: Arc<LogBuffer>,
+}
+
+impl Gateway {
+    /// Starts `wasmgate serve --listen 127.0.0.1:0` with `args` and waits for its address.
+    pub fn start(args: &[String]) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("WASMGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wasmgate");
+
+        let logs = Arc::new(LogBuffer::default());
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lines.lock().expect("log lock").push(line);
+                sink.grew.notify_all();
+            }
+        });
+
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("read stdout");
+        let Some(addr) = first.trim().strip_prefix("wasmgate listening on http://") else {
+            let _ = child.wait();
+            // Give the reader thread a moment to collect the last lines of stderr.
+            let text = wait_for_eof(&logs);
+            panic!("wasmgate did not start; stdout: {first:?}\nstderr:\n{text}");
+        };
+        let addr = addr.parse().expect("a socket address");
+        Gateway { child, addr, logs }
+    }
+
+    /// Starts a gateway serving every guest.
+    pub fn with_all_guests() -> Gateway {
+        Gateway::start(&all_guests())
+    }
+
+    /// Waits until a logged line contains every one of `needles`, and returns it.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        let mut lines = self.logs.lines.lock().expect("log lock");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(line) = lines.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no log line with {needles:?}; logs:\n{}",
+                lines.join("\n")
+            );
+            lines = self
+                .logs
+                .grew
+                .wait_timeout(lines, left)
+                .expect("log lock")
+                .0;
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().expect("wait for wasmgate")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_eof(logs: &LogBuffer) -> String {
+    let lines = logs.lines.lock().expect("log lock");
+    let (lines, _) = logs
+        .grew
+        .wait_timeout(lines, Duration::from_millis(500))
+        .expect("log lock");
+    lines.join("\n")
+}
+
+/// Runs `wasmgate` with `args` to completion and returns its status and stderr.
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(args)
+        .env("WASMGATE_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wasmgate");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(label: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wasmgate-test-{}-{label}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+/// A response with its whole body.
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .expect("visible ASCII")
+    }
+}
+
+/// Opens a connection to `addr` and returns a request sender on it.
+pub async fn connect<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the gateway");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// Sends one request on a new connection and reads the whole answer.
+pub async fn send<B>(addr: SocketAddr, request: http::Request<B>) -> Answer
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut sender = connect(addr).await;
+    let response = sender.send_request(request).await.expect("a response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("the whole body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A request with an empty or full body, with `Host` set as a client would.
+pub fn request(
+    method: &str,
+    gateway: &Gateway,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> http::Request<http_body_util::Full<Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, gateway.addr.to_string())
+        .body(http_body_util::Full::new(body.into()))
+        .expect("valid request")
+}
+
+/// GET `path`.
+pub async fn get(gateway: &Gateway, path: &str) -> Answer {
+    send(gateway.addr, request("GET", gateway, path, Bytes::new())).await
+}
