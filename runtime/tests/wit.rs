@@ -16,11 +16,19 @@ fn key_name(resolve: &Resolve, key: &WorldKey) -> String {
 fn the_function_world_parses_and_says_what_it_promises() {
     let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
     let mut resolve = Resolve::default();
-    let (package, _) = resolve.push_dir(&wit).expect("wit/ parses with its vendored deps");
-    let world = resolve.select_world(&[package], Some("function")).expect("the function world exists");
+    let (package, _) = resolve
+        .push_dir(&wit)
+        .expect("wit/ parses with its vendored deps");
+    let world = resolve
+        .select_world(&[package], Some("function"))
+        .expect("the function world exists");
     let world = &resolve.worlds[world];
 
-    let exports: Vec<String> = world.exports.keys().map(|k| key_name(&resolve, k)).collect();
+    let exports: Vec<String> = world
+        .exports
+        .keys()
+        .map(|k| key_name(&resolve, k))
+        .collect();
     assert_eq!(exports, ["wasi:http/incoming-handler@0.2.12"]);
 
     let imports: Vec<String> = world
@@ -39,6 +47,9 @@ fn the_function_world_parses_and_says_what_it_promises() {
         "wasi:clocks/monotonic-clock@0.2.12",
         "wasi:random/random@0.2.12",
     ] {
-        assert!(imports.iter().any(|i| i == expected), "{expected} missing from {imports:?}");
+        assert!(
+            imports.iter().any(|i| i == expected),
+            "{expected} missing from {imports:?}"
+        );
     }
 }
