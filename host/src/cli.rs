@@ -42,7 +42,7 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// A faas-cli stack file whose functions to load; each `image` is a path to a `.wasm` component,
-    /// relative to the file. Without this flag, ./stack.yml is read if it exists.
+    /// relative to the file. Without this flag and without --function, ./stack.yml is read if it exists.
     #[arg(
         short = 'f',
         long = "file",
@@ -101,9 +101,13 @@ pub struct ServeConfig {
 impl ServeArgs {
     /// Reads the stack file, parses `--function`, and checks that no function is named twice.
     pub fn into_config(self) -> anyhow::Result<ServeConfig> {
+        // Like faas-cli, ./stack.yml is the default, but only when nothing else says what to serve.
         let stack_file = match self.file {
             Some(file) => Some(file),
-            None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|f| f.exists()),
+            None if self.functions.is_empty() => {
+                Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|f| f.exists())
+            }
+            None => None,
         };
         let mut functions = Vec::new();
         if let Some(file) = stack_file {

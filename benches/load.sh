@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Side-by-side load test on this machine, one run, the same hello component:
+#   native hyper server  vs  wasmgate (fresh instance per request)  vs  `wasmtime serve` (if installed)
+# Prints requests/s and latency for each, and the ratios between them.
+#
+#   benches/load.sh                 # 10 s per target, 16 connections
+#   DURATION=30s CONNECTIONS=64 benches/load.sh
+#   WASMTIME=/path/to/wasmtime benches/load.sh   # `cargo install wasmtime-cli --version 48.0.8 --locked`
+#
+# Every load targets 127.0.0.1 only and stops after DURATION.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-16}"
+THREADS="${THREADS:-2}"
+WASMTIME="${WASMTIME:-$(command -v wasmtime || true)}"
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+rustup target add wasm32-wasip2 >/dev/null
+cargo build-guests -q
+cargo build --release -q -p wasmgate -p wasmgate-benches
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+HELLO="guests/functions/target/wasm32-wasip2/release/hello.wasm"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Starts a server in the background; its address is read from the first line matching "http://".
+start() {
+    local name="$1"; shift
+    "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=("$!")
+    for _ in $(seq 1 300); do
+        local addr
+        addr="$(grep -o 'http://[0-9.:]*' "$work/$name.out" "$work/$name.err" 2>/dev/null | head -n1 | sed 's/^[^:]*:http/http/')" || true
+        if [ -n "$addr" ]; then echo "$addr"; return; fi
+        sleep 0.1
+    done
+    echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1
+}
+
+# Runs wrk and prints "requests/s p50 p99" (latencies in milliseconds).
+measure() {
+    local url="$1"
+    curl -fsS "$url" >/dev/null  # warm and check it answers
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$work/wrk.txt"
+    if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors from $url:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
+    local rps p50 p99
+    rps="$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")"
+    p50="$(awk '$1=="50%" {print $2}' "$work/wrk.txt")"
+    p99="$(awk '$1=="99%" {print $2}' "$work/wrk.txt")"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+}
+to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
+
+native="$(start native "$TARGET_DIR/release/native-hello" 127.0.0.1:0)"
+gate="$(start wasmgate "$TARGET_DIR/release/wasmgate" serve --listen 127.0.0.1:0 --function "hello=$HELLO")"
+declare -A result
+result[native]="$(measure "$native/")"
+result[wasmgate]="$(measure "$gate/function/hello")"
+names=(native wasmgate)
+if [ -n "$WASMTIME" ]; then
+    port=$(( 20000 + RANDOM % 20000 ))
+    start wasmtime "$WASMTIME" serve -Scli --addr "127.0.0.1:$port" "$HELLO" >/dev/null
+    result[wasmtime]="$(measure "http://127.0.0.1:$port/")"
+    names+=(wasmtime)
+else
+    echo "(wasmtime not found: install it with 'cargo install wasmtime-cli --version 48.0.8 --locked' or set WASMTIME)" >&2
+fi
+
+echo
+echo "hello component, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%d)"
+printf '%-10s %12s %10s %10s\n' target "requests/s" "p50 ms" "p99 ms"
+for name in "${names[@]}"; do
+    read -r rps p50 p99 <<<"${result[$name]}"
+    printf '%-10s %12.0f %10s %10s\n' "$name" "$rps" "$p50" "$p99"
+done
+echo
+rate() { read -r rps _ <<<"${result[$1]}"; echo "$rps"; }
+ratio() { awk -v a="$(rate "$1")" -v b="$(rate "$2")" 'BEGIN { printf "%.2f", a / b }'; }
+echo "wasmgate / native   = $(ratio wasmgate native)"
+if [ -n "$WASMTIME" ]; then
+    echo "wasmgate / wasmtime = $(ratio wasmgate wasmtime)"
+    echo "wasmtime / native   = $(ratio wasmtime native)"
+fi
