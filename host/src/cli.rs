@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use wasmgate_runtime::{Allocator, DEFAULT_MAX_INSTANCES, RuntimeConfig};
 
+use crate::auth::Credentials;
 use crate::duration::parse_duration;
+use crate::functions::DEFAULT_MAX_ARTIFACT_BYTES;
 use crate::names::FunctionRef;
 use crate::server::{DEFAULT_MAX_CONNECTIONS, ServerConfig};
 use crate::stack::{ResolvedFunction, Stack};
@@ -72,6 +74,42 @@ pub struct ServeArgs {
     /// address space allows it.
     #[arg(long, value_enum, default_value_t = AllocatorArg::Auto)]
     pub allocator: AllocatorArg,
+
+    /// Where functions, secrets, namespaces and uploaded components are kept
+    /// [default: $XDG_STATE_HOME/wasmgate, else ~/.local/state/wasmgate].
+    #[arg(long, env = "WASMGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// A folder with the files basic-auth-user and basic-auth-password (as OpenFaaS mounts them);
+    /// turns basic auth on for /system/*.
+    #[arg(long, env = "WASMGATE_BASIC_AUTH_DIR")]
+    pub basic_auth_dir: Option<PathBuf>,
+
+    /// Basic auth user for /system/* (with WASMGATE_BASIC_AUTH_PASSWORD).
+    #[arg(
+        long,
+        env = "WASMGATE_BASIC_AUTH_USER",
+        requires = "basic_auth_password"
+    )]
+    pub basic_auth_user: Option<String>,
+
+    /// Basic auth password (prefer the environment variable: flags show in `ps`).
+    #[arg(
+        long,
+        env = "WASMGATE_BASIC_AUTH_PASSWORD",
+        hide_env_values = true,
+        requires = "basic_auth_user"
+    )]
+    pub basic_auth_password: Option<String>,
+
+    /// Serve /system/* without authentication on a non-loopback address (never do this on a network
+    /// you do not control). On loopback addresses auth is off unless credentials are given.
+    #[arg(long)]
+    pub no_auth: bool,
+
+    /// Largest component accepted by upload or deploy, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
+    pub max_artifact_bytes: usize,
 }
 
 /// `--allocator` values.
@@ -96,6 +134,12 @@ pub struct ServeConfig {
     pub runtime: RuntimeConfig,
     /// The server's settings.
     pub server: ServerConfig,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Basic auth for /system/*, if on.
+    pub auth: Option<Credentials>,
+    /// Largest component accepted.
+    pub max_artifact_bytes: usize,
 }
 
 impl ServeArgs {
@@ -130,6 +174,26 @@ impl ServeArgs {
         if self.max_connections == 0 {
             bail!("--max-connections must be at least 1");
         }
+        let auth = match (
+            &self.basic_auth_dir,
+            &self.basic_auth_user,
+            &self.basic_auth_password,
+        ) {
+            (Some(dir), _, _) => Some(Credentials::from_dir(dir).context("--basic-auth-dir")?),
+            (None, Some(user), Some(password)) => Some(Credentials::new(user, password)?),
+            _ => None,
+        };
+        if auth.is_none() && !self.listen.ip().is_loopback() && !self.no_auth {
+            bail!(
+                "refusing to serve /system/* on {} without credentials: set --basic-auth-dir (or \
+                 WASMGATE_BASIC_AUTH_USER and WASMGATE_BASIC_AUTH_PASSWORD), or pass --no-auth",
+                self.listen
+            );
+        }
+        let state_dir = match self.state_dir {
+            Some(dir) => dir,
+            None => default_state_dir()?,
+        };
         Ok(ServeConfig {
             listen: self.listen,
             functions,
@@ -147,7 +211,21 @@ impl ServeArgs {
                 max_connections: self.max_connections,
                 ..ServerConfig::default()
             },
+            state_dir,
+            auth,
+            max_artifact_bytes: self.max_artifact_bytes,
         })
+    }
+}
+
+/// `$XDG_STATE_HOME/wasmgate`, else `~/.local/state/wasmgate`.
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(state).join("wasmgate"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/wasmgate")),
+        None => bail!("no --state-dir given and neither XDG_STATE_HOME nor HOME is set"),
     }
 }
 

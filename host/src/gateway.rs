@@ -2,6 +2,7 @@
 //! errors to HTTP. It takes any request and returns a response, so it runs without a socket too.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -12,6 +13,9 @@ use http_body_util::{BodyExt, Full};
 use tracing::Instrument;
 use wasmgate_runtime::{Error as RuntimeError, Runtime};
 
+use crate::api::Api;
+use crate::auth::Credentials;
+use crate::metrics::Metrics;
 use crate::names::FunctionRef;
 
 /// Any error a response body may end with.
@@ -49,16 +53,25 @@ const ALLOWED_METHODS: [Method; 7] = [
     Method::HEAD,
 ];
 
-/// Routes requests to functions in a [`Runtime`].
+/// Routes requests: functions to the [`Runtime`], `/system/*` to the management [`Api`] behind basic
+/// auth, `/metrics` and `/healthz` to themselves.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     runtime: Runtime,
+    metrics: Arc<Metrics>,
+    auth: Option<Credentials>,
+    api: Api,
 }
 
 impl Gateway {
-    /// A gateway serving the functions loaded in `runtime`.
-    pub fn new(runtime: Runtime) -> Self {
-        Gateway { runtime }
+    /// A gateway over `api`'s functions; `auth`, when set, guards `/system/*`.
+    pub fn new(api: Api, metrics: Arc<Metrics>, auth: Option<Credentials>) -> Self {
+        Gateway {
+            runtime: api.functions.runtime().clone(),
+            metrics,
+            auth,
+            api,
+        }
     }
 
     /// Answers one request. `peer` is the client's address, for `X-Forwarded-For`.
@@ -74,6 +87,30 @@ impl Gateway {
         let path = request.uri().path();
         if path == "/healthz" {
             return text(StatusCode::OK, "OK");
+        }
+        if path == "/metrics" {
+            let mut response = text(StatusCode::OK, "");
+            *response.body_mut() = Full::new(Bytes::from(self.metrics.render()))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            return response;
+        }
+        if path == "/system" || path.starts_with("/system/") {
+            if let Some(credentials) = &self.auth
+                && !credentials.check(request.headers())
+            {
+                let mut response = text(StatusCode::UNAUTHORIZED, "invalid credentials");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"Restricted\""),
+                );
+                return response;
+            }
+            return self.api.handle(request).await;
         }
         if let Some(route) = path.strip_prefix("/function/") {
             let (name, suffix) = match route.find('/') {
@@ -104,6 +141,12 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
+        let key = function.key();
+        // Only deployed functions get metric series, so made-up names cannot grow them.
+        let known = self.runtime.contains(&key);
+        if known {
+            self.metrics.invocation_started(&key);
+        }
         let (mut parts, body) = request.into_parts();
         let call_id = call_id(&parts.headers);
         let start_time = parts
@@ -139,7 +182,7 @@ impl Gateway {
 
             match self
                 .runtime
-                .invoke(&function.key(), Request::from_parts(parts, body))
+                .invoke(&key, Request::from_parts(parts, body))
                 .await
             {
                 Ok(response) => {
@@ -164,6 +207,11 @@ impl Gateway {
         headers.insert(X_START_TIME, start_time);
         headers.insert(X_DURATION_SECONDS, duration_header(started));
         span.record("status", response.status().as_u16());
+        if known {
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics
+                .invocation_finished(&key, response.status().as_u16(), seconds);
+        }
         response
     }
 }

@@ -1,21 +1,37 @@
 //! The `wasmgate` binary's library: the gateway ([`gateway`]), its server loop ([`server`]), and the
 //! command line ([`cli`]). `main.rs` only parses arguments, installs logging and calls [`run`].
 
+pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod duration;
+pub mod functions;
 pub mod gateway;
+pub mod metrics;
 pub mod names;
+pub mod openfaas;
 pub mod server;
 pub mod stack;
+pub mod state;
+pub mod time;
 
 use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use wasmgate_runtime::{FunctionSpec, Runtime};
+use wasmgate_runtime::Runtime;
 
+use crate::api::Api;
 use crate::cli::{Cli, Command, ServeConfig};
+use crate::functions::{DeployMode, Functions};
 use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::openfaas::{FunctionDeployment, Namespace};
+
+/// How often idle functions that opted into scale to zero are looked at.
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -24,32 +40,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Loads every function, binds, prints the address, and serves until SIGINT or SIGTERM.
+/// Restores the state directory, deploys the stack file's functions, binds, prints the address, and
+/// serves until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let runtime = Runtime::new(config.runtime.clone()).context("starting the runtime")?;
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Runtime::with_observer(config.runtime.clone(), metrics.clone())
+        .context("starting the runtime")?;
+    let functions = Functions::open(
+        &config.state_dir,
+        runtime,
+        metrics.clone(),
+        config.max_artifact_bytes,
+    )?;
+
     for function in &config.functions {
-        let wasm = tokio::fs::read(&function.wasm).await.with_context(|| {
-            format!(
-                "reading the component of function {} from {}",
-                function.function,
-                function.wasm.display()
-            )
-        })?;
-        let spec = FunctionSpec {
-            env: function.env.clone(),
+        let namespace = &function.function.namespace;
+        if !functions.namespace_exists(namespace) {
+            let record = Namespace {
+                name: namespace.clone(),
+                ..Namespace::default()
+            };
+            functions
+                .put_namespace(record, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating namespace {namespace}: {}", e.message))?;
+        }
+        let deployment = FunctionDeployment {
+            service: function.function.name.clone(),
+            image: function.wasm.display().to_string(),
+            namespace: Some(namespace.clone()),
+            env_vars: (!function.env.is_empty()).then(|| function.env.iter().cloned().collect()),
+            ..FunctionDeployment::default()
         };
-        runtime
-            .load(&function.function.key(), wasm, spec)
+        functions
+            .deploy(deployment, DeployMode::Upsert)
             .await
-            .with_context(|| {
-                format!(
-                    "loading function {} from {}",
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "loading function {} from {}: {}",
                     function.function,
-                    function.wasm.display()
+                    function.wasm.display(),
+                    e.message
                 )
             })?;
-        tracing::info!(function = %function.function, path = %function.wasm.display(), "function loaded");
     }
+    functions.warm_in_background();
+
+    let (stopping, shutdown_watch) = tokio::sync::watch::channel(false);
+    functions.sweep_idle(IDLE_SWEEP_INTERVAL, shutdown_watch.clone());
+    if config.auth.is_none() {
+        tracing::info!("basic auth is off for /system/* (loopback address, no credentials given)");
+    }
+    let api = Api {
+        functions,
+        max_artifact_bytes: config.max_artifact_bytes,
+        shutdown: shutdown_watch,
+    };
+    let gateway = Gateway::new(api, metrics, config.auth.clone());
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -61,11 +108,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
 
-    server::serve(
-        listener,
-        Gateway::new(runtime),
-        config.server,
-        server::shutdown_signal(),
-    )
-    .await
+    let shutdown = async move {
+        server::shutdown_signal().await;
+        let _ = stopping.send(true);
+    };
+    server::serve(listener, gateway, config.server, shutdown).await
 }

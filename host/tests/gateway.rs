@@ -1,5 +1,7 @@
 //! End to end: the real `wasmgate` binary, real sockets, real components from `guests/`.
 
+#[path = "gateway/api.rs"]
+mod api;
 mod support;
 
 use bytes::Bytes;
@@ -114,6 +116,67 @@ mod guests {
             "returned without sending a response",
             answer.header("x-call-id"),
         ]);
+    }
+
+    #[tokio::test]
+    pub async fn inspect() {
+        let gateway = Gateway::start(&[]);
+        let secret = serde_json::json!({"name": "api-key", "value": "s3cret"});
+        assert_eq!(
+            support::api(&gateway, "POST", "/system/secrets", Some(secret))
+                .await
+                .status,
+            202
+        );
+        let extra = serde_json::json!({"envVars": {"MODE": "test"}, "secrets": ["api-key"]});
+        support::deploy(&gateway, "inspect", wasmgate_guests::INSPECT, extra).await;
+
+        let env = get(&gateway, "/function/inspect/env").await;
+        assert_eq!(
+            env.text(),
+            "MODE=test\n",
+            "only envVars, nothing of the host"
+        );
+        let secret = get(
+            &gateway,
+            "/function/inspect/file?/var/openfaas/secrets/api-key",
+        )
+        .await;
+        assert_eq!(
+            (secret.status.as_u16(), secret.text().as_str()),
+            (200, "s3cret")
+        );
+        let listing = get(&gateway, "/function/inspect/dir?/var/openfaas/secrets").await;
+        assert_eq!(listing.text(), "api-key", "exactly the secrets it lists");
+        let write = send(
+            gateway.addr,
+            request(
+                "PUT",
+                &gateway,
+                "/function/inspect/file?/var/openfaas/secrets/api-key",
+                "x",
+            ),
+        )
+        .await;
+        assert_eq!(write.status, 403, "secrets are read-only: {}", write.text());
+        for path in ["/etc/passwd", "/var/openfaas/secrets/../../../etc/passwd"] {
+            let answer = get(&gateway, &format!("/function/inspect/file?{path}")).await;
+            assert_eq!(answer.status, 404, "{path} must not be visible");
+        }
+        // An update of the secret reaches the function.
+        let update = serde_json::json!({"name": "api-key", "value": "rotated"});
+        assert_eq!(
+            support::api(&gateway, "PUT", "/system/secrets", Some(update))
+                .await
+                .status,
+            202
+        );
+        let secret = get(
+            &gateway,
+            "/function/inspect/file?/var/openfaas/secrets/api-key",
+        )
+        .await;
+        assert_eq!(secret.text(), "rotated");
     }
 
     #[tokio::test]

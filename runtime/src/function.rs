@@ -15,18 +15,51 @@ const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// The magic shared by every WebAssembly binary.
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
 
+/// The directory, inside the guest, where a function finds its secrets (as OpenFaaS mounts them).
+pub const SECRETS_GUEST_PATH: &str = "/var/openfaas/secrets";
+
 /// What a function is given besides its code.
 #[derive(Debug, Clone, Default)]
 pub struct FunctionSpec {
-    /// Environment variables the guest sees through `wasi:cli/environment`.
+    /// Environment variables the guest sees through `wasi:cli/environment`. Nothing else of the host's
+    /// environment reaches the guest.
     pub env: Vec<(String, String)>,
+    /// A host directory holding exactly this function's secrets, one file each; the guest sees it
+    /// read-only at [`SECRETS_GUEST_PATH`]. `None`: no filesystem at all.
+    pub secrets_dir: Option<std::path::PathBuf>,
+}
+
+/// Where to find a function's component again when its compiled code was unloaded (scale to zero).
+#[derive(Clone)]
+pub struct WasmSource(Arc<dyn Fn() -> Result<Vec<u8>, String> + Send + Sync>);
+
+impl WasmSource {
+    /// A source that reads the bytes with `read` (for example from an artifact store).
+    pub fn new(read: impl Fn() -> Result<Vec<u8>, String> + Send + Sync + 'static) -> Self {
+        WasmSource(Arc::new(read))
+    }
+
+    /// A source that keeps the bytes in memory.
+    pub fn bytes(wasm: Arc<[u8]>) -> Self {
+        WasmSource::new(move || Ok(wasm.to_vec()))
+    }
+
+    pub(crate) fn read(&self) -> Result<Vec<u8>, String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for WasmSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WasmSource(..)")
+    }
 }
 
 /// A function ready to serve: everything that does not change from one request to the next.
 pub(crate) struct Function {
     pub(crate) name: Arc<str>,
     pub(crate) pre: ProxyPre<RequestState>,
-    pub(crate) spec: FunctionSpec,
+    pub(crate) spec: Arc<FunctionSpec>,
     pub(crate) logs: Arc<FunctionLogs>,
 }
 
@@ -61,7 +94,7 @@ pub(crate) fn compile(
     linker: &Linker<RequestState>,
     name: &str,
     wasm: &[u8],
-    spec: FunctionSpec,
+    spec: Arc<FunctionSpec>,
     logs: Arc<FunctionLogs>,
 ) -> Result<Function, Error> {
     check_header(wasm)?;

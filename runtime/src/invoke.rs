@@ -9,15 +9,16 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::Error;
 use crate::body::ResponseBody;
-use crate::function::Function;
+use crate::function::{Function, SECRETS_GUEST_PATH};
 use crate::logs::{GuestOutputFactory, LogStream};
+use crate::observe::{InstanceGuard, Observer};
 
 /// Everything one request's [`Store`] holds. Built fresh for every request and dropped with it.
 pub(crate) struct RequestState {
@@ -29,26 +30,24 @@ pub(crate) struct RequestState {
 }
 
 impl RequestState {
-    fn new(function: &Function, max_memory_bytes: u64) -> Self {
+    fn new(function: &Function, max_memory_bytes: u64) -> Result<Self, Error> {
+        let logs = &function.logs;
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestOutputFactory::new(
-            function.logs.clone(),
-            LogStream::Stdout,
-        ))
-        .stderr(GuestOutputFactory::new(
-            function.logs.clone(),
-            LogStream::Stderr,
-        ))
-        .envs(&function.spec.env);
-        RequestState {
+        wasi.stdout(GuestOutputFactory::new(logs.clone(), LogStream::Stdout))
+            .stderr(GuestOutputFactory::new(logs.clone(), LogStream::Stderr))
+            .envs(&function.spec.env);
+        if let Some(dir) = &function.spec.secrets_dir {
+            wasi.preopened_dir(dir, SECRETS_GUEST_PATH, FsPerms::ReadOnly)
+                .map_err(|e| Error::internal("opening the secrets directory", &e))?;
+        }
+        let memory = usize::try_from(max_memory_bytes).unwrap_or(usize::MAX);
+        Ok(RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(usize::try_from(max_memory_bytes).unwrap_or(usize::MAX))
-                .build(),
-        }
+            limits: StoreLimitsBuilder::new().memory_size(memory).build(),
+        })
     }
 }
 
@@ -118,6 +117,7 @@ fn incoming_body_error(
 /// Runs `request` on a fresh instance of `function`.
 pub(crate) async fn invoke<B>(
     engine: &Engine,
+    observer: &Arc<dyn Observer>,
     function: Arc<Function>,
     max_memory_bytes: u64,
     request: http::Request<B>,
@@ -126,7 +126,8 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut store = Store::new(engine, RequestState::new(&function, max_memory_bytes));
+    let instance = InstanceGuard::acquire(observer.clone());
+    let mut store = Store::new(engine, RequestState::new(&function, max_memory_bytes)?);
     store.limiter(|state| &mut state.limits);
     // Yield to other requests on every epoch tick.
     store.set_epoch_deadline(1);
@@ -153,7 +154,15 @@ where
     };
 
     let task = tokio::spawn(
-        run_guest(function.clone(), store, incoming, outparam, answered).in_current_span(),
+        run_guest(
+            function.clone(),
+            store,
+            incoming,
+            outparam,
+            answered,
+            instance,
+        )
+        .in_current_span(),
     );
     let mut guard = AbortUnlessAnswered(Some(task.abort_handle()));
 
@@ -187,9 +196,14 @@ async fn run_guest(
     incoming: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
     answered: Arc<AtomicBool>,
+    instance: InstanceGuard,
 ) -> Result<(), Error> {
     let result = async {
+        let started = std::time::Instant::now();
         let proxy = function.pre.instantiate_async(&mut store).await?;
+        instance
+            .observer()
+            .instantiated(started.elapsed().as_secs_f64());
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, incoming, outparam)

@@ -9,11 +9,13 @@
 //! 1. Create one [`Runtime`] for the process with a [`RuntimeConfig`]. It builds the engine (pooling
 //!    allocator when the address space allows it, copy-on-write memory images, epoch interruption) and
 //!    starts the thread that ticks the epoch; dropping the runtime stops that thread.
-//! 2. [`Runtime::load`] a function by name: its component is compiled once, on a blocking thread, and
-//!    pre-instantiated against the host's imports (`wasi:http/proxy` plus the `wasi:cli` family that
-//!    ordinary toolchains import). A bad component is rejected with [`Error::InvalidComponent`].
-//!    Loading a name again replaces the function atomically: requests already running finish on the
-//!    old version.
+//! 2. [`Runtime::deploy`] (or [`Runtime::load`]) a function by name: its component is compiled once, on
+//!    a blocking thread, and pre-instantiated against the host's imports (`wasi:http/proxy` plus the
+//!    `wasi:cli` family that ordinary toolchains import). A bad component is rejected with
+//!    [`Error::InvalidComponent`]. Deploying a name again replaces the function atomically: requests
+//!    already running finish on the old version. [`Runtime::register`] adds a function without
+//!    compiling it; [`Runtime::unload`] drops its compiled code (scale to zero). Either way the next
+//!    request loads it (a cold start; concurrent cold starts share one load).
 //! 3. [`Runtime::invoke`] it with an `http::Request`: a new store and instance serve that request alone
 //!    and are dropped when the guest returns. The response body streams as the guest writes it.
 //!
@@ -36,11 +38,15 @@ mod error;
 mod function;
 mod invoke;
 pub mod logs;
+mod observe;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::OnceCell;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
@@ -51,9 +57,10 @@ pub use crate::engine::{
 };
 pub use crate::error::Error;
 use crate::function::Function;
-pub use crate::function::FunctionSpec;
+pub use crate::function::{FunctionSpec, SECRETS_GUEST_PATH, WasmSource};
 use crate::invoke::RequestState;
 use crate::logs::FunctionLogs;
+pub use crate::observe::{NoObserver, Observer};
 
 /// Loads functions and serves requests with them. Cheap to clone; clones share everything.
 #[derive(Debug, Clone)]
@@ -66,9 +73,34 @@ struct Inner {
     allocator: AllocatorKind,
     linker: Linker<RequestState>,
     config: RuntimeConfig,
-    functions: RwLock<HashMap<String, Arc<Function>>>,
-    // Dropped last among the fields that matter: stops the epoch thread when the runtime goes away.
+    observer: Arc<dyn Observer>,
+    functions: RwLock<HashMap<String, Arc<Entry>>>,
+    /// The zero of every entry's `last_used`.
+    started: Instant,
+    // Stops the epoch thread when the runtime goes away.
     _ticker: engine::EpochTicker,
+}
+
+/// A function known to the runtime, loaded or not. Replaced whole (never mutated) on deploy and
+/// unload, so a request that cloned the `Arc` keeps a consistent view.
+struct Entry {
+    name: Arc<str>,
+    source: WasmSource,
+    spec: Arc<FunctionSpec>,
+    logs: Arc<FunctionLogs>,
+    /// The compiled function, once loaded. Concurrent cold starts wait on the same initialisation.
+    loaded: OnceCell<Arc<Function>>,
+    /// Milliseconds since `Inner::started` when a request last used it.
+    last_used: AtomicU64,
+}
+
+/// A compiled function not yet live; see [`Runtime::prepare`].
+pub struct Prepared(Entry);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Prepared").field(&self.0.name).finish()
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -83,10 +115,18 @@ impl std::fmt::Debug for Inner {
 impl Runtime {
     /// Creates the engine, the linker and the epoch thread.
     pub fn new(config: RuntimeConfig) -> Result<Self, Error> {
+        Runtime::with_observer(config, Arc::new(NoObserver))
+    }
+
+    /// Like [`Runtime::new`], reporting events to `observer`.
+    pub fn with_observer(
+        config: RuntimeConfig,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self, Error> {
         let (engine, allocator) = engine::build_engine(&config)?;
         let mut linker = Linker::new(&engine);
         // All of WASI 0.2 (the `wasi:cli` family that language toolchains import, a filesystem with
-        // nothing in it, sockets with every address denied) plus `wasi:http`.
+        // only what the function is given, sockets with every address denied) plus `wasi:http`.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| Error::internal("adding WASI to the linker", &e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -103,7 +143,9 @@ impl Runtime {
                 allocator,
                 linker,
                 config,
+                observer,
                 functions: RwLock::new(HashMap::new()),
+                started: Instant::now(),
                 _ticker: ticker,
             }),
         })
@@ -114,24 +156,110 @@ impl Runtime {
         self.inner.allocator
     }
 
-    /// Compiles `wasm` and makes it the function `name`, replacing any function of that name. The
-    /// compilation runs on a blocking thread, never on an async worker.
+    /// Checks that `wasm` is a component this runtime can serve, without keeping anything.
+    pub async fn validate(&self, wasm: Vec<u8>) -> Result<(), Error> {
+        let logs = Arc::new(FunctionLogs::new("validation", 0));
+        self.compile("validation", wasm, Arc::new(FunctionSpec::default()), logs)
+            .await
+            .map(drop)
+    }
+
+    /// Compiles `wasm` (kept in memory for reloads) and makes it the function `name`.
     pub async fn load(&self, name: &str, wasm: Vec<u8>, spec: FunctionSpec) -> Result<(), Error> {
-        // A redeployed function keeps its log history.
-        let logs = self
-            .read()
-            .get(name)
-            .map(|f| f.logs.clone())
-            .unwrap_or_else(|| Arc::new(FunctionLogs::new(name, self.inner.config.log_lines)));
-        let inner = self.inner.clone();
-        let owned_name = name.to_string();
-        let function = tokio::task::spawn_blocking(move || {
-            function::compile(&inner.engine, &inner.linker, &owned_name, &wasm, spec, logs)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("the compile thread failed: {e}")))??;
-        self.write().insert(name.to_string(), Arc::new(function));
+        let source = WasmSource::bytes(Arc::from(wasm.as_slice()));
+        self.deploy(name, wasm, source, spec, true).await
+    }
+
+    /// Compiles `wasm` and makes it the function `name`, replacing any function of that name;
+    /// `source` gives the bytes again after an unload. With `keep_loaded` false the compiled code is
+    /// dropped after validation (a function deployed scaled to zero). Compilation runs on a blocking
+    /// thread, never on an async worker.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        source: WasmSource,
+        spec: FunctionSpec,
+        keep_loaded: bool,
+    ) -> Result<(), Error> {
+        let prepared = self.prepare(name, wasm, source, spec, keep_loaded).await?;
+        self.install(prepared);
         Ok(())
+    }
+
+    /// The first half of [`Runtime::deploy`]: compiles and validates, but changes nothing yet, so
+    /// the caller can persist the function between the check and the switch.
+    pub async fn prepare(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        source: WasmSource,
+        spec: FunctionSpec,
+        keep_loaded: bool,
+    ) -> Result<Prepared, Error> {
+        let spec = Arc::new(spec);
+        let logs = self.logs_for(name);
+        let function = self.compile(name, wasm, spec.clone(), logs.clone()).await?;
+        let entry = self.entry(name, source, spec, logs);
+        if keep_loaded {
+            let _ = entry.loaded.set(Arc::new(function));
+        }
+        Ok(Prepared(entry))
+    }
+
+    /// The second half of [`Runtime::deploy`]: makes a prepared function live, atomically.
+    pub fn install(&self, prepared: Prepared) {
+        let entry = prepared.0;
+        self.write().insert(entry.name.to_string(), Arc::new(entry));
+    }
+
+    /// Adds the function `name` without compiling it: the first request (or [`Runtime::warm`]) loads
+    /// it from `source`. Used at start-up, so the gateway serves at once.
+    pub fn register(&self, name: &str, source: WasmSource, spec: FunctionSpec) {
+        let entry = self.entry(name, source, Arc::new(spec), self.logs_for(name));
+        self.write().insert(name.to_string(), Arc::new(entry));
+    }
+
+    /// Loads the function `name` if it is not loaded. Not counted as a cold start.
+    pub async fn warm(&self, name: &str) -> Result<(), Error> {
+        let entry = self.get(name)?;
+        self.loaded(&entry).await.map(drop)
+    }
+
+    /// Drops the compiled code of `name` (scale to zero); requests running keep theirs. Returns whether
+    /// it was loaded.
+    pub fn unload(&self, name: &str) -> bool {
+        let mut functions = self.write();
+        let Some(entry) = functions.get(name) else {
+            return false;
+        };
+        if !entry.loaded.initialized() {
+            return false;
+        }
+        let fresh = Entry {
+            name: entry.name.clone(),
+            source: entry.source.clone(),
+            spec: entry.spec.clone(),
+            logs: entry.logs.clone(),
+            loaded: OnceCell::new(),
+            last_used: AtomicU64::new(entry.last_used.load(Ordering::Relaxed)),
+        };
+        functions.insert(name.to_string(), Arc::new(fresh));
+        true
+    }
+
+    /// Whether `name` is loaded (ready to serve without compiling); `None` if unknown.
+    pub fn is_loaded(&self, name: &str) -> Option<bool> {
+        self.read().get(name).map(|e| e.loaded.initialized())
+    }
+
+    /// How long since a request last used `name` (or since it was added); `None` if unknown.
+    pub fn idle_for(&self, name: &str) -> Option<Duration> {
+        let entry = self.read().get(name).cloned()?;
+        let now = self.now_millis();
+        Some(Duration::from_millis(
+            now.saturating_sub(entry.last_used.load(Ordering::Relaxed)),
+        ))
     }
 
     /// Removes the function `name`; requests already running finish. Returns whether it existed.
@@ -139,24 +267,32 @@ impl Runtime {
         self.write().remove(name).is_some()
     }
 
-    /// The names of the loaded functions, sorted.
+    /// The names of the known functions, sorted.
     pub fn function_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.read().keys().cloned().collect();
         names.sort();
         names
     }
 
-    /// Whether a function of this name is loaded.
+    /// How many functions are loaded.
+    pub fn loaded_count(&self) -> usize {
+        self.read()
+            .values()
+            .filter(|e| e.loaded.initialized())
+            .count()
+    }
+
+    /// Whether a function of this name is known.
     pub fn contains(&self, name: &str) -> bool {
         self.read().contains_key(name)
     }
 
     /// The captured output of the function `name`.
     pub fn logs(&self, name: &str) -> Option<Arc<FunctionLogs>> {
-        self.read().get(name).map(|f| f.logs.clone())
+        self.read().get(name).map(|e| e.logs.clone())
     }
 
-    /// Serves `request` with a fresh instance of the function `name`.
+    /// Serves `request` with a fresh instance of the function `name`, loading it first if needed.
     ///
     /// The request's URI should carry the path and query the guest is to see, and an authority (or a
     /// `Host` header). The response is returned as soon as the guest sets it; its body streams.
@@ -169,29 +305,111 @@ impl Runtime {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let function = self
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let entry = self.get(name)?;
+        entry.last_used.store(self.now_millis(), Ordering::Relaxed);
+        let function = match entry.loaded.get() {
+            Some(function) => function.clone(),
+            None => self.loaded(&entry).await?,
+        };
+        let max_memory = self.inner.config.max_memory_bytes;
         invoke::invoke(
             &self.inner.engine,
+            &self.inner.observer,
             function,
-            self.inner.config.max_memory_bytes,
+            max_memory,
             request,
         )
         .await
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Function>>> {
-        // The map is only ever replaced entry by entry, so a poisoned lock still holds a valid map.
+    /// The entry's compiled function, loading it from its source if needed. Only the caller that
+    /// actually loads reports a cold start.
+    async fn loaded(&self, entry: &Entry) -> Result<Arc<Function>, Error> {
+        let function = entry
+            .loaded
+            .get_or_try_init(|| async {
+                self.inner.observer.cold_start(&entry.name);
+                let source = entry.source.clone();
+                let wasm = tokio::task::spawn_blocking(move || source.read())
+                    .await
+                    .map_err(|e| Error::Internal(format!("the read thread failed: {e}")))?
+                    .map_err(|e| {
+                        Error::Internal(format!("reading the component of {}: {e}", entry.name))
+                    })?;
+                self.compile(&entry.name, wasm, entry.spec.clone(), entry.logs.clone())
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(function.clone())
+    }
+
+    async fn compile(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        spec: Arc<FunctionSpec>,
+        logs: Arc<FunctionLogs>,
+    ) -> Result<Function, Error> {
+        let inner = self.inner.clone();
+        let owned_name = name.to_string();
+        let started = Instant::now();
+        let function = tokio::task::spawn_blocking(move || {
+            function::compile(&inner.engine, &inner.linker, &owned_name, &wasm, spec, logs)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the compile thread failed: {e}")))??;
+        self.inner
+            .observer
+            .compiled(name, started.elapsed().as_secs_f64());
+        Ok(function)
+    }
+
+    fn entry(
+        &self,
+        name: &str,
+        source: WasmSource,
+        spec: Arc<FunctionSpec>,
+        logs: Arc<FunctionLogs>,
+    ) -> Entry {
+        Entry {
+            name: name.into(),
+            source,
+            spec,
+            logs,
+            loaded: OnceCell::new(),
+            last_used: AtomicU64::new(self.now_millis()),
+        }
+    }
+
+    /// The logs of `name`, kept across redeploys.
+    fn logs_for(&self, name: &str) -> Arc<FunctionLogs> {
+        self.read()
+            .get(name)
+            .map(|e| e.logs.clone())
+            .unwrap_or_else(|| Arc::new(FunctionLogs::new(name, self.inner.config.log_lines)))
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<Entry>, Error> {
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    fn now_millis(&self) -> u64 {
+        u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Entry>>> {
+        // The map is only ever changed entry by entry, so a poisoned lock still holds a valid map.
         self.inner
             .functions
             .read()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Function>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Entry>>> {
         self.inner
             .functions
             .write()

@@ -208,3 +208,152 @@ async fn request_bodies_stream_to_the_guest_and_back() {
     assert_eq!(echoed.len(), body.len());
     assert!(echoed == body, "the body came back changed");
 }
+
+#[derive(Default)]
+struct Counts {
+    cold_starts: std::sync::atomic::AtomicUsize,
+    compiles: std::sync::atomic::AtomicUsize,
+    in_use: std::sync::atomic::AtomicIsize,
+}
+
+impl wasmgate_runtime::Observer for Counts {
+    fn cold_start(&self, _function: &str) {
+        self.cold_starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn compiled(&self, _function: &str, _seconds: f64) {
+        self.compiles
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn instance_acquired(&self) {
+        self.in_use
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn instance_released(&self) {
+        self.in_use
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn observed_runtime() -> (Runtime, std::sync::Arc<Counts>) {
+    let counts = std::sync::Arc::new(Counts::default());
+    let config = RuntimeConfig {
+        max_instances: 32,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::with_observer(config, counts.clone()).expect("runtime starts");
+    (runtime, counts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unloaded_functions_load_again_on_the_next_request() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (runtime, counts) = observed_runtime();
+    load(&runtime, "hello", wasmgate_guests::HELLO).await;
+    assert_eq!(runtime.is_loaded("hello"), Some(true));
+    assert_eq!(counts.compiles.load(SeqCst), 1);
+
+    assert!(runtime.unload("hello"));
+    assert!(!runtime.unload("hello"), "already unloaded");
+    assert_eq!(runtime.is_loaded("hello"), Some(false));
+    assert_eq!(runtime.loaded_count(), 0);
+    let response = runtime
+        .invoke("hello", get("/"))
+        .await
+        .expect("answers after a cold start");
+    assert_eq!(response.status(), 200);
+    drop(response);
+    assert_eq!(counts.cold_starts.load(SeqCst), 1);
+    assert_eq!(counts.compiles.load(SeqCst), 2);
+    assert_eq!(runtime.is_loaded("hello"), Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_cold_starts_share_one_load() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (runtime, counts) = observed_runtime();
+    let wasm: std::sync::Arc<[u8]> = std::fs::read(wasmgate_guests::COUNTER)
+        .expect("built")
+        .into();
+    runtime.register(
+        "counter",
+        wasmgate_runtime::WasmSource::bytes(wasm),
+        FunctionSpec::default(),
+    );
+    assert_eq!(runtime.is_loaded("counter"), Some(false));
+    let calls = (0..12).map(|_| {
+        let runtime = runtime.clone();
+        async move { body_text(runtime.invoke("counter", get("/")).await.expect("answers")).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(|a| a == "1"), "{answers:?}");
+    assert_eq!(counts.cold_starts.load(SeqCst), 1, "one load for all");
+    assert_eq!(counts.compiles.load(SeqCst), 1);
+    // Every store is dropped once its guest returns, which may be just after its body ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counts.in_use.load(SeqCst) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "instances still in use: {}",
+            counts.in_use.load(SeqCst)
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_sees_its_environment_and_secrets_only() {
+    let secrets =
+        std::env::temp_dir().join(format!("wasmgate-runtime-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&secrets).expect("mkdir");
+    std::fs::write(secrets.join("api-key"), b"s3cret").expect("write");
+    let runtime = runtime(Allocator::Auto);
+    let wasm = std::fs::read(wasmgate_guests::INSPECT).expect("built");
+    let spec = FunctionSpec {
+        env: vec![("GREETING".into(), "hi".into())],
+        secrets_dir: Some(secrets.clone()),
+    };
+    runtime.load("inspect", wasm, spec).await.expect("loads");
+
+    let env = body_text(
+        runtime
+            .invoke("inspect", get("/env"))
+            .await
+            .expect("answers"),
+    )
+    .await;
+    assert_eq!(
+        env, "GREETING=hi\n",
+        "nothing of the host's environment leaks in"
+    );
+
+    let secret = runtime
+        .invoke("inspect", get("/file?/var/openfaas/secrets/api-key"))
+        .await
+        .expect("answers");
+    assert_eq!(secret.status(), 200);
+    assert_eq!(body_text(secret).await, "s3cret");
+
+    let put = http::Request::put("http://localhost/file?/var/openfaas/secrets/api-key")
+        .body(Full::new(Bytes::from_static(b"changed")))
+        .expect("request");
+    let write = runtime.invoke("inspect", put).await.expect("answers");
+    assert_eq!(write.status(), 403, "secrets are read-only");
+    assert_eq!(
+        std::fs::read(secrets.join("api-key")).expect("read"),
+        b"s3cret"
+    );
+
+    for path in [
+        "/etc/passwd",
+        "/var/openfaas/secrets/../../../etc/passwd",
+        "/proc/self/environ",
+    ] {
+        let answer = runtime
+            .invoke("inspect", get(&format!("/file?{path}")))
+            .await
+            .expect("answers");
+        assert_eq!(answer.status(), 404, "{path} must not be readable");
+    }
+    let _ = std::fs::remove_dir_all(secrets);
+}

@@ -42,14 +42,25 @@ pub struct Gateway {
     /// The address it listens on.
     pub addr: SocketAddr,
     logs: Arc<LogBuffer>,
+    /// Its state directory (a fresh one unless the test gave `--state-dir`).
+    pub state_dir: PathBuf,
 }
 
 impl Gateway {
     /// Starts `wasmgate serve --listen 127.0.0.1:0` with `args` and waits for its address.
     pub fn start(args: &[String]) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        let state_dir = match args.iter().position(|a| a == "--state-dir") {
+            Some(i) => PathBuf::from(&args[i + 1]),
+            None => temp_dir("state"),
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
+            .args(args);
+        if !args.iter().any(|a| a == "--state-dir") {
+            command.arg("--state-dir").arg(&state_dir);
+        }
+        let mut child = command
             .env("WASMGATE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -77,7 +88,12 @@ impl Gateway {
             panic!("wasmgate did not start; stdout: {first:?}\nstderr:\n{text}");
         };
         let addr = addr.parse().expect("a socket address");
-        Gateway { child, addr, logs }
+        Gateway {
+            child,
+            addr,
+            logs,
+            state_dir,
+        }
     }
 
     /// Starts a gateway serving every guest.
@@ -240,4 +256,69 @@ pub fn request(
 /// GET `path`.
 pub async fn get(gateway: &Gateway, path: &str) -> Answer {
     send(gateway.addr, request("GET", gateway, path, Bytes::new())).await
+}
+
+/// A `/system/*` call with an optional JSON body and optional basic credentials.
+pub async fn api(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Answer {
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    send(gateway.addr, request(method, gateway, path, body)).await
+}
+
+/// Deploys `image` as `name` with PUT then POST, as faas-cli does; panics unless accepted.
+pub async fn deploy(gateway: &Gateway, name: &str, image: &str, extra: serde_json::Value) {
+    let mut body =
+        serde_json::json!({"service": name, "image": image, "labels": {}, "annotations": {}});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let put = api(gateway, "PUT", "/system/functions", Some(body.clone())).await;
+    let answer = if put.status == 404 {
+        api(gateway, "POST", "/system/functions", Some(body)).await
+    } else {
+        put
+    };
+    assert_eq!(answer.status, 202, "deploying {name}: {}", answer.text());
+}
+
+/// Uploads a component and returns its digest.
+pub async fn upload(gateway: &Gateway, wasm: Vec<u8>) -> String {
+    let answer = send(
+        gateway.addr,
+        request("POST", gateway, "/system/artifacts", wasm),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "upload: {}", answer.text());
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    json["digest"].as_str().expect("a digest").to_string()
+}
+
+/// Waits (bounded by [`PATIENCE`]) until `check` holds, polling the gateway.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac]Z` or with an offset.
+pub fn is_rfc3339(text: &str) -> bool {
+    wasmgate::time::parse_rfc3339(text).is_some()
+}
+
+/// Formats a time as RFC 3339.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    wasmgate::time::format_rfc3339(time, false)
 }

@@ -1,0 +1,797 @@
+//! The deployed functions: their records in the state directory, their code in the runtime, and the
+//! rules that keep both in step. Deploy, update and remove are serialised; each validates first,
+//! persists (fsynced) second, and switches the runtime last, so an acknowledged change survives a
+//! crash and a refused one leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
+use http::StatusCode;
+use wasmgate_runtime::{Error as RuntimeError, FunctionSpec, Runtime, WasmSource};
+
+use crate::duration::parse_duration;
+use crate::metrics::Metrics;
+use crate::names::{DEFAULT_NAMESPACE, FunctionRef};
+use crate::openfaas::{FunctionDeployment, FunctionRecord, FunctionStatus, Namespace};
+use crate::state::{Digest, StateDir, StateError};
+
+/// Largest component accepted by upload or from a path, when nothing else is said.
+pub const DEFAULT_MAX_ARTIFACT_BYTES: usize = 64 * 1024 * 1024;
+/// OpenFaaS's default idle time before scale to zero, for functions that opt in without a duration.
+pub const DEFAULT_SCALE_ZERO_DURATION: Duration = Duration::from_secs(15 * 60);
+const LABEL_SCALE_ZERO: &str = "com.openfaas.scale.zero";
+const LABEL_SCALE_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
+const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
+/// Where, inside the state directory, each function's own secrets directory is assembled.
+const RUN_SECRETS: &str = "run/secrets";
+
+/// An error of the management API: a status and a reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The reason, as plain text.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+        }
+    }
+    /// 500, logged.
+    pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "{context}");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("{context}: {error}"),
+        }
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(error: StateError) -> Self {
+        match error {
+            StateError::InvalidName(name) => {
+                ApiError::bad_request(format!("invalid name {name:?}"))
+            }
+            StateError::Exists(what) => ApiError::conflict(format!("{what} already exists")),
+            StateError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            other => ApiError::internal("state directory", format!("{other:#}")),
+        }
+    }
+}
+
+/// Whether a deploy creates (POST) or updates (PUT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployMode {
+    /// POST: the function must not exist.
+    Create,
+    /// PUT: the function must exist.
+    Update,
+    /// From a stack file at start-up: create or update.
+    Upsert,
+}
+
+/// The functions, namespaces and secrets of the gateway.
+pub struct Functions {
+    runtime: Runtime,
+    state: Arc<StateDir>,
+    metrics: Arc<Metrics>,
+    /// `<state>/run`, opened once; per-function secret directories are built inside it.
+    run: Dir,
+    /// The host path of `<state>/run/secrets`, which the runtime preopens for guests.
+    run_secrets_path: PathBuf,
+    records: RwLock<BTreeMap<String, FunctionRecord>>,
+    namespaces: RwLock<BTreeMap<String, Namespace>>,
+    /// Serialises every change, so records, secrets directories and the runtime move together.
+    writes: tokio::sync::Mutex<()>,
+    max_artifact_bytes: usize,
+}
+
+impl std::fmt::Debug for Functions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Functions").finish_non_exhaustive()
+    }
+}
+
+impl Functions {
+    /// Opens the state directory and registers every function recorded there. Functions are loaded
+    /// lazily: the gateway serves at once, and a background task warms those with replicas > 0.
+    pub fn open(
+        state_path: &Path,
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+        max_artifact_bytes: usize,
+    ) -> anyhow::Result<Arc<Self>> {
+        use anyhow::Context;
+        let state = Arc::new(
+            StateDir::open(state_path)
+                .with_context(|| format!("opening state directory {}", state_path.display()))?,
+        );
+        let root = Dir::open_ambient_dir(state_path, ambient_authority())
+            .with_context(|| format!("opening {}", state_path.display()))?;
+        // Derived data: rebuilt from the records at every start.
+        let _ = root.remove_dir_all("run");
+        let mut builder = DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        root.create_dir_with(RUN_SECRETS, &builder)
+            .context("creating run/secrets")?;
+        let run = root.open_dir("run").context("opening run/")?;
+
+        let (namespaces, problems) = state
+            .load_namespaces::<Namespace>()
+            .context("reading namespaces")?;
+        for problem in problems {
+            tracing::warn!(path = %problem.path, reason = %problem.reason, "skipped a damaged namespace record");
+        }
+        let mut namespaces: BTreeMap<String, Namespace> = namespaces.into_iter().collect();
+        namespaces
+            .entry(DEFAULT_NAMESPACE.to_string())
+            .or_insert_with(|| Namespace {
+                name: DEFAULT_NAMESPACE.to_string(),
+                ..Namespace::default()
+            });
+
+        let functions = Arc::new(Functions {
+            runtime,
+            state,
+            metrics,
+            run,
+            run_secrets_path: state_path.join(RUN_SECRETS),
+            records: RwLock::new(BTreeMap::new()),
+            namespaces: RwLock::new(namespaces),
+            writes: tokio::sync::Mutex::new(()),
+            max_artifact_bytes,
+        });
+
+        let (records, problems) = functions
+            .state
+            .load_functions::<FunctionRecord>()
+            .context("reading functions")?;
+        for problem in problems {
+            tracing::warn!(path = %problem.path, reason = %problem.reason, "skipped a damaged function record");
+        }
+        for (namespace, name, record) in records {
+            let function = match FunctionRef::new(&name, Some(&namespace)) {
+                Ok(function) => function,
+                Err(error) => {
+                    tracing::warn!(%error, "skipped a function record with an invalid name");
+                    continue;
+                }
+            };
+            let Some(digest) = Digest::parse(&record.digest) else {
+                tracing::warn!(function = %function, digest = %record.digest, "skipped a function record with an invalid digest");
+                continue;
+            };
+            if !functions.state.has_artifact(&digest) {
+                tracing::warn!(function = %function, %digest, "skipped a function whose artifact is missing");
+                continue;
+            }
+            let spec = match functions.spec(&function, &record.deployment) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    tracing::warn!(function = %function, error = %error.message, "skipped a function whose secrets cannot be prepared");
+                    continue;
+                }
+            };
+            functions
+                .runtime
+                .register(&function.key(), functions.source(digest), spec);
+            functions
+                .metrics
+                .set_replicas(&function.key(), record.replicas);
+            functions.write_records().insert(function.key(), record);
+        }
+        functions.metrics.set_functions_loaded(0);
+        tracing::info!(functions = functions.read_records().len(), "state restored");
+        Ok(functions)
+    }
+
+    /// The runtime that serves the functions.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Loads, in the background, every function that is not scaled to zero.
+    pub fn warm_in_background(self: &Arc<Self>) {
+        let functions = self.clone();
+        tokio::spawn(async move {
+            let keys: Vec<String> = functions
+                .read_records()
+                .iter()
+                .filter(|(_, r)| r.replicas > 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in keys {
+                if let Err(error) = functions.runtime.warm(&key).await {
+                    tracing::warn!(function = %key, %error, "could not load a function at start-up");
+                }
+            }
+            functions
+                .metrics
+                .set_functions_loaded(functions.runtime.loaded_count() as u64);
+        });
+    }
+
+    /// Unloads, every `interval`, the functions that opted into scale to zero and sat idle longer
+    /// than their `com.openfaas.scale.zero-duration`. Stops when `stop` resolves.
+    pub fn sweep_idle(
+        self: &Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let functions = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => functions.unload_idle(),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    fn unload_idle(&self) {
+        let candidates: Vec<(String, Duration)> = self
+            .read_records()
+            .iter()
+            .filter_map(|(key, record)| {
+                scale_zero_after(&record.deployment).map(|d| (key.clone(), d))
+            })
+            .collect();
+        for (key, after) in candidates {
+            let idle = self.runtime.idle_for(&key).unwrap_or_default();
+            if idle >= after && self.runtime.unload(&key) {
+                tracing::info!(function = %key, idle = ?idle, "scaled to zero after being idle");
+            }
+        }
+        self.metrics
+            .set_functions_loaded(self.runtime.loaded_count() as u64);
+    }
+
+    /// Reads a component from `image`: an uploaded artifact (`sha256:...`) or a `.wasm` path.
+    async fn resolve_image(&self, image: &str) -> Result<(Vec<u8>, Option<Digest>), ApiError> {
+        if image.starts_with("sha256:") {
+            let digest = Digest::parse(image).ok_or_else(|| {
+                ApiError::bad_request(format!("image {image:?} is not a valid sha256 digest"))
+            })?;
+            let bytes = self.state.read_artifact(&digest)?.ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "no artifact {digest} was uploaded; upload it with POST /system/artifacts first"
+                ))
+            })?;
+            return Ok((bytes, Some(digest)));
+        }
+        let path = PathBuf::from(image);
+        let looks_like_path = image.ends_with(".wasm")
+            || path.is_absolute()
+            || image.starts_with("./")
+            || image.starts_with("../");
+        if !looks_like_path {
+            return Err(ApiError::bad_request(format!(
+                "image {image:?} looks like an OCI reference, which this gateway cannot pull yet; upload the \
+                 component with POST /system/artifacts and deploy image \"sha256:<digest>\", or give a path to a .wasm file"
+            )));
+        }
+        let max = self.max_artifact_bytes;
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            let metadata = std::fs::metadata(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if metadata.len() > max as u64 {
+                return Err(format!(
+                    "{} is larger than the {max} byte limit",
+                    path.display()
+                ));
+            }
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        })
+        .await
+        .map_err(|e| ApiError::internal("reading the image", e))?;
+        Ok((read.map_err(ApiError::bad_request)?, None))
+    }
+
+    /// Validates and stores an uploaded component; identical bytes are stored once.
+    pub async fn upload(&self, bytes: Vec<u8>) -> Result<Digest, ApiError> {
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request(
+                "the body is empty; send the .wasm component as the request body",
+            ));
+        }
+        self.runtime
+            .validate(bytes.clone())
+            .await
+            .map_err(invalid_component)?;
+        let state = self.state.clone();
+        let (digest, _) = tokio::task::spawn_blocking(move || state.put_artifact(&bytes))
+            .await
+            .map_err(|e| ApiError::internal("storing the artifact", e))??;
+        Ok(digest)
+    }
+
+    /// Deploys or updates a function. Validates everything before anything is stored.
+    pub async fn deploy(
+        &self,
+        mut deployment: FunctionDeployment,
+        mode: DeployMode,
+    ) -> Result<(), ApiError> {
+        let function = FunctionRef::new(&deployment.service, deployment.namespace.as_deref())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        deployment.namespace = Some(function.namespace.clone());
+        if deployment.image.trim().is_empty() {
+            return Err(ApiError::bad_request("image is required"));
+        }
+        let key = function.key();
+        let _writes = self.writes.lock().await;
+
+        let existing = self.read_records().get(&key).cloned();
+        match (mode, &existing) {
+            (DeployMode::Update, None) => {
+                return Err(ApiError::not_found(format!(
+                    "function {function} not found"
+                )));
+            }
+            (DeployMode::Create, Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "function {function} already exists; update it with PUT"
+                )));
+            }
+            _ => {}
+        }
+        if !self.read_namespaces().contains_key(&function.namespace) {
+            return Err(ApiError::bad_request(format!(
+                "namespace {} does not exist",
+                function.namespace
+            )));
+        }
+        let known_secrets = self.state.list_secrets(&function.namespace)?;
+        for secret in deployment.secrets.iter().flatten() {
+            if !known_secrets.contains(secret) {
+                return Err(ApiError::bad_request(format!(
+                    "secret {secret:?} not found in namespace {}",
+                    function.namespace
+                )));
+            }
+        }
+        if let Some(value) = deployment
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SCALE_ZERO_DURATION))
+        {
+            parse_duration(value).map_err(|e| {
+                ApiError::bad_request(format!("label {LABEL_SCALE_ZERO_DURATION}: {e}"))
+            })?;
+        }
+        let replicas = match deployment
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SCALE_MIN))
+        {
+            Some(min) => min.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("label {LABEL_SCALE_MIN} must be a whole number"))
+            })?,
+            None => existing.as_ref().map_or(1, |r| r.replicas.max(1)),
+        };
+
+        let (wasm, uploaded) = self.resolve_image(&deployment.image).await?;
+        let digest = uploaded.unwrap_or_else(|| Digest::of(&wasm));
+        let spec = self.spec_preview(&function, &deployment);
+        let prepared = self
+            .runtime
+            .prepare(
+                &key,
+                wasm.clone(),
+                self.source(digest.clone()),
+                spec,
+                replicas > 0,
+            )
+            .await
+            .map_err(invalid_component)?;
+
+        // Valid: persist, then switch.
+        let record = FunctionRecord {
+            deployment,
+            digest: digest.to_string(),
+            created_at: existing
+                .map(|r| r.created_at)
+                .unwrap_or_else(|| crate::time::format_rfc3339(SystemTime::now(), false)),
+            replicas,
+        };
+        let state = self.state.clone();
+        let stored = record.clone();
+        let (namespace, name) = (function.namespace.clone(), function.name.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), StateError> {
+            if !state.has_artifact(&digest) {
+                state.put_artifact(&wasm)?;
+            }
+            state.put_function(&namespace, &name, &stored)
+        })
+        .await
+        .map_err(|e| ApiError::internal("storing the function", e))??;
+        self.build_secrets_dir(&function, &record.deployment)?;
+        self.runtime.install(prepared);
+        self.metrics.set_replicas(&key, replicas);
+        self.metrics
+            .set_functions_loaded(self.runtime.loaded_count() as u64);
+        self.write_records().insert(key, record);
+        tracing::info!(function = %function, ?mode, "function deployed");
+        Ok(())
+    }
+
+    /// Removes a function.
+    pub async fn remove(&self, function: &FunctionRef) -> Result<(), ApiError> {
+        let key = function.key();
+        let _writes = self.writes.lock().await;
+        if !self.read_records().contains_key(&key) {
+            return Err(ApiError::not_found(format!(
+                "function {function} not found"
+            )));
+        }
+        self.state
+            .delete_function(&function.namespace, &function.name)?;
+        self.runtime.remove(&key);
+        let _ = self.run.remove_dir_all(self.secrets_rel(function));
+        self.write_records().remove(&key);
+        self.metrics.forget_function(&key);
+        self.metrics
+            .set_functions_loaded(self.runtime.loaded_count() as u64);
+        tracing::info!(function = %function, "function removed");
+        Ok(())
+    }
+
+    /// Sets replicas: 0 unloads the compiled code, more loads it (in the background).
+    pub async fn scale(&self, function: &FunctionRef, replicas: u64) -> Result<(), ApiError> {
+        let key = function.key();
+        let _writes = self.writes.lock().await;
+        let Some(mut record) = self.read_records().get(&key).cloned() else {
+            return Err(ApiError::not_found(format!(
+                "function {function} not found"
+            )));
+        };
+        record.replicas = replicas;
+        self.state
+            .put_function(&function.namespace, &function.name, &record)?;
+        self.write_records().insert(key.clone(), record);
+        self.metrics.set_replicas(&key, replicas);
+        if replicas == 0 {
+            self.runtime.unload(&key);
+        } else {
+            let runtime = self.runtime.clone();
+            tokio::spawn(async move {
+                if let Err(error) = runtime.warm(&key).await {
+                    tracing::warn!(function = %key, %error, "could not load after scaling up");
+                }
+            });
+        }
+        self.metrics
+            .set_functions_loaded(self.runtime.loaded_count() as u64);
+        Ok(())
+    }
+
+    /// The status of one function.
+    pub fn status(&self, function: &FunctionRef) -> Option<FunctionStatus> {
+        let key = function.key();
+        let record = self.read_records().get(&key).cloned()?;
+        Some(self.to_status(&key, record))
+    }
+
+    /// The statuses of a namespace's functions, by name.
+    pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
+        let records: Vec<(String, FunctionRecord)> = self
+            .read_records()
+            .iter()
+            .filter(|(_, r)| r.deployment.namespace.as_deref() == Some(namespace))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
+        records
+            .into_iter()
+            .map(|(k, r)| self.to_status(&k, r))
+            .collect()
+    }
+
+    /// Whether the function is deployed.
+    pub fn exists(&self, function: &FunctionRef) -> bool {
+        self.read_records().contains_key(&function.key())
+    }
+
+    fn to_status(&self, key: &str, record: FunctionRecord) -> FunctionStatus {
+        let loaded = self.runtime.is_loaded(key).unwrap_or(false);
+        let replicas = if loaded { record.replicas.max(1) } else { 0 };
+        let d = record.deployment;
+        FunctionStatus {
+            name: d.service,
+            image: d.image,
+            namespace: d.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            env_process: d.env_process,
+            env_vars: d.env_vars,
+            constraints: d.constraints,
+            secrets: d.secrets,
+            labels: d.labels,
+            annotations: d.annotations,
+            limits: d.limits,
+            requests: d.requests,
+            read_only_root_filesystem: d.read_only_root_filesystem,
+            invocation_count: self.metrics.invocation_count(key),
+            replicas,
+            available_replicas: replicas,
+            created_at: record.created_at,
+            usage: None,
+        }
+    }
+
+    // Namespaces.
+
+    /// Namespace names, sorted.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.read_namespaces().keys().cloned().collect()
+    }
+
+    /// One namespace.
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        self.read_namespaces().get(name).cloned()
+    }
+
+    /// Whether the namespace exists.
+    pub fn namespace_exists(&self, name: &str) -> bool {
+        self.read_namespaces().contains_key(name)
+    }
+
+    /// Creates (`create`) or updates a namespace.
+    pub async fn put_namespace(&self, namespace: Namespace, create: bool) -> Result<(), ApiError> {
+        FunctionRef::new("x", Some(&namespace.name))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let _writes = self.writes.lock().await;
+        let exists = self.namespace_exists(&namespace.name);
+        if create && exists {
+            return Err(ApiError::conflict(format!(
+                "namespace {} already exists",
+                namespace.name
+            )));
+        }
+        if !create && !exists {
+            return Err(ApiError::not_found(format!(
+                "namespace {} not found",
+                namespace.name
+            )));
+        }
+        self.state.put_namespace(&namespace.name, &namespace)?;
+        self.write_namespaces()
+            .insert(namespace.name.clone(), namespace);
+        Ok(())
+    }
+
+    /// Deletes an empty namespace (never the default one).
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), ApiError> {
+        let _writes = self.writes.lock().await;
+        if !self.namespace_exists(name) {
+            return Err(ApiError::not_found(format!("namespace {name} not found")));
+        }
+        if name == DEFAULT_NAMESPACE {
+            return Err(ApiError::bad_request(format!(
+                "the default namespace {DEFAULT_NAMESPACE} cannot be deleted"
+            )));
+        }
+        if self
+            .read_records()
+            .values()
+            .any(|r| r.deployment.namespace.as_deref() == Some(name))
+        {
+            return Err(ApiError::bad_request(format!(
+                "namespace {name} still has functions; remove them first"
+            )));
+        }
+        self.state.delete_namespace(name)?;
+        self.write_namespaces().remove(name);
+        Ok(())
+    }
+
+    // Secrets.
+
+    /// Secret names of a namespace.
+    pub fn secret_names(&self, namespace: &str) -> Result<Vec<String>, ApiError> {
+        Ok(self.state.list_secrets(namespace)?)
+    }
+
+    /// Creates, updates or deletes a secret, then refreshes the secrets of the functions using it.
+    pub async fn change_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: SecretChange,
+    ) -> Result<(), ApiError> {
+        if name.is_empty() || name.contains('/') || name.contains("..") {
+            return Err(ApiError::bad_request(format!(
+                "invalid secret name {name:?}"
+            )));
+        }
+        if !self.namespace_exists(namespace) {
+            return Err(ApiError::bad_request(format!(
+                "namespace {namespace} does not exist"
+            )));
+        }
+        let _writes = self.writes.lock().await;
+        let subject = format!("secret {name} in namespace {namespace}");
+        let result = match &change {
+            SecretChange::Create(value) => self.state.create_secret(namespace, name, value),
+            SecretChange::Update(value) => self.state.update_secret(namespace, name, value),
+            SecretChange::Delete => self.state.delete_secret(namespace, name),
+        };
+        match result {
+            Ok(()) => {}
+            Err(StateError::Exists(_)) => {
+                return Err(ApiError::conflict(format!("{subject} already exists")));
+            }
+            Err(StateError::NotFound(_)) => {
+                return Err(ApiError::not_found(format!("{subject} not found")));
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let users: Vec<(FunctionRef, FunctionDeployment)> = self
+            .read_records()
+            .values()
+            .filter(|r| r.deployment.namespace.as_deref() == Some(namespace))
+            .filter(|r| r.deployment.secrets.iter().flatten().any(|s| s == name))
+            .filter_map(|r| {
+                FunctionRef::new(&r.deployment.service, Some(namespace))
+                    .ok()
+                    .map(|f| (f, r.deployment.clone()))
+            })
+            .collect();
+        for (function, deployment) in users {
+            self.build_secrets_dir(&function, &deployment)?;
+        }
+        Ok(())
+    }
+
+    // Helpers.
+
+    fn source(&self, digest: Digest) -> WasmSource {
+        let state = self.state.clone();
+        WasmSource::new(move || match state.read_artifact(&digest) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(format!(
+                "artifact {digest} is missing from the state directory"
+            )),
+            Err(error) => Err(format!("{error:#}")),
+        })
+    }
+
+    fn secrets_rel(&self, function: &FunctionRef) -> PathBuf {
+        PathBuf::from("secrets")
+            .join(&function.namespace)
+            .join(&function.name)
+    }
+
+    /// The spec of a function; its secrets directory is named but built separately.
+    fn spec_preview(
+        &self,
+        function: &FunctionRef,
+        deployment: &FunctionDeployment,
+    ) -> FunctionSpec {
+        let env = deployment
+            .env_vars
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let has_secrets = deployment.secrets.as_ref().is_some_and(|s| !s.is_empty());
+        FunctionSpec {
+            env,
+            secrets_dir: has_secrets.then(|| {
+                self.run_secrets_path
+                    .join(&function.namespace)
+                    .join(&function.name)
+            }),
+        }
+    }
+
+    /// The spec, with its secrets directory built (start-up path).
+    fn spec(
+        &self,
+        function: &FunctionRef,
+        deployment: &FunctionDeployment,
+    ) -> Result<FunctionSpec, ApiError> {
+        self.build_secrets_dir(function, deployment)?;
+        Ok(self.spec_preview(function, deployment))
+    }
+
+    /// Assembles `run/secrets/<ns>/<fn>/` with exactly the secrets the function lists, owner-only.
+    fn build_secrets_dir(
+        &self,
+        function: &FunctionRef,
+        deployment: &FunctionDeployment,
+    ) -> Result<(), ApiError> {
+        let rel = self.secrets_rel(function);
+        let _ = self.run.remove_dir_all(&rel);
+        let secrets: Vec<&String> = deployment.secrets.iter().flatten().collect();
+        if secrets.is_empty() {
+            return Ok(());
+        }
+        let fail = |e: std::io::Error| ApiError::internal("preparing the function's secrets", e);
+        let mut builder = DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        self.run.create_dir_with(&rel, &builder).map_err(fail)?;
+        let dir = self.run.open_dir(&rel).map_err(fail)?;
+        for secret in secrets {
+            let value = self
+                .state
+                .read_secret(&function.namespace, secret)?
+                .unwrap_or_default();
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true).mode(0o600);
+            let mut file = dir.open_with(secret, &options).map_err(fail)?;
+            std::io::Write::write_all(&mut file, &value).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    fn read_records(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, FunctionRecord>> {
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, FunctionRecord>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+    fn read_namespaces(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Namespace>> {
+        self.namespaces.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write_namespaces(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Namespace>> {
+        self.namespaces.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A change to a secret.
+#[derive(Debug)]
+pub enum SecretChange {
+    /// Create with this value; 409 if it exists.
+    Create(Vec<u8>),
+    /// Replace the value; 404 if absent.
+    Update(Vec<u8>),
+    /// Delete; 404 if absent.
+    Delete,
+}
+
+/// An invalid component is the client's mistake (400); anything else is ours (500).
+fn invalid_component(error: RuntimeError) -> ApiError {
+    match error {
+        RuntimeError::InvalidComponent { reason } => {
+            ApiError::bad_request(format!("invalid component: {reason}"))
+        }
+        other => ApiError::internal("compiling the component", other),
+    }
+}
+
+/// The idle time after which a function that opted into scale to zero is unloaded.
+fn scale_zero_after(deployment: &FunctionDeployment) -> Option<Duration> {
+    let labels = deployment.labels.as_ref()?;
+    if labels.get(LABEL_SCALE_ZERO).map(String::as_str) != Some("true") {
+        return None;
+    }
+    Some(
+        labels
+            .get(LABEL_SCALE_ZERO_DURATION)
+            .and_then(|d| parse_duration(d).ok())
+            .unwrap_or(DEFAULT_SCALE_ZERO_DURATION),
+    )
+}

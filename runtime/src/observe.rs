@@ -1,0 +1,45 @@
+//! Hooks through which the runtime reports what it does, so the host can count it (metrics) without
+//! this crate knowing any metrics format.
+
+use std::sync::Arc;
+
+/// Receives the runtime's events. Every method has an empty default; implement what you count.
+/// Called on the request path: implementations must be cheap and must not block.
+pub trait Observer: Send + Sync + 'static {
+    /// A request found its function unloaded and had to load it first.
+    fn cold_start(&self, _function: &str) {}
+    /// A function's component was compiled, taking `seconds`.
+    fn compiled(&self, _function: &str, _seconds: f64) {}
+    /// An instance was created from a pre-instantiated component, taking `seconds`.
+    fn instantiated(&self, _seconds: f64) {}
+    /// A request's store was created (an instance slot is in use).
+    fn instance_acquired(&self) {}
+    /// A request's store was dropped.
+    fn instance_released(&self) {}
+}
+
+/// The observer used when none is given.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// Reports an instance in use for as long as it lives.
+pub(crate) struct InstanceGuard(Arc<dyn Observer>);
+
+impl InstanceGuard {
+    pub(crate) fn acquire(observer: Arc<dyn Observer>) -> Self {
+        observer.instance_acquired();
+        InstanceGuard(observer)
+    }
+
+    pub(crate) fn observer(&self) -> &dyn Observer {
+        &*self.0
+    }
+}
+
+impl Drop for InstanceGuard {
+    fn drop(&mut self) {
+        self.0.instance_released();
+    }
+}
