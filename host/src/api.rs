@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 
 use crate::functions::{ApiError, DeployMode, Functions, SecretChange};
-use crate::gateway::{BoxError, GatewayBody};
+use crate::gateway::{BoxError, GatewayBody, text};
 use crate::names::{DEFAULT_NAMESPACE, FunctionRef};
 use crate::openfaas::{
     DeleteFunctionRequest, FunctionDeployment, Info, LogMessage, Namespace, ProviderInfo,
@@ -486,20 +486,6 @@ fn empty(status: StatusCode) -> Response<GatewayBody> {
             .boxed_unsync(),
     );
     *response.status_mut() = status;
-    response
-}
-
-fn text(status: StatusCode, message: &str) -> Response<GatewayBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(format!("{message}\n")))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     response
 }
 

@@ -90,6 +90,8 @@ impl Gateway {
         }
         if path == "/metrics" {
             let mut response = text(StatusCode::OK, "");
+            self.metrics
+                .set_functions_loaded(self.runtime.loaded_count() as u64);
             *response.body_mut() = Full::new(Bytes::from(self.metrics.render()))
                 .map_err(|never| match never {})
                 .boxed_unsync();
@@ -258,7 +260,8 @@ fn internal_error(status: StatusCode, reason: &str) -> Response<GatewayBody> {
     response
 }
 
-fn text(status: StatusCode, body: &str) -> Response<GatewayBody> {
+/// A plain-text answer.
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<GatewayBody> {
     let mut response = Response::new(
         Full::new(Bytes::from(format!("{body}\n")))
             .map_err(|never| match never {})

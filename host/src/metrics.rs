@@ -461,6 +461,10 @@ fn escape_label(v: &str) -> String {
 impl wasmgate_runtime::Observer for Metrics {
     fn cold_start(&self, function: &str) {
         Metrics::cold_start(self, function);
+        self.cache_miss();
+    }
+    fn warm_start(&self, _function: &str) {
+        self.cache_hit();
     }
     fn compiled(&self, function: &str, seconds: f64) {
         Metrics::compiled(self, function, seconds);

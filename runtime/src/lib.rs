@@ -308,7 +308,10 @@ impl Runtime {
         let entry = self.get(name)?;
         entry.last_used.store(self.now_millis(), Ordering::Relaxed);
         let function = match entry.loaded.get() {
-            Some(function) => function.clone(),
+            Some(function) => {
+                self.inner.observer.warm_start(&entry.name);
+                function.clone()
+            }
             None => self.loaded(&entry).await?,
         };
         let max_memory = self.inner.config.max_memory_bytes;

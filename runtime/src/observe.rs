@@ -6,8 +6,10 @@ use std::sync::Arc;
 /// Receives the runtime's events. Every method has an empty default; implement what you count.
 /// Called on the request path: implementations must be cheap and must not block.
 pub trait Observer: Send + Sync + 'static {
-    /// A request found its function unloaded and had to load it first.
+    /// A request found its function unloaded and had to load it first (a miss of the loaded-code cache).
     fn cold_start(&self, _function: &str) {}
+    /// A request found its function's compiled code loaded (a hit of the loaded-code cache).
+    fn warm_start(&self, _function: &str) {}
     /// A function's component was compiled, taking `seconds`.
     fn compiled(&self, _function: &str, _seconds: f64) {}
     /// An instance was created from a pre-instantiated component, taking `seconds`.

@@ -195,6 +195,32 @@ async fn functions_endpoints_follow_the_contract() {
             .status,
         405
     );
+    let bad_json = send(
+        gateway.addr,
+        request("PUT", &gateway, "/system/functions", "{not json"),
+    )
+    .await;
+    assert_eq!(bad_json.status, 400, "{}", bad_json.text());
+    let bad_name = json!({"service": "bad name", "image": wasmgate_guests::HELLO});
+    assert_eq!(
+        api(&gateway, "PUT", "/system/functions", Some(bad_name))
+            .await
+            .status,
+        400
+    );
+    let bad_delete = json!({"functionName": "x", "namespace": "Not_A_Namespace"});
+    assert_eq!(
+        api(&gateway, "DELETE", "/system/functions", Some(bad_delete))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api(&gateway, "DELETE", "/system/functions", Some(json!({})))
+            .await
+            .status,
+        400
+    );
     assert_eq!(
         api(&gateway, "GET", "/system/nothing", None).await.status,
         404
@@ -558,7 +584,16 @@ async fn a_restart_restores_every_function() {
     gateway.signal("TERM");
     assert!(gateway.wait().success());
 
+    // A damaged record (say, edited by hand) is reported and skipped, not fatal.
+    std::fs::write(
+        state.join("functions/openfaas-fn/damaged.json"),
+        b"{ not json",
+    )
+    .expect("write");
+
     let gateway = Gateway::start(&args);
+    gateway.wait_for_log(&["skipped a damaged function record", "damaged.json"]);
+    assert_eq!(get(&gateway, "/function/damaged").await.status, 404);
     assert_eq!(get(&gateway, "/function/counter").await.text(), "1");
     assert_eq!(get(&gateway, "/function/hello").await.status, 200);
     assert_eq!(get(&gateway, "/function/hello.team").await.status, 200);
@@ -854,6 +889,9 @@ async fn metrics_count_real_calls() {
         "gateway_functions_seconds_count{function_name=\"hello.openfaas-fn\",code=\"200\"} 3",
         "gateway_service_count{function_name=\"hello.openfaas-fn\"} 1",
         "wasmgate_functions_loaded 2",
+        // Four calls found their code loaded (three hello, one trap); none had to load it.
+        "wasmgate_cache_hits_total 4",
+        "wasmgate_cache_misses_total 0",
         "# TYPE wasmgate_instantiation_seconds histogram",
         "# TYPE wasmgate_compile_seconds histogram",
         "# TYPE wasmgate_instances_in_use gauge",
