@@ -410,6 +410,10 @@ impl Functions {
             .await
             .map_err(invalid_component)?;
 
+        // The function's secrets directory is derived data: assemble it before persisting, so a
+        // failure here leaves no record behind.
+        self.build_secrets_dir(&function, &deployment)?;
+
         // Valid: persist, then switch.
         let record = FunctionRecord {
             deployment,
@@ -430,7 +434,6 @@ impl Functions {
         })
         .await
         .map_err(|e| ApiError::internal("storing the function", e))??;
-        self.build_secrets_dir(&function, &record.deployment)?;
         self.runtime.install(prepared);
         self.metrics.set_replicas(&key, replicas);
         self.metrics
