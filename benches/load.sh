@@ -23,15 +23,15 @@ cargo build --release -q -p wasmgate -p wasmgate-benches
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 HELLO="guests/functions/target/wasm32-wasip2/release/hello.wasm"
 work="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# `start` runs in a command substitution (a subshell), so server pids are kept in a file, not a variable.
+cleanup() { [ -f "$work/pids" ] && xargs -r kill 2>/dev/null <"$work/pids" || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 # Starts a server in the background; its address is read from the first line matching "http://".
 start() {
     local name="$1"; shift
     "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=("$!")
+    echo "$!" >>"$work/pids"
     for _ in $(seq 1 300); do
         local addr
         addr="$(grep -o 'http://[0-9.:]*' "$work/$name.out" "$work/$name.err" 2>/dev/null | head -n1 | sed 's/^[^:]*:http/http/')" || true
