@@ -367,7 +367,7 @@ impl Functions {
             )));
         }
         let known_secrets = self.state.list_secrets(&function.namespace)?;
-        for secret in deployment.secrets.iter().flatten() {
+        for secret in deployment.settings.secrets.iter().flatten() {
             if !known_secrets.contains(secret) {
                 return Err(ApiError::bad_request(format!(
                     "secret {secret:?} not found in namespace {}",
@@ -376,6 +376,7 @@ impl Functions {
             }
         }
         if let Some(value) = deployment
+            .settings
             .labels
             .as_ref()
             .and_then(|l| l.get(LABEL_SCALE_ZERO_DURATION))
@@ -385,6 +386,7 @@ impl Functions {
             })?;
         }
         let replicas = match deployment
+            .settings
             .labels
             .as_ref()
             .and_then(|l| l.get(LABEL_SCALE_MIN))
@@ -527,15 +529,7 @@ impl Functions {
             name: d.service,
             image: d.image,
             namespace: d.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
-            env_process: d.env_process,
-            env_vars: d.env_vars,
-            constraints: d.constraints,
-            secrets: d.secrets,
-            labels: d.labels,
-            annotations: d.annotations,
-            limits: d.limits,
-            requests: d.requests,
-            read_only_root_filesystem: d.read_only_root_filesystem,
+            settings: d.settings,
             invocation_count: self.metrics.invocation_count(key),
             replicas,
             available_replicas: replicas,
@@ -655,7 +649,14 @@ impl Functions {
             .read_records()
             .values()
             .filter(|r| r.deployment.namespace.as_deref() == Some(namespace))
-            .filter(|r| r.deployment.secrets.iter().flatten().any(|s| s == name))
+            .filter(|r| {
+                r.deployment
+                    .settings
+                    .secrets
+                    .iter()
+                    .flatten()
+                    .any(|s| s == name)
+            })
             .filter_map(|r| {
                 FunctionRef::new(&r.deployment.service, Some(namespace))
                     .ok()
@@ -694,12 +695,17 @@ impl Functions {
         deployment: &FunctionDeployment,
     ) -> FunctionSpec {
         let env = deployment
+            .settings
             .env_vars
             .clone()
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let has_secrets = deployment.secrets.as_ref().is_some_and(|s| !s.is_empty());
+        let has_secrets = deployment
+            .settings
+            .secrets
+            .as_ref()
+            .is_some_and(|s| !s.is_empty());
         FunctionSpec {
             env,
             secrets_dir: has_secrets.then(|| {
@@ -728,7 +734,7 @@ impl Functions {
     ) -> Result<(), ApiError> {
         let rel = self.secrets_rel(function);
         let _ = self.run.remove_dir_all(&rel);
-        let secrets: Vec<&String> = deployment.secrets.iter().flatten().collect();
+        let secrets: Vec<&String> = deployment.settings.secrets.iter().flatten().collect();
         if secrets.is_empty() {
             return Ok(());
         }
@@ -787,7 +793,7 @@ fn invalid_component(error: RuntimeError) -> ApiError {
 
 /// The idle time after which a function that opted into scale to zero is unloaded.
 fn scale_zero_after(deployment: &FunctionDeployment) -> Option<Duration> {
-    let labels = deployment.labels.as_ref()?;
+    let labels = deployment.settings.labels.as_ref()?;
     if labels.get(LABEL_SCALE_ZERO).map(String::as_str) != Some("true") {
         return None;
     }

@@ -26,6 +26,15 @@ pub struct FunctionDeployment {
     /// Its namespace; `openfaas-fn` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Everything else of the deployment, reported back unchanged in [`FunctionStatus`].
+    #[serde(flatten)]
+    pub settings: FunctionSettings,
+}
+
+/// The fields a deployment and a status share, field for field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSettings {
     /// OpenFaaS's process to run; kept and reported, meaningless for a component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_process: Option<String>,
@@ -76,32 +85,8 @@ pub struct FunctionStatus {
     /// Namespace, always set.
     pub namespace: String,
     /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env_process: Option<String>,
-    /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env_vars: Option<BTreeMap<String, String>>,
-    /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub constraints: Option<Vec<String>>,
-    /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets: Option<Vec<String>>,
-    /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<BTreeMap<String, String>>,
-    /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<Resources>,
-    /// As deployed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<Resources>,
-    /// As deployed.
-    #[serde(default)]
-    pub read_only_root_filesystem: bool,
+    #[serde(flatten)]
+    pub settings: FunctionSettings,
     /// Invocations since the gateway started.
     pub invocation_count: u64,
     /// 0 when scaled to zero (compiled code unloaded), else the requested count.
@@ -255,15 +240,19 @@ mod tests {
         let d: FunctionDeployment = serde_json::from_str(body).expect("parses");
         assert_eq!(d.service, "figlet");
         assert_eq!(
-            d.env_vars
+            d.settings
+                .env_vars
                 .as_ref()
                 .and_then(|e| e.get("a"))
                 .map(String::as_str),
             Some("b")
         );
-        assert_eq!(d.limits.and_then(|l| l.memory).as_deref(), Some("128Mi"));
-        assert!(d.read_only_root_filesystem);
-        assert!(d.secrets.is_none());
+        assert_eq!(
+            d.settings.limits.and_then(|l| l.memory).as_deref(),
+            Some("128Mi")
+        );
+        assert!(d.settings.read_only_root_filesystem);
+        assert!(d.settings.secrets.is_none());
     }
 
     #[test]
