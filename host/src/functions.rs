@@ -321,7 +321,7 @@ impl Functions {
             ));
         }
         self.runtime
-            .validate(bytes.clone())
+            .validate(bytes.clone(), Some(Digest::of(&bytes).hex()))
             .await
             .map_err(invalid_component)?;
         let state = self.state.clone();
@@ -673,6 +673,7 @@ impl Functions {
 
     fn source(&self, digest: Digest) -> WasmSource {
         let state = self.state.clone();
+        let key = digest.hex().to_string();
         WasmSource::new(move || match state.read_artifact(&digest) {
             Ok(Some(bytes)) => Ok(bytes),
             Ok(None) => Err(format!(
@@ -680,6 +681,7 @@ impl Functions {
             )),
             Err(error) => Err(format!("{error:#}")),
         })
+        .with_cache_key(&key)
     }
 
     fn secrets_rel(&self, function: &FunctionRef) -> PathBuf {

@@ -44,8 +44,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// serves until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let runtime = Runtime::with_observer(config.runtime.clone(), metrics.clone())
-        .context("starting the runtime")?;
+    // Compiled code is kept beside the state, so a restart never recompiles what it compiled before.
+    let mut runtime_config = config.runtime.clone();
+    runtime_config.cache_dir = Some(config.state_dir.join("cache"));
+    let runtime =
+        Runtime::with_observer(runtime_config, metrics.clone()).context("starting the runtime")?;
     let functions = Functions::open(
         &config.state_dir,
         runtime,

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::Error;
 
@@ -25,6 +25,13 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 /// Tables per component (function tables of the modules and the component model's shims).
 const TABLES_PER_COMPONENT: u32 = 8;
+/// Bytes of each linear memory slot reset with `memset` (and kept resident) when an instance ends,
+/// instead of handing the pages back with `madvise`. Every request ends an instance, and on a virtual
+/// machine each `madvise` costs a trip to the hypervisor to flush the TLB; a small guest touches far
+/// less than this, so the reset is a cheap memset and the next instance takes no page faults.
+const MEMORY_KEEP_RESIDENT: usize = 10 * 1024 * 1024;
+/// The same for each table slot.
+const TABLE_KEEP_RESIDENT: usize = 1024 * 1024;
 
 /// How instances get their memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +58,9 @@ pub struct RuntimeConfig {
     pub log_lines: usize,
     /// Pooling or on-demand allocation.
     pub allocator: Allocator,
+    /// A folder for compiled code, so a component is compiled once per engine rather than at every
+    /// load. `None`: compile every time.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -61,6 +71,7 @@ impl Default for RuntimeConfig {
             epoch_tick: DEFAULT_EPOCH_TICK,
             log_lines: crate::logs::DEFAULT_LOG_LINES_KEPT,
             allocator: Allocator::Auto,
+            cache_dir: None,
         }
     }
 }
@@ -119,7 +130,12 @@ fn pooling_config(runtime: &RuntimeConfig) -> PoolingAllocationConfig {
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
         .max_tables_per_component(TABLES_PER_COMPONENT)
-        .max_memory_size(usize::try_from(runtime.max_memory_bytes).unwrap_or(usize::MAX));
+        .max_memory_size(usize::try_from(runtime.max_memory_bytes).unwrap_or(usize::MAX))
+        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        // With PAGEMAP_SCAN (Linux 6.7+) wasmtime asks the kernel which pages an instance dirtied and
+        // resets only those, beyond the resident part too, instead of decommitting the whole slot.
+        .pagemap_scan(Enabled::Auto);
     pool
 }
 

@@ -31,12 +31,29 @@ pub struct FunctionSpec {
 
 /// Where to find a function's component again when its compiled code was unloaded (scale to zero).
 #[derive(Clone)]
-pub struct WasmSource(Arc<dyn Fn() -> Result<Vec<u8>, String> + Send + Sync>);
+pub struct WasmSource {
+    read: Arc<dyn Fn() -> Result<Vec<u8>, String> + Send + Sync>,
+    cache_key: Option<Arc<str>>,
+}
 
 impl WasmSource {
     /// A source that reads the bytes with `read` (for example from an artifact store).
     pub fn new(read: impl Fn() -> Result<Vec<u8>, String> + Send + Sync + 'static) -> Self {
-        WasmSource(Arc::new(read))
+        WasmSource {
+            read: Arc::new(read),
+            cache_key: None,
+        }
+    }
+
+    /// Names the bytes for the compiled-code cache (for example their SHA-256 in hex). The same key
+    /// must always mean the same bytes. Without a key, nothing is cached.
+    pub fn with_cache_key(mut self, key: &str) -> Self {
+        self.cache_key = Some(key.into());
+        self
+    }
+
+    pub(crate) fn cache_key(&self) -> Option<&str> {
+        self.cache_key.as_deref()
     }
 
     /// A source that keeps the bytes in memory.
@@ -45,7 +62,7 @@ impl WasmSource {
     }
 
     pub(crate) fn read(&self) -> Result<Vec<u8>, String> {
-        (self.0)()
+        (self.read)()
     }
 }
 
@@ -88,21 +105,25 @@ fn check_header(wasm: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Compiles `wasm` and pre-instantiates it. CPU-heavy: call it from a blocking thread.
-pub(crate) fn compile(
-    engine: &Engine,
+/// Compiles `wasm` into a component, after checking its header. CPU-heavy: call it from a blocking
+/// thread.
+pub(crate) fn compile_component(engine: &Engine, wasm: &[u8]) -> Result<Component, Error> {
+    check_header(wasm)?;
+    Component::new(engine, wasm).map_err(|e| Error::invalid(format!("{e:#}")))
+}
+
+/// Pre-instantiates a compiled component against the host's imports.
+pub(crate) fn pre_instantiate(
     linker: &Linker<RequestState>,
     name: &str,
-    wasm: &[u8],
+    component: &Component,
     spec: Arc<FunctionSpec>,
     logs: Arc<FunctionLogs>,
 ) -> Result<Function, Error> {
-    check_header(wasm)?;
-    let component = Component::new(engine, wasm).map_err(|e| Error::invalid(format!("{e:#}")))?;
     // Fails when the component imports something the host does not provide; wasmtime's message names
     // the import.
     let instance_pre = linker
-        .instantiate_pre(&component)
+        .instantiate_pre(component)
         .map_err(|e| Error::invalid(format!("{e:#}")))?;
     let pre = ProxyPre::new(instance_pre).map_err(|e| {
         Error::invalid(format!(

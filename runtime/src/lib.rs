@@ -33,6 +33,7 @@
 //! ```
 
 mod body;
+mod cache;
 mod engine;
 mod error;
 mod function;
@@ -74,6 +75,8 @@ struct Inner {
     linker: Linker<RequestState>,
     config: RuntimeConfig,
     observer: Arc<dyn Observer>,
+    /// Compiled code on disk, when the configuration names a folder for it.
+    cache: Option<cache::CodeCache>,
     functions: RwLock<HashMap<String, Arc<Entry>>>,
     /// The zero of every entry's `last_used`.
     started: Instant,
@@ -131,6 +134,12 @@ impl Runtime {
             .map_err(|e| Error::internal("adding WASI to the linker", &e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::internal("adding wasi:http to the linker", &e))?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(cache::CodeCache::open(dir, &engine).map_err(|e| {
+                Error::Internal(format!("opening the code cache {}: {e}", dir.display()))
+            })?),
+            None => None,
+        };
         let ticker = engine::EpochTicker::start(engine.clone(), config.epoch_tick)?;
         tracing::info!(
             ?allocator,
@@ -144,6 +153,7 @@ impl Runtime {
                 linker,
                 config,
                 observer,
+                cache,
                 functions: RwLock::new(HashMap::new()),
                 started: Instant::now(),
                 _ticker: ticker,
@@ -156,12 +166,23 @@ impl Runtime {
         self.inner.allocator
     }
 
-    /// Checks that `wasm` is a component this runtime can serve, without keeping anything.
-    pub async fn validate(&self, wasm: Vec<u8>) -> Result<(), Error> {
+    /// Checks that `wasm` is a component this runtime can serve. Nothing is kept but, with a
+    /// `cache_key`, its compiled code, so deploying the same bytes later does not compile again.
+    pub async fn validate(&self, wasm: Vec<u8>, cache_key: Option<&str>) -> Result<(), Error> {
         let logs = Arc::new(FunctionLogs::new("validation", 0));
-        self.compile("validation", wasm, Arc::new(FunctionSpec::default()), logs)
-            .await
-            .map(drop)
+        let mut source = WasmSource::new(|| Err("validation keeps no source".to_string()));
+        if let Some(key) = cache_key {
+            source = source.with_cache_key(key);
+        }
+        self.compile(
+            "validation",
+            Some(wasm),
+            source,
+            Arc::new(FunctionSpec::default()),
+            logs,
+        )
+        .await
+        .map(drop)
     }
 
     /// Compiles `wasm` (kept in memory for reloads) and makes it the function `name`.
@@ -199,7 +220,9 @@ impl Runtime {
     ) -> Result<Prepared, Error> {
         let spec = Arc::new(spec);
         let logs = self.logs_for(name);
-        let function = self.compile(name, wasm, spec.clone(), logs.clone()).await?;
+        let function = self
+            .compile(name, Some(wasm), source.clone(), spec.clone(), logs.clone())
+            .await?;
         let entry = self.entry(name, source, spec, logs);
         if keep_loaded {
             let _ = entry.loaded.set(Arc::new(function));
@@ -332,40 +355,62 @@ impl Runtime {
             .loaded
             .get_or_try_init(|| async {
                 self.inner.observer.cold_start(&entry.name);
-                let source = entry.source.clone();
-                let wasm = tokio::task::spawn_blocking(move || source.read())
-                    .await
-                    .map_err(|e| Error::Internal(format!("the read thread failed: {e}")))?
-                    .map_err(|e| {
-                        Error::Internal(format!("reading the component of {}: {e}", entry.name))
-                    })?;
-                self.compile(&entry.name, wasm, entry.spec.clone(), entry.logs.clone())
-                    .await
-                    .map(Arc::new)
+                self.compile(
+                    &entry.name,
+                    None,
+                    entry.source.clone(),
+                    entry.spec.clone(),
+                    entry.logs.clone(),
+                )
+                .await
+                .map(Arc::new)
             })
             .await?;
         Ok(function.clone())
     }
 
+    /// Produces the function from the compiled-code cache when it has it, else by compiling (`wasm`
+    /// if given, else what `source` reads) and caching the result. Runs on a blocking thread.
     async fn compile(
         &self,
         name: &str,
-        wasm: Vec<u8>,
+        wasm: Option<Vec<u8>>,
+        source: WasmSource,
         spec: Arc<FunctionSpec>,
         logs: Arc<FunctionLogs>,
     ) -> Result<Function, Error> {
         let inner = self.inner.clone();
         let owned_name = name.to_string();
-        let started = Instant::now();
-        let function = tokio::task::spawn_blocking(move || {
-            function::compile(&inner.engine, &inner.linker, &owned_name, &wasm, spec, logs)
+        tokio::task::spawn_blocking(move || {
+            let engine = &inner.engine;
+            let cached = match (&inner.cache, source.cache_key()) {
+                (Some(cache), Some(key)) => cache.load(engine, key),
+                _ => None,
+            };
+            let component = match cached {
+                Some(component) => component,
+                None => {
+                    let wasm = match wasm {
+                        Some(wasm) => wasm,
+                        None => source.read().map_err(|e| {
+                            Error::Internal(format!("reading the component of {owned_name}: {e}"))
+                        })?,
+                    };
+                    let started = Instant::now();
+                    let component = function::compile_component(engine, &wasm)?;
+                    inner
+                        .observer
+                        .compiled(&owned_name, started.elapsed().as_secs_f64());
+                    if let (Some(cache), Some(key)) = (&inner.cache, source.cache_key()) {
+                        cache.store(key, &component);
+                    }
+                    component
+                }
+            };
+            function::pre_instantiate(&inner.linker, &owned_name, &component, spec, logs)
         })
         .await
-        .map_err(|e| Error::Internal(format!("the compile thread failed: {e}")))??;
-        self.inner
-            .observer
-            .compiled(name, started.elapsed().as_secs_f64());
-        Ok(function)
+        .map_err(|e| Error::Internal(format!("the compile thread failed: {e}")))?
     }
 
     fn entry(

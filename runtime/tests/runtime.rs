@@ -357,3 +357,82 @@ async fn a_function_sees_its_environment_and_secrets_only() {
     }
     let _ = std::fs::remove_dir_all(secrets);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_code_is_cached_on_disk_across_runtimes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = std::env::temp_dir().join(format!("wasmgate-code-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let wasm: std::sync::Arc<[u8]> = std::fs::read(wasmgate_guests::HELLO).expect("built").into();
+    let start = || {
+        let counts = std::sync::Arc::new(Counts::default());
+        let config = RuntimeConfig {
+            max_instances: 8,
+            cache_dir: Some(dir.clone()),
+            ..RuntimeConfig::default()
+        };
+        (
+            Runtime::with_observer(config, counts.clone()).expect("runtime"),
+            counts,
+        )
+    };
+    let source = || wasmgate_runtime::WasmSource::bytes(wasm.clone()).with_cache_key("hello-key");
+
+    let (first, counts) = start();
+    first
+        .deploy(
+            "hello",
+            wasm.to_vec(),
+            source(),
+            FunctionSpec::default(),
+            true,
+        )
+        .await
+        .expect("deploys");
+    assert_eq!(counts.compiles.load(SeqCst), 1);
+    drop(first);
+
+    // A new runtime (a restart) loads the compiled code instead of compiling.
+    let (second, counts) = start();
+    second.register("hello", source(), FunctionSpec::default());
+    let response = second.invoke("hello", get("/")).await.expect("answers");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        counts.compiles.load(SeqCst),
+        0,
+        "compiled again despite the cache"
+    );
+    drop(second);
+
+    // A damaged cache file is dropped and the component compiled again.
+    for entry in walk(&dir) {
+        if entry.extension().is_some_and(|e| e == "cwasm") {
+            std::fs::write(&entry, b"garbage").expect("damage");
+        }
+    }
+    let (third, counts) = start();
+    third.register("hello", source(), FunctionSpec::default());
+    assert_eq!(
+        third
+            .invoke("hello", get("/"))
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
+    assert_eq!(counts.compiles.load(SeqCst), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

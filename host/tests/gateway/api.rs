@@ -597,6 +597,12 @@ async fn a_restart_restores_every_function() {
     assert_eq!(get(&gateway, "/function/counter").await.text(), "1");
     assert_eq!(get(&gateway, "/function/hello").await.status, 200);
     assert_eq!(get(&gateway, "/function/hello.team").await.status, 200);
+    // Nothing was compiled again: the code came from the disk cache.
+    let metrics = get(&gateway, "/metrics").await.text();
+    assert!(
+        !metrics.contains("wasmgate_compile_seconds_count{"),
+        "recompiled after a restart:\n{metrics}"
+    );
     let after = json_of(&api(&gateway, "GET", "/system/function/hello", None).await);
     for key in ["image", "envVars", "createdAt", "namespace"] {
         assert_eq!(after[key], before[key], "{key} changed across the restart");
