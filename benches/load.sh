@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # Side-by-side load test on this machine, one run, the same hello component:
-#   native hyper server  vs  wasmgate (fresh instance per request)  vs  `wasmtime serve` (if installed)
+#   native hyper server, wasmgate (fresh instance per request), and `wasmtime serve` 48 (if installed)
+#   per request with its defaults, per request tuned, and with instance reuse.
 # Prints requests/s and latency for each, and the ratios between them.
 #
-#   benches/load.sh                 # 10 s per target, 16 connections
-#   DURATION=30s CONNECTIONS=64 benches/load.sh
-#   WASMTIME=/path/to/wasmtime benches/load.sh   # `cargo install wasmtime-cli --version 48.0.8 --locked`
+#   benches/load.sh                 # 10 s per target, at 1, 16 and 64 connections
+#   DURATION=30s CONNECTIONS="16 64" benches/load.sh
+#   WASMTIME=/path/to/wasmtime benches/load.sh   # `cargo install --locked wasmtime-cli@48.0.8`
 #
 # Every load targets 127.0.0.1 only and stops after DURATION.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10s}"
-CONNECTIONS="${CONNECTIONS:-16}"
+CONNECTIONS="${CONNECTIONS:-1 16 64}"
 THREADS="${THREADS:-2}"
 WASMTIME="${WASMTIME:-$(command -v wasmtime || true)}"
+# Without a wasmtime on PATH, install the reference version once into a cache (about 15 minutes on two
+# cores); SKIP_WASMTIME=1 measures without it.
+WASMTIME_ROOT="${WASMTIME_ROOT:-$HOME/.cache/wasmgate-bench/wasmtime-48.0.8}"
+if [ -z "$WASMTIME" ] && [ -z "${SKIP_WASMTIME:-}" ]; then
+    if [ ! -x "$WASMTIME_ROOT/bin/wasmtime" ]; then
+        echo "installing wasmtime-cli 48.0.8 into $WASMTIME_ROOT (once)..." >&2
+        cargo install --locked --quiet wasmtime-cli@48.0.8 --root "$WASMTIME_ROOT"
+    fi
+    WASMTIME="$WASMTIME_ROOT/bin/wasmtime"
+fi
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 rustup target add wasm32-wasip2 >/dev/null
@@ -45,7 +56,9 @@ start() {
 measure() {
     local url="$1"
     curl -fsS "$url" >/dev/null  # warm and check it answers
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$work/wrk.txt"
+    local connections="${CONNECTIONS_NOW:-16}" threads="$THREADS"
+    [ "$connections" -lt "$threads" ] && threads="$connections"
+    wrk -t"$threads" -c"$connections" -d"$DURATION" --latency "$url" >"$work/wrk.txt"
     if grep -q "Non-2xx" "$work/wrk.txt"; then echo "errors from $url:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
     local rps p50 p99
     rps="$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")"
@@ -56,32 +69,43 @@ measure() {
 to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'; }
 
 native="$(start native "$TARGET_DIR/release/native-hello" 127.0.0.1:0)"
-gate="$(start wasmgate "$TARGET_DIR/release/wasmgate" serve --listen 127.0.0.1:0 --function "hello=$HELLO")"
-declare -A result
-result[native]="$(measure "$native/")"
-result[wasmgate]="$(measure "$gate/function/hello")"
+gate="$(start wasmgate "$TARGET_DIR/release/wasmgate" serve --listen 127.0.0.1:0 --state-dir "$work/state" --function "hello=$HELLO")"
+declare -A url=([native]="$native/" [wasmgate]="$gate/function/hello")
 names=(native wasmgate)
 if [ -n "$WASMTIME" ]; then
-    port=$(( 20000 + RANDOM % 20000 ))
-    start wasmtime "$WASMTIME" serve -Scli --addr "127.0.0.1:$port" "$HELLO" >/dev/null
-    result[wasmtime]="$(measure "http://127.0.0.1:$port/")"
-    names+=(wasmtime)
+    # The reference host, per request with its defaults, per request tuned with its own pooling flags,
+    # and reusing instances (which wasmgate does not do by default).
+    tuned=(-O pooling-pagemap-scan=y -O pooling-memory-keep-resident=10485760 -O pooling-table-keep-resident=1048576)
+    declare -A flags=(
+        [wasmtime-default]=""
+        [wasmtime-tuned]="${tuned[*]}"
+        [wasmtime-reuse]="${tuned[*]} --max-instance-reuse-count 128"
+    )
+    for name in wasmtime-default wasmtime-tuned wasmtime-reuse; do
+        port=$(( 20000 + RANDOM % 20000 ))
+        # shellcheck disable=SC2086
+        start "$name" "$WASMTIME" serve -Scli ${flags[$name]} --addr "127.0.0.1:$port" "$HELLO" >/dev/null
+        url[$name]="http://127.0.0.1:$port/"
+        names+=("$name")
+    done
 else
-    echo "(wasmtime not found: install it with 'cargo install wasmtime-cli --version 48.0.8 --locked' or set WASMTIME)" >&2
+    echo "(wasmtime not found: install it with 'cargo install --locked wasmtime-cli@48.0.8' or set WASMTIME)" >&2
 fi
 
 echo
-echo "hello component, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%d)"
-printf '%-10s %12s %10s %10s\n' target "requests/s" "p50 ms" "p99 ms"
-for name in "${names[@]}"; do
-    read -r rps p50 p99 <<<"${result[$name]}"
-    printf '%-10s %12.0f %10s %10s\n' "$name" "$rps" "$p50" "$p99"
+echo "hello component, wrk -t$THREADS -d$DURATION, $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
+declare -A rate
+for connections in $CONNECTIONS; do
+    echo
+    printf '%-18s %6s %12s %10s %10s\n' target conns "requests/s" "p50 ms" "p99 ms"
+    for name in "${names[@]}"; do
+        read -r rps p50 p99 <<<"$(CONNECTIONS_NOW=$connections measure "${url[$name]}")"
+        rate[$name]="$rps"
+        printf '%-18s %6s %12.0f %10s %10s\n' "$name" "$connections" "$rps" "$p50" "$p99"
+    done
+    ratio() { awk -v a="${rate[$1]}" -v b="${rate[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
+    echo "  wasmgate / native = $(ratio wasmgate native)"
+    if [ -n "$WASMTIME" ]; then
+        echo "  wasmgate / wasmtime-default = $(ratio wasmgate wasmtime-default)   wasmgate / wasmtime-tuned = $(ratio wasmgate wasmtime-tuned)   wasmgate / wasmtime-reuse = $(ratio wasmgate wasmtime-reuse)"
+    fi
 done
-echo
-rate() { read -r rps _ <<<"${result[$1]}"; echo "$rps"; }
-ratio() { awk -v a="$(rate "$1")" -v b="$(rate "$2")" 'BEGIN { printf "%.2f", a / b }'; }
-echo "wasmgate / native   = $(ratio wasmgate native)"
-if [ -n "$WASMTIME" ]; then
-    echo "wasmgate / wasmtime = $(ratio wasmgate wasmtime)"
-    echo "wasmtime / native   = $(ratio wasmtime native)"
-fi
