@@ -92,18 +92,6 @@ impl WasiHttpHooks for DenyOutbound {
     }
 }
 
-/// Aborts the guest's task if the caller stops waiting before the guest has answered (the client went
-/// away). Once the response exists the task must live on to produce its body, so the guard is disarmed.
-struct AbortUnlessAnswered(Option<tokio::task::AbortHandle>);
-
-impl Drop for AbortUnlessAnswered {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            handle.abort();
-        }
-    }
-}
-
 /// Maps a request body's error into the one `wasi:http` understands.
 fn incoming_body_error(
     error: Box<dyn std::error::Error + Send + Sync>,
@@ -153,7 +141,11 @@ where
         (incoming, outparam)
     };
 
-    let task = tokio::spawn(
+    // The guest runs inside this future until it answers. Most guests finish in the same poll that
+    // sets their response, so no task is spawned and no other worker thread is woken; a guest still
+    // running when its response arrives (a streaming body) moves to a task of its own. If the caller
+    // stops waiting before the response (the client left), dropping this future ends the guest.
+    let mut guest = Box::pin(
         run_guest(
             function.clone(),
             store,
@@ -164,27 +156,42 @@ where
         )
         .in_current_span(),
     );
-    let mut guard = AbortUnlessAnswered(Some(task.abort_handle()));
-
-    match receiver.await {
-        Ok(Ok(response)) => {
-            guard.0 = None;
-            Ok(response.map(ResponseBody::new))
-        }
+    let mut receiver = receiver;
+    let answer = tokio::select! {
+        biased;
+        answer = &mut receiver => match answer {
+            // The guest answered and has not finished: let it produce the body on its own task.
+            Ok(answer) => {
+                tokio::spawn(guest);
+                Ok(answer)
+            }
+            // It dropped its response-outparam unused and runs on; its outcome says why.
+            Err(_) => {
+                return Err(match guest.await {
+                    Ok(()) => Error::NoResponse { function: function.name.to_string() },
+                    Err(error) => error,
+                });
+            }
+        },
+        outcome = &mut guest => match receiver.try_recv() {
+            // It answered and finished in the same step; a failure after answering was logged.
+            Ok(answer) => Ok::<_, Error>(answer),
+            // It finished without answering: the outcome says why.
+            Err(_) => {
+                return Err(match outcome {
+                    Ok(()) => Error::NoResponse { function: function.name.to_string() },
+                    Err(error) => error,
+                });
+            }
+        },
+    };
+    match answer {
+        Ok(Ok(response)) => Ok(response.map(ResponseBody::new)),
         Ok(Err(code)) => Err(Error::GuestError {
             function: function.name.to_string(),
             code: format!("{code:?}"),
         }),
-        // The sender was dropped unused: the guest finished (or failed) without answering.
-        Err(_) => match task.await {
-            Ok(Ok(())) => Err(Error::NoResponse {
-                function: function.name.to_string(),
-            }),
-            Ok(Err(error)) => Err(error),
-            Err(join) => Err(Error::Internal(format!(
-                "the guest task ended abnormally: {join}"
-            ))),
-        },
+        Err(error) => Err(error),
     }
 }
 
