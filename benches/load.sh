@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side load test on this machine, one run, the same hello component:
-#   native hyper server, wasmgate (fresh instance per request), and `wasmtime serve` 48 (if installed)
+#   native hyper server, wasmgate (fresh instance per request, and with opt-in reuse), and `wasmtime serve` 48
 #   per request with its defaults, per request tuned, and with instance reuse.
 # Prints requests/s and latency for each, and the ratios between them.
 #
@@ -70,8 +70,10 @@ to_ms() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms
 
 native="$(start native "$TARGET_DIR/release/native-hello" 127.0.0.1:0)"
 gate="$(start wasmgate "$TARGET_DIR/release/wasmgate" serve --listen 127.0.0.1:0 --state-dir "$work/state" --function "hello=$HELLO")"
-declare -A url=([native]="$native/" [wasmgate]="$gate/function/hello")
-names=(native wasmgate)
+# The same component again, opted into instance reuse (128 requests per instance, as wasmtime's below).
+curl -fsS -X POST "$gate/system/functions" -d "{\"service\":\"hello-reuse\",\"image\":\"$PWD/$HELLO\",\"annotations\":{\"com.wasmgate.instance-reuse\":\"128\"}}"
+declare -A url=([native]="$native/" [wasmgate]="$gate/function/hello" [wasmgate-reuse]="$gate/function/hello-reuse")
+names=(native wasmgate wasmgate-reuse)
 if [ -n "$WASMTIME" ]; then
     # The reference host, per request with its defaults, per request tuned with its own pooling flags,
     # and reusing instances (which wasmgate does not do by default).
@@ -106,6 +108,7 @@ for connections in $CONNECTIONS; do
     ratio() { awk -v a="${rate[$1]}" -v b="${rate[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
     echo "  wasmgate / native = $(ratio wasmgate native)"
     if [ -n "$WASMTIME" ]; then
-        echo "  wasmgate / wasmtime-default = $(ratio wasmgate wasmtime-default)   wasmgate / wasmtime-tuned = $(ratio wasmgate wasmtime-tuned)   wasmgate / wasmtime-reuse = $(ratio wasmgate wasmtime-reuse)"
+        echo "  per request: wasmgate / wasmtime-default = $(ratio wasmgate wasmtime-default)   wasmgate / wasmtime-tuned = $(ratio wasmgate wasmtime-tuned)"
+        echo "  reuse:       wasmgate-reuse / wasmtime-reuse = $(ratio wasmgate-reuse wasmtime-reuse)"
     fi
 done

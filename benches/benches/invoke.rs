@@ -1,5 +1,6 @@
 //! What one request costs inside the process, without HTTP: `Runtime::invoke` of the `hello` guest,
-//! with the pooling allocator and with on-demand allocation, one at a time and 16 at once.
+//! with the pooling allocator, with on-demand allocation, and with instance reuse; one at a time and
+//! 16 at once.
 //!
 //! Run: `cargo bench -p wasmgate-benches --bench invoke`
 
@@ -9,7 +10,7 @@ use futures::future::join_all;
 use http_body_util::{BodyExt, Empty};
 use wasmgate_runtime::{Allocator, FunctionSpec, Runtime, RuntimeConfig};
 
-fn runtime(tokio: &tokio::runtime::Runtime, allocator: Allocator) -> Runtime {
+fn runtime(tokio: &tokio::runtime::Runtime, allocator: Allocator, reuse: u32) -> Runtime {
     let runtime = Runtime::new(RuntimeConfig {
         allocator,
         ..RuntimeConfig::default()
@@ -17,7 +18,14 @@ fn runtime(tokio: &tokio::runtime::Runtime, allocator: Allocator) -> Runtime {
     .expect("runtime");
     let wasm = std::fs::read(wasmgate_guests::HELLO).expect("hello is built");
     tokio
-        .block_on(runtime.load("hello", wasm, FunctionSpec::default()))
+        .block_on(runtime.load(
+            "hello",
+            wasm,
+            FunctionSpec {
+                max_instance_reuse: reuse,
+                ..FunctionSpec::default()
+            },
+        ))
         .expect("hello loads");
     runtime
 }
@@ -45,11 +53,13 @@ fn invoke(c: &mut Criterion) {
         .build()
         .expect("tokio");
     let mut group = c.benchmark_group("invoke_hello");
-    for (label, allocator) in [
-        ("pooling", Allocator::Pooling),
-        ("on_demand", Allocator::OnDemand),
-    ] {
-        let runtime = runtime(&tokio, allocator);
+    let modes = [
+        ("pooling", Allocator::Pooling, 0),
+        ("on_demand", Allocator::OnDemand, 0),
+        ("pooling_reuse", Allocator::Pooling, 128),
+    ];
+    for (label, allocator, reuse) in modes {
+        let runtime = runtime(&tokio, allocator, reuse);
         for parallel in [1usize, 16] {
             group.throughput(Throughput::Elements(parallel as u64));
             group.bench_with_input(

@@ -26,6 +26,8 @@ pub const DEFAULT_SCALE_ZERO_DURATION: Duration = Duration::from_secs(15 * 60);
 const LABEL_SCALE_ZERO: &str = "com.openfaas.scale.zero";
 const LABEL_SCALE_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
 const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
+/// Opt-in instance reuse: the number of requests one instance may serve (see `FunctionSpec`).
+pub const ANNOTATION_INSTANCE_REUSE: &str = "com.wasmgate.instance-reuse";
 /// Where, inside the state directory, each function's own secrets directory is assembled.
 const RUN_SECRETS: &str = "run/secrets";
 
@@ -385,6 +387,7 @@ impl Functions {
                 ApiError::bad_request(format!("label {LABEL_SCALE_ZERO_DURATION}: {e}"))
             })?;
         }
+        instance_reuse(&deployment)?;
         let replicas = match deployment
             .settings
             .labels
@@ -715,6 +718,8 @@ impl Functions {
                     .join(&function.namespace)
                     .join(&function.name)
             }),
+            // Validated at deploy; a record that no longer parses falls back to no reuse.
+            max_instance_reuse: instance_reuse(deployment).unwrap_or(0),
         }
     }
 
@@ -790,6 +795,29 @@ fn invalid_component(error: RuntimeError) -> ApiError {
             ApiError::bad_request(format!("invalid component: {reason}"))
         }
         other => ApiError::internal("compiling the component", other),
+    }
+}
+
+/// `com.wasmgate.instance-reuse` (an annotation, or a label): how many requests one instance may serve.
+fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
+    let settings = &deployment.settings;
+    let value = settings
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_INSTANCE_REUSE))
+        .or_else(|| {
+            settings
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ANNOTATION_INSTANCE_REUSE))
+        });
+    match value {
+        None => Ok(0),
+        Some(value) => value.trim().parse::<u32>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "{ANNOTATION_INSTANCE_REUSE} must be a whole number of requests per instance, not {value:?}"
+            ))
+        }),
     }
 }
 

@@ -1,10 +1,11 @@
 //! A loaded function: its compiled component, pre-instantiated against the host's imports.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::Engine;
+use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use crate::Error;
 use crate::invoke::RequestState;
@@ -27,6 +28,23 @@ pub struct FunctionSpec {
     /// A host directory holding exactly this function's secrets, one file each; the guest sees it
     /// read-only at [`SECRETS_GUEST_PATH`]. `None`: no filesystem at all.
     pub secrets_dir: Option<std::path::PathBuf>,
+    /// How many requests one instance may serve, one after the other. 0 or 1: a fresh instance for
+    /// every request (the default and the isolation wasmgate promises). More trades isolation for
+    /// speed: globals, memory and anything a request leaves behind are seen by the next requests on
+    /// that instance.
+    pub max_instance_reuse: u32,
+}
+
+/// Instances kept idle per function for reuse. Each holds a slot of the pool while idle, so the number
+/// is small; more concurrent requests than this simply create more instances.
+const MAX_IDLE_REUSABLE: usize = 16;
+
+/// An instance that served requests and may serve more.
+pub(crate) struct Warm {
+    pub(crate) store: Store<RequestState>,
+    pub(crate) proxy: Proxy,
+    /// Requests it has served.
+    pub(crate) served: u32,
 }
 
 /// Where to find a function's component again when its compiled code was unloaded (scale to zero).
@@ -78,6 +96,29 @@ pub(crate) struct Function {
     pub(crate) pre: ProxyPre<RequestState>,
     pub(crate) spec: Arc<FunctionSpec>,
     pub(crate) logs: Arc<FunctionLogs>,
+    /// Idle instances, when the function opted into reuse.
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl Function {
+    /// An idle instance to serve the next request, if reuse is on and one is free.
+    pub(crate) fn take_warm(&self) -> Option<Warm> {
+        if self.spec.max_instance_reuse <= 1 {
+            return None;
+        }
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// Offers an instance that finished a request; kept only if it may serve more and there is room.
+    pub(crate) fn give_back(&self, warm: Warm) {
+        if warm.served >= self.spec.max_instance_reuse {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_REUSABLE {
+            idle.push(warm);
+        }
+    }
 }
 
 impl std::fmt::Debug for Function {
@@ -136,6 +177,7 @@ pub(crate) fn pre_instantiate(
         pre,
         spec,
         logs,
+        idle: Mutex::new(Vec::new()),
     })
 }
 

@@ -10,13 +10,14 @@ use tracing::Instrument;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::Error;
 use crate::body::ResponseBody;
-use crate::function::{Function, SECRETS_GUEST_PATH};
+use crate::function::{Function, SECRETS_GUEST_PATH, Warm};
 use crate::logs::{GuestOutputFactory, LogStream};
 use crate::observe::{InstanceGuard, Observer};
 
@@ -115,11 +116,18 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let instance = InstanceGuard::acquire(observer.clone());
-    let mut store = Store::new(engine, RequestState::new(&function, max_memory_bytes)?);
-    store.limiter(|state| &mut state.limits);
-    // Yield to other requests on every epoch tick.
+    // A function that opted into reuse may have an instance left by an earlier request.
+    let (mut store, warm) = match function.take_warm() {
+        Some(warm) => (warm.store, Some((warm.proxy, warm.served))),
+        None => {
+            let mut store = Store::new(engine, RequestState::new(&function, max_memory_bytes)?);
+            store.limiter(|state| &mut state.limits);
+            // Yield to other requests on every epoch tick.
+            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+            (store, None)
+        }
+    };
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 
     let request = request.map(|body| body.map_err(|e| incoming_body_error(e.into())));
     let (sender, receiver) = oneshot::channel();
@@ -149,6 +157,7 @@ where
         run_guest(
             function.clone(),
             store,
+            warm,
             incoming,
             outparam,
             answered,
@@ -200,25 +209,42 @@ where
 async fn run_guest(
     function: Arc<Function>,
     mut store: Store<RequestState>,
+    warm: Option<(Proxy, u32)>,
     incoming: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
     answered: Arc<AtomicBool>,
     instance: InstanceGuard,
 ) -> Result<(), Error> {
     let result = async {
-        let started = std::time::Instant::now();
-        let proxy = function.pre.instantiate_async(&mut store).await?;
-        instance
-            .observer()
-            .instantiated(started.elapsed().as_secs_f64());
+        let (proxy, served) = match warm {
+            Some(warm) => warm,
+            None => {
+                let started = std::time::Instant::now();
+                let proxy = function.pre.instantiate_async(&mut store).await?;
+                instance
+                    .observer()
+                    .instantiated(started.elapsed().as_secs_f64());
+                (proxy, 0)
+            }
+        };
         proxy
             .wasi_http_incoming_handler()
             .call_handle(&mut store, incoming, outparam)
-            .await
+            .await?;
+        Ok::<_, wasmtime::Error>((proxy, served))
     }
     .await;
     match result {
-        Ok(()) => Ok(()),
+        Ok((proxy, served)) => {
+            // Only an instance that returned normally is offered to a later request; one that trapped
+            // is dropped with its store.
+            function.give_back(Warm {
+                store,
+                proxy,
+                served: served + 1,
+            });
+            Ok(())
+        }
         Err(error) => {
             let error = Error::from_guest_failure(&function.name, &error);
             if answered.load(Ordering::Acquire) {

@@ -312,6 +312,7 @@ async fn a_function_sees_its_environment_and_secrets_only() {
     let spec = FunctionSpec {
         env: vec![("GREETING".into(), "hi".into())],
         secrets_dir: Some(secrets.clone()),
+        ..FunctionSpec::default()
     };
     runtime.load("inspect", wasm, spec).await.expect("loads");
 
@@ -435,4 +436,27 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opted_in_functions_reuse_instances_up_to_their_limit() {
+    let runtime = runtime(Allocator::Auto);
+    let wasm = std::fs::read(wasmgate_guests::COUNTER).expect("built");
+    let spec = FunctionSpec {
+        max_instance_reuse: 3,
+        ..FunctionSpec::default()
+    };
+    runtime.load("counter", wasm, spec).await.expect("loads");
+    let mut answers = Vec::new();
+    for _ in 0..7 {
+        let response = runtime.invoke("counter", get("/")).await.expect("answers");
+        answers.push(body_text(response).await);
+        // The instance goes back to the idle list when the guest returns, just after its body ends.
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        answers,
+        ["1", "2", "3", "1", "2", "3", "1"],
+        "three requests per instance, then a fresh one"
+    );
 }

@@ -937,3 +937,35 @@ async fn idle_functions_scale_to_zero_and_back() {
         400
     );
 }
+
+#[tokio::test]
+async fn instance_reuse_is_opt_in_and_bounded() {
+    let gateway = Gateway::start(&[]);
+    deploy(&gateway, "fresh", wasmgate_guests::COUNTER, json!({})).await;
+    let reuse = json!({"annotations": {"com.wasmgate.instance-reuse": "2"}});
+    deploy(&gateway, "reused", wasmgate_guests::COUNTER, reuse).await;
+    let mut fresh = Vec::new();
+    let mut reused = Vec::new();
+    for _ in 0..4 {
+        fresh.push(get(&gateway, "/function/fresh").await.text());
+        reused.push(get(&gateway, "/function/reused").await.text());
+    }
+    assert_eq!(
+        fresh,
+        ["1", "1", "1", "1"],
+        "per-request instances by default"
+    );
+    assert_eq!(
+        reused,
+        ["1", "2", "1", "2"],
+        "two requests per instance when asked"
+    );
+    let bad = json!({"service": "x", "image": wasmgate_guests::COUNTER, "annotations": {"com.wasmgate.instance-reuse": "lots"}});
+    let answer = api(&gateway, "POST", "/system/functions", Some(bad)).await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        answer.text().contains("com.wasmgate.instance-reuse"),
+        "{}",
+        answer.text()
+    );
+}
