@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use wasmgate_runtime::{Allocator, DEFAULT_MAX_INSTANCES, RuntimeConfig};
+use wasmgate_runtime::{
+    Allocator, DEFAULT_LOADED_MEMORY_BUDGET, DEFAULT_MAX_INSTANCES, RuntimeConfig,
+};
 
 use crate::auth::Credentials;
 use crate::duration::parse_duration;
@@ -107,6 +109,16 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_auth: bool,
 
+    /// Memory, in MiB, that loaded functions may take; past it the least recently used are unloaded
+    /// and load again (from the disk cache) on their next request.
+    #[arg(long, default_value_t = DEFAULT_LOADED_MEMORY_BUDGET / (1024 * 1024))]
+    pub loaded_memory_budget_mib: u64,
+
+    /// Unload any function idle this long (e.g. 15m); it loads again on its next request. Per
+    /// function, the label com.openfaas.scale.zero-duration does the same.
+    #[arg(long, value_parser = parse_duration)]
+    pub unload_idle_after: Option<Duration>,
+
     /// Largest component accepted by upload or deploy, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: usize,
@@ -199,6 +211,8 @@ impl ServeArgs {
             functions,
             runtime: RuntimeConfig {
                 max_instances: self.max_instances,
+                loaded_memory_budget: self.loaded_memory_budget_mib.saturating_mul(1024 * 1024),
+                unload_idle_after: self.unload_idle_after,
                 allocator: match self.allocator {
                     AllocatorArg::Auto => Allocator::Auto,
                     AllocatorArg::Pooling => Allocator::Pooling,

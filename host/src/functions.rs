@@ -216,24 +216,27 @@ impl Functions {
         &self.runtime
     }
 
-    /// Loads, in the background, every function that is not scaled to zero.
-    pub fn warm_in_background(self: &Arc<Self>) {
+    /// Compiles, in the background, every function whose code is not in the disk cache yet (an
+    /// artifact restored from another machine, or after a wasmtime upgrade). Nothing is loaded: each
+    /// function loads on its first request, from the disk cache.
+    pub fn precompile_in_background(self: &Arc<Self>) {
         let functions = self.clone();
         tokio::spawn(async move {
-            let keys: Vec<String> = functions
-                .read_records()
-                .iter()
-                .filter(|(_, r)| r.replicas > 0)
-                .map(|(k, _)| k.clone())
-                .collect();
+            let keys: Vec<String> = functions.read_records().keys().cloned().collect();
+            let mut compiled = 0;
             for key in keys {
-                if let Err(error) = functions.runtime.warm(&key).await {
-                    tracing::warn!(function = %key, %error, "could not load a function at start-up");
+                match functions.runtime.precompile(&key).await {
+                    Ok(true) => compiled += 1,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(function = %key, %error, "could not precompile"),
                 }
             }
-            functions
-                .metrics
-                .set_functions_loaded(functions.runtime.loaded_count() as u64);
+            if compiled > 0 {
+                tracing::info!(
+                    compiled,
+                    "precompiled functions missing from the code cache"
+                );
+            }
         });
     }
 

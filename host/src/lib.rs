@@ -90,7 +90,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 )
             })?;
     }
-    functions.warm_in_background();
+    functions.precompile_in_background();
 
     let (stopping, shutdown_watch) = tokio::sync::watch::channel(false);
     functions.sweep_idle(IDLE_SWEEP_INTERVAL, shutdown_watch.clone());

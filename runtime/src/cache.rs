@@ -38,6 +38,11 @@ impl CodeCache {
         self.dir.join(format!("{key}.cwasm"))
     }
 
+    /// Whether compiled code for `key` is stored.
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.path(key).exists()
+    }
+
     /// The cached component for `key`, if there is a usable one.
     pub(crate) fn load(&self, engine: &Engine, key: &str) -> Option<Component> {
         let path = self.path(key);

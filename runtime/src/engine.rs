@@ -61,7 +61,17 @@ pub struct RuntimeConfig {
     /// A folder for compiled code, so a component is compiled once per engine rather than at every
     /// load. `None`: compile every time.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Memory that loaded functions may take (compiled code plus wasmtime's per-component state, as
+    /// estimated by [`crate::LOADED_FUNCTION_OVERHEAD`]); past it the least recently used are unloaded
+    /// and load again on their next request.
+    pub loaded_memory_budget: u64,
+    /// Unload a function nobody called for this long (scale to zero for all). `None`: only the budget
+    /// and explicit unloads.
+    pub unload_idle_after: Option<Duration>,
 }
+
+/// The default of [`RuntimeConfig::loaded_memory_budget`].
+pub const DEFAULT_LOADED_MEMORY_BUDGET: u64 = 512 * 1024 * 1024;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -72,6 +82,8 @@ impl Default for RuntimeConfig {
             log_lines: crate::logs::DEFAULT_LOG_LINES_KEPT,
             allocator: Allocator::Auto,
             cache_dir: None,
+            loaded_memory_budget: DEFAULT_LOADED_MEMORY_BUDGET,
+            unload_idle_after: None,
         }
     }
 }

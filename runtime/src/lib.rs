@@ -47,18 +47,17 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::OnceCell;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use crate::body::{BodyError, ResponseBody};
 pub use crate::engine::{
-    Allocator, AllocatorKind, DEFAULT_EPOCH_TICK, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_MEMORY_BYTES,
-    RuntimeConfig,
+    Allocator, AllocatorKind, DEFAULT_EPOCH_TICK, DEFAULT_LOADED_MEMORY_BUDGET,
+    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_MEMORY_BYTES, RuntimeConfig,
 };
 pub use crate::error::Error;
 use crate::function::Function;
-pub use crate::function::{FunctionSpec, SECRETS_GUEST_PATH, WasmSource};
+pub use crate::function::{FunctionSpec, LOADED_FUNCTION_OVERHEAD, SECRETS_GUEST_PATH, WasmSource};
 use crate::invoke::RequestState;
 use crate::logs::FunctionLogs;
 pub use crate::observe::{NoObserver, Observer};
@@ -77,6 +76,10 @@ struct Inner {
     observer: Arc<dyn Observer>,
     /// Compiled code on disk, when the configuration names a folder for it.
     cache: Option<cache::CodeCache>,
+    /// Loaded functions by entry id, bounded by `RuntimeConfig::loaded_memory_budget`: the least
+    /// recently used are unloaded past it (and, with `unload_idle_after`, the idle ones).
+    loaded: moka::sync::Cache<u64, Arc<Function>>,
+    next_id: AtomicU64,
     functions: RwLock<HashMap<String, Arc<Entry>>>,
     /// The zero of every entry's `last_used`.
     started: Instant,
@@ -84,21 +87,22 @@ struct Inner {
     _ticker: engine::EpochTicker,
 }
 
-/// A function known to the runtime, loaded or not. Replaced whole (never mutated) on deploy and
-/// unload, so a request that cloned the `Arc` keeps a consistent view.
+/// A function known to the runtime, loaded or not. Replaced whole on deploy; its compiled code lives
+/// in `Inner::loaded` under its `id`, which no other version of the function shares.
 struct Entry {
+    id: u64,
     name: Arc<str>,
     source: WasmSource,
     spec: Arc<FunctionSpec>,
     logs: Arc<FunctionLogs>,
-    /// The compiled function, once loaded. Concurrent cold starts wait on the same initialisation.
-    loaded: OnceCell<Arc<Function>>,
+    /// Held while loading, so concurrent cold starts of this function share one load.
+    loading: tokio::sync::Mutex<()>,
     /// Milliseconds since `Inner::started` when a request last used it.
     last_used: AtomicU64,
 }
 
 /// A compiled function not yet live; see [`Runtime::prepare`].
-pub struct Prepared(Entry);
+pub struct Prepared(Entry, Option<Arc<Function>>);
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,6 +145,14 @@ impl Runtime {
             None => None,
         };
         let ticker = engine::EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        // Weighed in KiB so a budget of terabytes still fits moka's u64 capacity and u32 weights.
+        let mut loaded = moka::sync::Cache::builder()
+            .max_capacity(config.loaded_memory_budget / 1024)
+            .weigher(|_id: &u64, function: &Arc<Function>| function.weight_kib);
+        if let Some(idle) = config.unload_idle_after {
+            loaded = loaded.time_to_idle(idle);
+        }
+        let loaded = loaded.build();
         tracing::info!(
             ?allocator,
             max_instances = config.max_instances,
@@ -154,6 +166,8 @@ impl Runtime {
                 config,
                 observer,
                 cache,
+                loaded,
+                next_id: AtomicU64::new(0),
                 functions: RwLock::new(HashMap::new()),
                 started: Instant::now(),
                 _ticker: ticker,
@@ -224,16 +238,19 @@ impl Runtime {
             .compile(name, Some(wasm), source.clone(), spec.clone(), logs.clone())
             .await?;
         let entry = self.entry(name, source, spec, logs);
-        if keep_loaded {
-            let _ = entry.loaded.set(Arc::new(function));
-        }
-        Ok(Prepared(entry))
+        Ok(Prepared(entry, keep_loaded.then(|| Arc::new(function))))
     }
 
     /// The second half of [`Runtime::deploy`]: makes a prepared function live, atomically.
     pub fn install(&self, prepared: Prepared) {
-        let entry = prepared.0;
-        self.write().insert(entry.name.to_string(), Arc::new(entry));
+        let Prepared(entry, function) = prepared;
+        if let Some(function) = function {
+            self.inner.loaded.insert(entry.id, function);
+        }
+        let old = self.write().insert(entry.name.to_string(), Arc::new(entry));
+        if let Some(old) = old {
+            self.inner.loaded.invalidate(&old.id);
+        }
     }
 
     /// Adds the function `name` without compiling it: the first request (or [`Runtime::warm`]) loads
@@ -246,34 +263,44 @@ impl Runtime {
     /// Loads the function `name` if it is not loaded. Not counted as a cold start.
     pub async fn warm(&self, name: &str) -> Result<(), Error> {
         let entry = self.get(name)?;
-        self.loaded(&entry).await.map(drop)
+        self.load_entry(&entry, false).await.map(drop)
+    }
+
+    /// Makes sure the compiled code of `name` is in the disk cache, compiling it if not, without
+    /// loading it. Returns whether it compiled. Used at start-up for artifacts never compiled here.
+    pub async fn precompile(&self, name: &str) -> Result<bool, Error> {
+        let entry = self.get(name)?;
+        let (Some(cache), Some(key)) = (&self.inner.cache, entry.source.cache_key()) else {
+            return Ok(false);
+        };
+        if cache.contains(key) {
+            return Ok(false);
+        }
+        let logs = entry.logs.clone();
+        self.compile(
+            &entry.name,
+            None,
+            entry.source.clone(),
+            entry.spec.clone(),
+            logs,
+        )
+        .await?;
+        Ok(true)
     }
 
     /// Drops the compiled code of `name` (scale to zero); requests running keep theirs. Returns whether
     /// it was loaded.
     pub fn unload(&self, name: &str) -> bool {
-        let mut functions = self.write();
-        let Some(entry) = functions.get(name) else {
+        let Some(entry) = self.read().get(name).cloned() else {
             return false;
         };
-        if !entry.loaded.initialized() {
-            return false;
-        }
-        let fresh = Entry {
-            name: entry.name.clone(),
-            source: entry.source.clone(),
-            spec: entry.spec.clone(),
-            logs: entry.logs.clone(),
-            loaded: OnceCell::new(),
-            last_used: AtomicU64::new(entry.last_used.load(Ordering::Relaxed)),
-        };
-        functions.insert(name.to_string(), Arc::new(fresh));
-        true
+        self.inner.loaded.remove(&entry.id).is_some()
     }
 
     /// Whether `name` is loaded (ready to serve without compiling); `None` if unknown.
     pub fn is_loaded(&self, name: &str) -> Option<bool> {
-        self.read().get(name).map(|e| e.loaded.initialized())
+        let id = self.read().get(name)?.id;
+        Some(self.inner.loaded.contains_key(&id))
     }
 
     /// How long since a request last used `name` (or since it was added); `None` if unknown.
@@ -287,7 +314,11 @@ impl Runtime {
 
     /// Removes the function `name`; requests already running finish. Returns whether it existed.
     pub fn remove(&self, name: &str) -> bool {
-        self.write().remove(name).is_some()
+        let removed = self.write().remove(name);
+        if let Some(entry) = &removed {
+            self.inner.loaded.invalidate(&entry.id);
+        }
+        removed.is_some()
     }
 
     /// The names of the known functions, sorted.
@@ -299,9 +330,12 @@ impl Runtime {
 
     /// How many functions are loaded.
     pub fn loaded_count(&self) -> usize {
+        let loaded = &self.inner.loaded;
+        // Evictions by the budget are applied lazily; apply them so the count is exact.
+        loaded.run_pending_tasks();
         self.read()
             .values()
-            .filter(|e| e.loaded.initialized())
+            .filter(|e| loaded.contains_key(&e.id))
             .count()
     }
 
@@ -330,12 +364,12 @@ impl Runtime {
     {
         let entry = self.get(name)?;
         entry.last_used.store(self.now_millis(), Ordering::Relaxed);
-        let function = match entry.loaded.get() {
+        let function = match self.inner.loaded.get(&entry.id) {
             Some(function) => {
                 self.inner.observer.warm_start(&entry.name);
-                function.clone()
+                function
             }
-            None => self.loaded(&entry).await?,
+            None => self.load_entry(&entry, true).await?,
         };
         let max_memory = self.inner.config.max_memory_bytes;
         invoke::invoke(
@@ -348,25 +382,37 @@ impl Runtime {
         .await
     }
 
-    /// The entry's compiled function, loading it from its source if needed. Only the caller that
-    /// actually loads reports a cold start.
-    async fn loaded(&self, entry: &Entry) -> Result<Arc<Function>, Error> {
-        let function = entry
-            .loaded
-            .get_or_try_init(|| async {
-                self.inner.observer.cold_start(&entry.name);
-                self.compile(
-                    &entry.name,
-                    None,
-                    entry.source.clone(),
-                    entry.spec.clone(),
-                    entry.logs.clone(),
-                )
-                .await
-                .map(Arc::new)
-            })
-            .await?;
-        Ok(function.clone())
+    /// The entry's compiled function, loading it from its source (or the disk cache) if needed.
+    /// Concurrent callers wait for one load; only a request that actually loads (`cold`) counts a cold
+    /// start.
+    async fn load_entry(&self, entry: &Entry, cold: bool) -> Result<Arc<Function>, Error> {
+        let _loading = entry.loading.lock().await;
+        if let Some(function) = self.inner.loaded.get(&entry.id) {
+            return Ok(function);
+        }
+        if cold {
+            self.inner.observer.cold_start(&entry.name);
+        }
+        let function = Arc::new(
+            self.compile(
+                &entry.name,
+                None,
+                entry.source.clone(),
+                entry.spec.clone(),
+                entry.logs.clone(),
+            )
+            .await?,
+        );
+        // A deploy or removal may have replaced this entry meanwhile; its id is then stale and the
+        // function is only used by this request.
+        if self
+            .read()
+            .get(&*entry.name)
+            .is_some_and(|current| current.id == entry.id)
+        {
+            self.inner.loaded.insert(entry.id, function.clone());
+        }
+        Ok(function)
     }
 
     /// Produces the function from the compiled-code cache when it has it, else by compiling (`wasm`
@@ -421,11 +467,12 @@ impl Runtime {
         logs: Arc<FunctionLogs>,
     ) -> Entry {
         Entry {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             source,
             spec,
             logs,
-            loaded: OnceCell::new(),
+            loading: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(self.now_millis()),
         }
     }

@@ -460,3 +460,41 @@ async fn opted_in_functions_reuse_instances_up_to_their_limit() {
         "three requests per instance, then a fresh one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loaded_functions_stay_within_the_memory_budget() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let counts = std::sync::Arc::new(Counts::default());
+    let budget = 2 * wasmgate_runtime::LOADED_FUNCTION_OVERHEAD as u64 + 512 * 1024;
+    let config = RuntimeConfig {
+        max_instances: 8,
+        loaded_memory_budget: budget,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::with_observer(config, counts.clone()).expect("runtime");
+    let wasm = std::fs::read(wasmgate_guests::HELLO).expect("built");
+    for n in 0..6 {
+        runtime
+            .load(&format!("f{n}"), wasm.clone(), FunctionSpec::default())
+            .await
+            .expect("loads");
+    }
+    let loaded = runtime.loaded_count();
+    assert!(
+        (1..=2).contains(&loaded),
+        "{loaded} functions loaded within a budget for two"
+    );
+    // Every function still answers: the evicted ones load again.
+    for n in 0..6 {
+        let response = runtime
+            .invoke(&format!("f{n}"), get("/"))
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), 200);
+    }
+    assert!(
+        counts.cold_starts.load(SeqCst) >= 4,
+        "evicted functions were loaded again"
+    );
+    assert!(runtime.loaded_count() <= 2);
+}
