@@ -104,6 +104,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     };
     let gateway = Gateway::new(api, metrics, config.auth.clone());
 
+    // Before the address is announced: see `shutdown_signal`.
+    let signal = server::shutdown_signal().context("installing the SIGINT/SIGTERM handlers")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -115,7 +117,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     drop(stdout);
 
     let shutdown = async move {
-        server::shutdown_signal().await;
+        signal.await;
         let _ = stopping.send(true);
     };
     server::serve(listener, gateway, config.server, shutdown).await
