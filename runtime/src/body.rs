@@ -1,5 +1,6 @@
 //! The body of a function's response, streamed as the guest writes it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -7,9 +8,20 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// The rest of a guest's run after it answered: writing its body and returning from `handle`.
+/// Its outcome only matters before it answers: a failure after that is logged where it happens.
+pub(crate) type GuestRun = Pin<Box<dyn Future<Output = Result<(), crate::Error>> + Send>>;
+
 /// A response body that yields the guest's writes as they happen, never holding the whole body.
+///
+/// A guest that is still running when its response arrives (it has a body to write) is driven from
+/// here, by whoever reads the body: the guest writes a chunk, the reader takes it, on the same thread
+/// and without a task or a wake-up of its own. When the body ends before the guest returns, the rest
+/// of its run moves to a task; when the reader drops the body (the client left), the guest is dropped
+/// with it and its instance ends.
 pub struct ResponseBody {
     inner: HyperOutgoingBody,
+    guest: Option<GuestRun>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -19,8 +31,8 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn new(inner: HyperOutgoingBody) -> Self {
-        ResponseBody { inner }
+    pub(crate) fn new(inner: HyperOutgoingBody, guest: Option<GuestRun>) -> Self {
+        ResponseBody { inner, guest }
     }
 }
 
@@ -37,9 +49,25 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner)
+        // Let the guest write first, so that what it writes in this step is read in this step.
+        if let Some(guest) = self.guest.as_mut()
+            && guest.as_mut().poll(cx).is_ready()
+        {
+            self.guest = None;
+        }
+        let frame = Pin::new(&mut self.inner)
             .poll_frame(cx)
-            .map_err(|e| BodyError(format!("{e:?}")))
+            .map_err(|e| BodyError(format!("{e:?}")));
+        if let Poll::Ready(None) = frame
+            && let Some(guest) = self.guest.take()
+        {
+            // The body is complete; the guest may still have work after it (or be about to return).
+            // Its instance is released when that work ends, whatever the reader does next.
+            tokio::spawn(async move {
+                let _ = guest.await;
+            });
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

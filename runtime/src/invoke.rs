@@ -16,7 +16,7 @@ use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::Error;
-use crate::body::ResponseBody;
+use crate::body::{GuestRun, ResponseBody};
 use crate::function::{Function, SECRETS_GUEST_PATH, Warm};
 use crate::logs::{GuestOutputFactory, LogStream};
 use crate::observe::{InstanceGuard, Observer};
@@ -149,11 +149,11 @@ where
         (incoming, outparam)
     };
 
-    // The guest runs inside this future until it answers. Most guests finish in the same poll that
-    // sets their response, so no task is spawned and no other worker thread is woken; a guest still
-    // running when its response arrives (a streaming body) moves to a task of its own. If the caller
-    // stops waiting before the response (the client left), dropping this future ends the guest.
-    let mut guest = Box::pin(
+    // The guest runs inside this future until it answers, then inside the response body while it
+    // writes that body (see `ResponseBody`): no task is spawned and no other worker thread is woken
+    // for a request. If the caller stops waiting (the client left), dropping this future or the body
+    // ends the guest.
+    let mut guest: GuestRun = Box::pin(
         run_guest(
             function.clone(),
             store,
@@ -166,12 +166,13 @@ where
         .in_current_span(),
     );
     let mut receiver = receiver;
+    let mut rest: Option<GuestRun> = None;
     let answer = tokio::select! {
         biased;
         answer = &mut receiver => match answer {
-            // The guest answered and has not finished: let it produce the body on its own task.
+            // The guest answered and has not finished: the response body drives the rest of it.
             Ok(answer) => {
-                tokio::spawn(guest);
+                rest = Some(guest);
                 Ok(answer)
             }
             // It dropped its response-outparam unused and runs on; its outcome says why.
@@ -195,7 +196,7 @@ where
         },
     };
     match answer {
-        Ok(Ok(response)) => Ok(response.map(ResponseBody::new)),
+        Ok(Ok(response)) => Ok(response.map(|body| ResponseBody::new(body, rest))),
         Ok(Err(code)) => Err(Error::GuestError {
             function: function.name.to_string(),
             code: format!("{code:?}"),
