@@ -7,6 +7,7 @@ pub mod cli;
 pub mod duration;
 pub mod functions;
 pub mod gateway;
+pub mod logwriter;
 pub mod metrics;
 pub mod names;
 pub mod openfaas;
