@@ -116,9 +116,27 @@ fn main() {
         for n in 0..count {
             warm.push(first_request(&runtime, &format!("f{n}")).await);
         }
+        // Deploy to first response: new bytes (a cache miss), deployed and then called at once, as
+        // `faas-cli up` followed by a request would.
+        let fresh = count.min(50);
+        let mut deploy_to_answer = Vec::with_capacity(fresh);
+        for n in count..count + fresh {
+            let wasm = variant(&base, n);
+            let source =
+                WasmSource::bytes(wasm.clone().into()).with_cache_key(&format!("variant-{n}"));
+            let name = format!("f{n}");
+            let t = Instant::now();
+            runtime
+                .deploy(&name, wasm, source, FunctionSpec::default(), true)
+                .await
+                .expect("deploys");
+            first_request(&runtime, &name).await;
+            deploy_to_answer.push(t.elapsed());
+        }
         compiles.sort();
         cold.sort();
         warm.sort();
+        deploy_to_answer.sort();
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
         println!(
             "cold start, {count} distinct hello components, {} cores",
@@ -139,6 +157,11 @@ fn main() {
             "  next request (loaded)   p50 {}  p99 {}",
             ms(percentile(&warm, 0.5)),
             ms(percentile(&warm, 0.99))
+        );
+        println!(
+            "  deploy to first answer  p50 {}  p99 {}  ({fresh} new components)",
+            ms(percentile(&deploy_to_answer, 0.5)),
+            ms(percentile(&deploy_to_answer, 0.99))
         );
         println!(
             "  cold / warm (p50)       {:.1}x",

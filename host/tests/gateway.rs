@@ -37,6 +37,48 @@ mod guests {
     }
 
     #[tokio::test]
+    pub async fn markdown() {
+        let gateway = Gateway::with_all_guests();
+        let text = "# Title\n\nSome *emphasis* and a [link](https://example.com).\n\n| a | b |\n|---|---|\n| 1 | 2 |\n";
+        let answer = send(
+            gateway.addr,
+            request(
+                "POST",
+                &gateway,
+                "/function/markdown",
+                text.as_bytes().to_vec(),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.header("content-type"), "text/html; charset=utf-8");
+        let html = answer.text();
+        assert!(html.contains("<h1>Title</h1>"), "{html}");
+        assert!(html.contains("<em>emphasis</em>"), "{html}");
+        assert!(
+            html.contains("<a href=\"https://example.com\">link</a>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>1</td>"), "tables are on: {html}");
+        gateway.wait_for_log(&["markdown.openfaas-fn: markdown rendered"]);
+
+        // Its own limit: more than 1 MiB of Markdown is refused by the function.
+        let big = vec![b'a'; 1024 * 1024 + 1];
+        let answer = send(
+            gateway.addr,
+            request("POST", &gateway, "/function/markdown", big),
+        )
+        .await;
+        assert_eq!(answer.status, 413);
+        let answer = send(
+            gateway.addr,
+            request("POST", &gateway, "/function/markdown", vec![0xff, 0xfe]),
+        )
+        .await;
+        assert_eq!(answer.status, 400);
+    }
+
+    #[tokio::test]
     pub async fn echo() {
         let gateway = Gateway::with_all_guests();
         let body: Vec<u8> = (0..1024 * 1024u32)

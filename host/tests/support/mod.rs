@@ -24,6 +24,7 @@ pub fn all_guests() -> Vec<String> {
         ("trap", wasmgate_guests::TRAP),
         ("silent", wasmgate_guests::SILENT),
         ("counter", wasmgate_guests::COUNTER),
+        ("markdown", wasmgate_guests::MARKDOWN),
     ]
     .iter()
     .flat_map(|(name, path)| ["--function".to_string(), format!("{name}={path}")])
