@@ -8,13 +8,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use wasmgate_runtime::{
-    Allocator, DEFAULT_LOADED_MEMORY_BUDGET, DEFAULT_MAX_INSTANCES, RuntimeConfig,
+    Allocator, DEFAULT_LOADED_MEMORY_BUDGET, DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY_BYTES,
+    DEFAULT_TIMEOUT, RuntimeConfig,
 };
 
 use crate::auth::Credentials;
 use crate::duration::parse_duration;
 use crate::functions::DEFAULT_MAX_ARTIFACT_BYTES;
 use crate::names::FunctionRef;
+use crate::quantity::{format_memory, parse_memory};
 use crate::server::{DEFAULT_MAX_CONNECTIONS, ServerConfig};
 use crate::stack::{ResolvedFunction, Stack};
 
@@ -71,6 +73,30 @@ pub struct ServeArgs {
     /// Instances that may run at once (one per request in flight); sizes the instance pool.
     #[arg(long, default_value_t = DEFAULT_MAX_INSTANCES)]
     pub max_instances: u32,
+
+    /// Requests served at once by the whole gateway; past it a request gets 429 at once
+    /// [default: --max-instances]. Per function, `max_inflight` in envVars.
+    #[arg(long)]
+    pub max_inflight: Option<u32>,
+
+    /// Linear memory a function may use when its deployment sets no `limits.memory` (e.g. 64Mi)
+    /// [default: 128Mi, or --max-memory if lower].
+    #[arg(long, value_parser = parse_memory)]
+    pub default_memory: Option<u64>,
+
+    /// The largest `limits.memory` a deployment may ask for; also the size of a memory slot of the
+    /// pool (address space, not memory).
+    #[arg(long, default_value = "512Mi", value_parser = parse_memory)]
+    pub max_memory: u64,
+
+    /// Time one request may take when its function sets no `exec_timeout` in envVars (e.g. 30s)
+    /// [default: 60s, or --max-timeout if lower].
+    #[arg(long, value_parser = parse_duration)]
+    pub default_timeout: Option<Duration>,
+
+    /// The largest `exec_timeout` a deployment may ask for.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub max_timeout: Duration,
 
     /// How instances get memory: a pool reserved at start-up (fast), on demand, or pooling when the
     /// address space allows it.
@@ -202,6 +228,36 @@ impl ServeArgs {
                 self.listen
             );
         }
+        if self.max_memory < 64 * 1024 {
+            bail!("--max-memory must be at least one WebAssembly page (64Ki)");
+        }
+        let default_memory = match self.default_memory {
+            Some(bytes) if bytes > self.max_memory => bail!(
+                "--default-memory {} is above --max-memory {}",
+                format_memory(bytes),
+                format_memory(self.max_memory)
+            ),
+            Some(bytes) if bytes < 64 * 1024 => {
+                bail!("--default-memory must be at least one WebAssembly page (64Ki)")
+            }
+            Some(bytes) => bytes,
+            None => DEFAULT_MEMORY_BYTES.min(self.max_memory),
+        };
+        if self.max_timeout.is_zero() {
+            bail!("--max-timeout must be more than zero");
+        }
+        let default_timeout = match self.default_timeout {
+            Some(timeout) if timeout > self.max_timeout => bail!(
+                "--default-timeout {timeout:?} is above --max-timeout {:?}",
+                self.max_timeout
+            ),
+            Some(timeout) if timeout.is_zero() => bail!("--default-timeout must be more than zero"),
+            Some(timeout) => timeout,
+            None => DEFAULT_TIMEOUT.min(self.max_timeout),
+        };
+        if self.max_inflight == Some(0) {
+            bail!("--max-inflight must be at least 1");
+        }
         let state_dir = match self.state_dir {
             Some(dir) => dir,
             None => default_state_dir()?,
@@ -211,6 +267,11 @@ impl ServeArgs {
             functions,
             runtime: RuntimeConfig {
                 max_instances: self.max_instances,
+                max_inflight: self.max_inflight,
+                default_memory_bytes: default_memory,
+                max_memory_bytes: self.max_memory,
+                default_timeout,
+                max_timeout: self.max_timeout,
                 loaded_memory_budget: self.loaded_memory_budget_mib.saturating_mul(1024 * 1024),
                 unload_idle_after: self.unload_idle_after,
                 allocator: match self.allocator {

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
 use http::StatusCode;
-use wasmgate_runtime::{Error as RuntimeError, FunctionSpec, Runtime, WasmSource};
+use wasmgate_runtime::{Error as RuntimeError, FunctionSpec, Limits, Runtime, WasmSource};
+
+use crate::quantity::{format_memory, parse_memory};
 
 use crate::duration::parse_duration;
 use crate::metrics::Metrics;
@@ -391,6 +393,7 @@ impl Functions {
             })?;
         }
         instance_reuse(&deployment)?;
+        function_limits(&deployment, self.runtime.config())?;
         let replicas = match deployment
             .settings
             .labels
@@ -723,6 +726,9 @@ impl Functions {
             }),
             // Validated at deploy; a record that no longer parses falls back to no reuse.
             max_instance_reuse: instance_reuse(deployment).unwrap_or(0),
+            // Validated at deploy too; a record from a gateway with higher maximums gets the defaults
+            // (the runtime clamps what it is given in any case).
+            limits: function_limits(deployment, self.runtime.config()).unwrap_or_default(),
         }
     }
 
@@ -822,6 +828,77 @@ fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
             ))
         }),
     }
+}
+
+/// `envVars` key (as of-watchdog reads it): the time limit of one request, a Go duration.
+pub const ENV_EXEC_TIMEOUT: &str = "exec_timeout";
+/// `envVars` key (as of-watchdog reads it): requests of the function served at once.
+pub const ENV_MAX_INFLIGHT: &str = "max_inflight";
+
+/// The function's limits: `limits.memory`, and `exec_timeout` and `max_inflight` from `envVars`,
+/// each checked against this gateway's maximums.
+fn function_limits(
+    deployment: &FunctionDeployment,
+    config: &wasmgate_runtime::RuntimeConfig,
+) -> Result<Limits, ApiError> {
+    let settings = &deployment.settings;
+    let memory_bytes = match settings.limits.as_ref().and_then(|l| l.memory.as_deref()) {
+        None => None,
+        Some(text) => {
+            let bytes = parse_memory(text)
+                .map_err(|e| ApiError::bad_request(format!("limits.memory: {e}")))?;
+            if bytes > config.max_memory_bytes {
+                return Err(ApiError::bad_request(format!(
+                    "limits.memory {text} is above this gateway's maximum of {} (--max-memory)",
+                    format_memory(config.max_memory_bytes)
+                )));
+            }
+            if bytes < 64 * 1024 {
+                return Err(ApiError::bad_request(format!(
+                    "limits.memory {text} is less than one WebAssembly page (64Ki)"
+                )));
+            }
+            Some(bytes)
+        }
+    };
+    let env = settings.env_vars.as_ref();
+    let timeout = match env.and_then(|e| e.get(ENV_EXEC_TIMEOUT)) {
+        None => None,
+        Some(text) => {
+            let timeout = parse_duration(text)
+                .map_err(|e| ApiError::bad_request(format!("envVars.{ENV_EXEC_TIMEOUT}: {e}")))?;
+            if timeout.is_zero() {
+                return Err(ApiError::bad_request(format!(
+                    "envVars.{ENV_EXEC_TIMEOUT} must be more than zero"
+                )));
+            }
+            if timeout > config.max_timeout {
+                return Err(ApiError::bad_request(format!(
+                    "envVars.{ENV_EXEC_TIMEOUT} {text} is above this gateway's maximum of {:?} \
+                     (--max-timeout)",
+                    config.max_timeout
+                )));
+            }
+            Some(timeout)
+        }
+    };
+    let max_inflight = match env.and_then(|e| e.get(ENV_MAX_INFLIGHT)) {
+        None => None,
+        Some(text) => match text.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "envVars.{ENV_MAX_INFLIGHT} must be a whole number of requests above zero, \
+                     not {text:?}"
+                )));
+            }
+        },
+    };
+    Ok(Limits {
+        memory_bytes,
+        timeout,
+        max_inflight,
+    })
 }
 
 /// The idle time after which a function that opted into scale to zero is unloaded.

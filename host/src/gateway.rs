@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tracing::Instrument;
-use wasmgate_runtime::{Error as RuntimeError, Runtime};
+use wasmgate_runtime::{Error as RuntimeError, InflightScope, Runtime};
 
 use crate::api::Api;
 use crate::auth::Credentials;
@@ -237,6 +237,34 @@ fn error_response(function: &FunctionRef, error: &RuntimeError) -> Response<Gate
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("function {function} answered with an error: {code}"),
         ),
+        RuntimeError::Timeout { limit, .. } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("function {function} timed out after {limit:?}"),
+        ),
+        RuntimeError::MemoryLimit { limit, .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "function {function} exceeded its memory limit of {}",
+                crate::quantity::format_memory(*limit)
+            ),
+        ),
+        RuntimeError::TooManyRequests { scope, limit, .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            match scope {
+                InflightScope::Function => {
+                    format!(
+                        "function {function} is serving its maximum of {limit} requests at once"
+                    )
+                }
+                InflightScope::Runtime => {
+                    format!("the gateway is serving its maximum of {limit} requests at once")
+                }
+            },
+        ),
+        RuntimeError::Busy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no instance free for function {function}; try again shortly"),
+        ),
         RuntimeError::InvalidComponent { .. } | RuntimeError::Internal(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("function {function} could not be run"),
@@ -244,6 +272,9 @@ fn error_response(function: &FunctionRef, error: &RuntimeError) -> Response<Gate
     };
     if status == StatusCode::NOT_FOUND {
         tracing::debug!(%error, "unknown function");
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        // Load shedding is expected under load; one line per refused request would flood the log.
+        tracing::debug!(%error, "request refused");
     } else {
         tracing::error!(%error, "invocation failed");
     }

@@ -11,6 +11,7 @@ pub mod logwriter;
 pub mod metrics;
 pub mod names;
 pub mod openfaas;
+pub mod quantity;
 pub mod server;
 pub mod stack;
 pub mod state;

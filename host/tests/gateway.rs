@@ -2,6 +2,8 @@
 
 #[path = "gateway/api.rs"]
 mod api;
+#[path = "gateway/limits.rs"]
+mod limits;
 mod support;
 
 use bytes::Bytes;
@@ -34,6 +36,103 @@ mod guests {
         assert_eq!(answer.header("content-type"), "text/plain; charset=utf-8");
         // Its stdout is captured, prefixed with the function's name.
         gateway.wait_for_log(&["hello.openfaas-fn: hello called for /x/y?z=1"]);
+    }
+
+    /// An endless loop that never calls the host is interrupted at its time limit: 504 with
+    /// `X-Duration-Seconds`, hello keeps answering on the side, and the CPU is free again after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    pub async fn spin() {
+        let gateway = Gateway::with_all_guests();
+        support::deploy(
+            &gateway,
+            "spin-limited",
+            wasmgate_guests::SPIN,
+            serde_json::json!({"envVars": {"exec_timeout": "1s"}}),
+        )
+        .await;
+        // Within its limit it answers.
+        let answer = get(&gateway, "/function/spin-limited?ms=50").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.text(), "spun 50 ms\n");
+
+        let side = support::Background::hello(&gateway, 2);
+        let answers = join_all((0..2).map(|_| get(&gateway, "/function/spin-limited"))).await;
+        for answer in &answers {
+            assert_eq!(answer.status, 504, "{}", answer.text());
+            assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
+            assert!(
+                answer.text().contains("timed out after 1s"),
+                "{}",
+                answer.text()
+            );
+            let seconds: f64 = answer
+                .header("x-duration-seconds")
+                .parse()
+                .expect("a number");
+            assert!(
+                seconds >= 1.0,
+                "answered after {seconds} s, before its limit"
+            );
+        }
+        let served = side.finish().await;
+        gateway.wait_for_log(&["spin-limited.openfaas-fn", "timed out after 1s"]);
+
+        // The two loops are gone: an idle second costs the process almost no CPU. (Two stuck
+        // loops would burn two full seconds of it.)
+        let before = gateway.cpu_time();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let used = gateway.cpu_time() - before;
+        assert!(
+            used < std::time::Duration::from_millis(500),
+            "idle gateway used {used:?} of CPU in 1 s"
+        );
+        let answer = get(&gateway, "/function/hello").await;
+        assert_eq!(answer.status, 200);
+        println!("hello served {served} requests on the side while two loops were interrupted");
+    }
+
+    /// A guest that allocates without end fails at its memory limit, with an answer that says so;
+    /// within the limit it works, and hello is unaffected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    pub async fn memhog() {
+        let gateway = Gateway::with_all_guests();
+        support::deploy(
+            &gateway,
+            "memhog-limited",
+            wasmgate_guests::MEMHOG,
+            serde_json::json!({"limits": {"memory": "16Mi"}}),
+        )
+        .await;
+        let answer = get(&gateway, "/function/memhog-limited?mb=4").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.text(), "held 4 MiB\n");
+
+        let side = support::Background::hello(&gateway, 2);
+        for _ in 0..3 {
+            let answer = get(&gateway, "/function/memhog-limited").await;
+            assert_eq!(answer.status, 500, "{}", answer.text());
+            assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
+            assert!(
+                answer.text().contains("exceeded its memory limit of 16Mi"),
+                "{}",
+                answer.text()
+            );
+        }
+        side.finish().await;
+        gateway.wait_for_log(&[
+            "memhog-limited.openfaas-fn",
+            "exceeded its memory limit of 16777216 bytes",
+        ]);
+        // The same component without a limit of its own gets the gateway's default (128Mi).
+        let answer = get(&gateway, "/function/memhog?mb=64").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let answer = get(&gateway, "/function/memhog?mb=200").await;
+        assert_eq!(answer.status, 500, "{}", answer.text());
+        assert!(
+            answer.text().contains("limit of 128Mi"),
+            "{}",
+            answer.text()
+        );
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -21,7 +22,16 @@ pub(crate) type GuestRun = Pin<Box<dyn Future<Output = Result<(), crate::Error>>
 /// with it and its instance ends.
 pub struct ResponseBody {
     inner: HyperOutgoingBody,
-    guest: Option<GuestRun>,
+    guest: Option<Running>,
+}
+
+/// A guest still writing its body, and when its time runs out.
+struct Running {
+    run: GuestRun,
+    deadline: Instant,
+    limit: Duration,
+    /// Armed on the first poll that finds the guest still running.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -31,8 +41,20 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    pub(crate) fn new(inner: HyperOutgoingBody, guest: Option<GuestRun>) -> Self {
-        ResponseBody { inner, guest }
+    /// `guest`: the rest of the guest's run, the instant its time limit ends, and that limit.
+    pub(crate) fn new(
+        inner: HyperOutgoingBody,
+        guest: Option<(GuestRun, Instant, Duration)>,
+    ) -> Self {
+        ResponseBody {
+            inner,
+            guest: guest.map(|(run, deadline, limit)| Running {
+                run,
+                deadline,
+                limit,
+                timer: None,
+            }),
+        }
     }
 }
 
@@ -50,21 +72,37 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         // Let the guest write first, so that what it writes in this step is read in this step.
-        if let Some(guest) = self.guest.as_mut()
-            && guest.as_mut().poll(cx).is_ready()
-        {
-            self.guest = None;
+        if let Some(running) = self.guest.as_mut() {
+            if running.run.as_mut().poll(cx).is_ready() {
+                self.guest = None;
+            } else {
+                let deadline = running.deadline;
+                let timer = running
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                if timer.as_mut().poll(cx).is_ready() {
+                    // Out of time while streaming: the guest and its instance end here; the client
+                    // sees the body end with an error (a cut connection), as the head is already sent.
+                    let limit = running.limit;
+                    self.guest = None;
+                    tracing::warn!(?limit, "function timed out while writing its response body");
+                    return Poll::Ready(Some(Err(BodyError(format!(
+                        "the function timed out after {limit:?}"
+                    )))));
+                }
+            }
         }
         let frame = Pin::new(&mut self.inner)
             .poll_frame(cx)
             .map_err(|e| BodyError(format!("{e:?}")));
         if let Poll::Ready(None) = frame
-            && let Some(guest) = self.guest.take()
+            && let Some(running) = self.guest.take()
         {
             // The body is complete; the guest may still have work after it (or be about to return).
-            // Its instance is released when that work ends, whatever the reader does next.
+            // Its instance is released when that work ends, or at its deadline, whatever the reader
+            // does next.
             tokio::spawn(async move {
-                let _ = guest.await;
+                let _ = tokio::time::timeout_at(running.deadline.into(), running.run).await;
             });
         }
         frame

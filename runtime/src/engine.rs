@@ -13,8 +13,16 @@ use crate::Error;
 
 /// Instances that may exist at once (one per request being served) when nothing else is said.
 pub const DEFAULT_MAX_INSTANCES: u32 = 1000;
-/// The largest linear memory one instance may grow to when nothing else is said.
-pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
+/// The largest linear memory any instance may grow to (the size of a memory slot of the pool), when
+/// nothing else is said. Slots are reserved as address space, not memory, so a large maximum is cheap
+/// until a guest uses it.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 512 * 1024 * 1024;
+/// The linear memory a function may use when its deployment sets no limit.
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
+/// How long a request may take when its function sets no limit (OpenFaaS's gateway uses 60 s too).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest time limit a function may ask for, when nothing else is said.
+pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How often the engine's epoch advances. A running guest yields to other requests on each tick, so
 /// this bounds how long one busy guest can hold a worker thread.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -50,8 +58,18 @@ pub enum Allocator {
 pub struct RuntimeConfig {
     /// Instances that may exist at once. Sizes the pool: past it, a request fails rather than waits.
     pub max_instances: u32,
-    /// The largest linear memory one instance may have, in bytes.
+    /// The largest linear memory one instance may have, in bytes: the pool's slot size, and the
+    /// ceiling of every per-function limit.
     pub max_memory_bytes: u64,
+    /// The memory limit of a function that sets none (at most `max_memory_bytes`).
+    pub default_memory_bytes: u64,
+    /// The time limit of a request whose function sets none.
+    pub default_timeout: Duration,
+    /// The ceiling of every per-function time limit.
+    pub max_timeout: Duration,
+    /// Requests served at once by the whole runtime; past it a request is refused at once
+    /// ([`crate::Error::TooManyRequests`]). `None`: `max_instances`, one pool slot per request.
+    pub max_inflight: Option<u32>,
     /// How often the epoch ticks (see [`DEFAULT_EPOCH_TICK`]).
     pub epoch_tick: Duration,
     /// Lines of guest output kept per function (see [`crate::logs::DEFAULT_LOG_LINES_KEPT`]).
@@ -78,6 +96,10 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            default_memory_bytes: DEFAULT_MEMORY_BYTES,
+            default_timeout: DEFAULT_TIMEOUT,
+            max_timeout: DEFAULT_MAX_TIMEOUT,
+            max_inflight: None,
             epoch_tick: DEFAULT_EPOCH_TICK,
             log_lines: crate::logs::DEFAULT_LOG_LINES_KEPT,
             allocator: Allocator::Auto,
@@ -100,6 +122,15 @@ impl RuntimeConfig {
         }
         if self.max_memory_bytes < 64 * 1024 {
             return fail("max_memory_bytes must be at least one Wasm page (64 KiB)");
+        }
+        if self.default_memory_bytes > self.max_memory_bytes {
+            return fail("default_memory_bytes must not exceed max_memory_bytes");
+        }
+        if self.default_timeout.is_zero() || self.default_timeout > self.max_timeout {
+            return fail("default_timeout must be more than zero and at most max_timeout");
+        }
+        if self.max_inflight == Some(0) {
+            return fail("max_inflight must be at least 1");
         }
         if self.epoch_tick.is_zero() {
             return fail("epoch_tick must be more than zero");

@@ -3,6 +3,15 @@
 //! Wasmtime's own errors are turned into these in one place ([`Error::from_guest_failure`] and the
 //! constructors below), so no wasmtime type crosses this crate's boundary.
 
+/// The bound a request in flight counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightScope {
+    /// The function's own `max_inflight`.
+    Function,
+    /// The runtime's `max_inflight`, shared by all functions.
+    Runtime,
+}
+
 /// Why a function could not be loaded or could not answer a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +51,48 @@ pub enum Error {
         code: String,
     },
 
+    /// The request ran past its time limit; the guest was interrupted and its instance dropped.
+    #[error("function {function:?} timed out after {limit:?}")]
+    Timeout {
+        /// The function that ran too long.
+        function: String,
+        /// The limit it reached.
+        limit: std::time::Duration,
+    },
+
+    /// The guest tried to grow its memory past its limit, and failed because of it.
+    #[error(
+        "function {function:?} exceeded its memory limit of {limit} bytes (it asked for {wanted})"
+    )]
+    MemoryLimit {
+        /// The function that ran out of memory.
+        function: String,
+        /// Its limit in bytes.
+        limit: u64,
+        /// The memory size, in bytes, that was refused.
+        wanted: u64,
+    },
+
+    /// Too many requests at once, of this function or of the whole runtime.
+    #[error("too many requests in flight ({scope:?} limit {limit}) for {function:?}")]
+    TooManyRequests {
+        /// The function asked for.
+        function: String,
+        /// Which bound was reached.
+        scope: InflightScope,
+        /// The bound.
+        limit: u32,
+    },
+
+    /// Every instance slot of the pool is taken; try again shortly.
+    #[error("no instance slot free for {function:?}: {reason}")]
+    Busy {
+        /// The function asked for.
+        function: String,
+        /// wasmtime's words for the limit reached.
+        reason: String,
+    },
+
     /// The host could not set up what the request needed (engine, pool, store).
     #[error("the runtime could not run the request: {0}")]
     Internal(String),
@@ -65,6 +116,12 @@ impl Error {
     pub(crate) fn from_guest_failure(function: &str, error: &wasmtime::Error) -> Self {
         if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
             tracing::debug!(function, %backtrace, "guest backtrace");
+        }
+        if let Some(limit) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+            return Error::Busy {
+                function: function.to_string(),
+                reason: limit.to_string(),
+            };
         }
         let message = match error.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => format!("wasm trap: {trap}"),

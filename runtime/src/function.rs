@@ -33,6 +33,23 @@ pub struct FunctionSpec {
     /// speed: globals, memory and anything a request leaves behind are seen by the next requests on
     /// that instance.
     pub max_instance_reuse: u32,
+    /// What one request of this function may use; unset fields take the runtime's defaults.
+    pub limits: Limits,
+}
+
+/// Per-function limits. `None` takes the runtime's default ([`crate::RuntimeConfig`]); the caller
+/// keeps values within the runtime's maximums (the pool's memory slot bounds memory in any case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of linear memory one instance may grow to. Growing past it fails; the guest usually
+    /// traps, and the request answers [`crate::Error::MemoryLimit`].
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock time one request may take, its streamed body included. Past it the guest is
+    /// interrupted (it yields at every epoch tick, so even an endless loop is reached), its instance
+    /// is dropped, and the request answers [`crate::Error::Timeout`].
+    pub timeout: Option<std::time::Duration>,
+    /// Requests of this function served at once; past it [`crate::Error::TooManyRequests`] at once.
+    pub max_inflight: Option<u32>,
 }
 
 /// Instances kept idle per function for reuse. Each holds a slot of the pool while idle, so the number

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -18,6 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::Error;
 use crate::body::{GuestRun, ResponseBody};
 use crate::function::{Function, SECRETS_GUEST_PATH, Warm};
+use crate::limits::InflightPermit;
 use crate::logs::{GuestOutputFactory, LogStream};
 use crate::observe::{InstanceGuard, Observer};
 
@@ -27,11 +29,44 @@ pub(crate) struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: DenyOutbound,
-    limits: StoreLimits,
+    limiter: MemoryLimiter,
+}
+
+/// Holds linear memory to the function's limit and remembers a refusal, so a trap that follows can be
+/// reported as what it is.
+struct MemoryLimiter {
+    limit: usize,
+    /// The size, in bytes, of the last growth refused.
+    refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.refused = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables are bounded by the pool's slots.
+        Ok(true)
+    }
 }
 
 impl RequestState {
-    fn new(function: &Function, max_memory_bytes: u64) -> Result<Self, Error> {
+    fn new(function: &Function, memory_limit: u64) -> Result<Self, Error> {
         let logs = &function.logs;
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutputFactory::new(logs.clone(), LogStream::Stdout))
@@ -41,13 +76,15 @@ impl RequestState {
             wasi.preopened_dir(dir, SECRETS_GUEST_PATH, FsPerms::ReadOnly)
                 .map_err(|e| Error::internal("opening the secrets directory", &e))?;
         }
-        let memory = usize::try_from(max_memory_bytes).unwrap_or(usize::MAX);
         Ok(RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
-            limits: StoreLimitsBuilder::new().memory_size(memory).build(),
+            limiter: MemoryLimiter {
+                limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
+                refused: None,
+            },
         })
     }
 }
@@ -103,26 +140,41 @@ fn incoming_body_error(
     }
 }
 
+/// What one invocation may use, resolved from the function's limits and the runtime's defaults.
+pub(crate) struct Budget {
+    pub(crate) memory_bytes: u64,
+    pub(crate) timeout: Duration,
+    /// Counts this request in flight until the guest is done with it.
+    pub(crate) permit: InflightPermit,
+}
+
 /// Runs `request` on a fresh instance of `function`.
 pub(crate) async fn invoke<B>(
     engine: &Engine,
     observer: &Arc<dyn Observer>,
     function: Arc<Function>,
-    max_memory_bytes: u64,
+    budget: Budget,
     request: http::Request<B>,
 ) -> Result<http::Response<ResponseBody>, Error>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Budget {
+        memory_bytes,
+        timeout,
+        permit,
+    } = budget;
+    let deadline = Instant::now() + timeout;
     let instance = InstanceGuard::acquire(observer.clone());
     // A function that opted into reuse may have an instance left by an earlier request.
     let (mut store, warm) = match function.take_warm() {
         Some(warm) => (warm.store, Some((warm.proxy, warm.served))),
         None => {
-            let mut store = Store::new(engine, RequestState::new(&function, max_memory_bytes)?);
-            store.limiter(|state| &mut state.limits);
-            // Yield to other requests on every epoch tick.
+            let mut store = Store::new(engine, RequestState::new(&function, memory_bytes)?);
+            store.limiter(|state| &mut state.limiter);
+            // Yield to other requests on every epoch tick. This is also what lets the time limit
+            // reach a guest that never calls the host: its future returns at each tick.
             store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
             (store, None)
         }
@@ -161,47 +213,51 @@ where
             incoming,
             outparam,
             answered,
-            instance,
+            (instance, permit),
         )
         .in_current_span(),
     );
     let mut receiver = receiver;
     let mut rest: Option<GuestRun> = None;
-    let answer = tokio::select! {
-        biased;
-        answer = &mut receiver => match answer {
-            // The guest answered and has not finished: the response body drives the rest of it.
-            Ok(answer) => {
-                rest = Some(guest);
-                Ok(answer)
-            }
-            // It dropped its response-outparam unused and runs on; its outcome says why.
-            Err(_) => {
-                return Err(match guest.await {
+    let answer = tokio::time::timeout_at(deadline.into(), async {
+        tokio::select! {
+            biased;
+            answer = &mut receiver => match answer {
+                // The guest answered and has not finished: the response body drives the rest of it.
+                Ok(answer) => {
+                    rest = Some(guest);
+                    Ok(answer)
+                }
+                // It dropped its response-outparam unused and runs on; its outcome says why.
+                Err(_) => Err(match guest.await {
                     Ok(()) => Error::NoResponse { function: function.name.to_string() },
                     Err(error) => error,
-                });
-            }
-        },
-        outcome = &mut guest => match receiver.try_recv() {
-            // It answered and finished in the same step; a failure after answering was logged.
-            Ok(answer) => Ok::<_, Error>(answer),
-            // It finished without answering: the outcome says why.
-            Err(_) => {
-                return Err(match outcome {
+                }),
+            },
+            outcome = &mut guest => match receiver.try_recv() {
+                // It answered and finished in the same step; a failure after answering was logged.
+                Ok(answer) => Ok(answer),
+                // It finished without answering: the outcome says why.
+                Err(_) => Err(match outcome {
                     Ok(()) => Error::NoResponse { function: function.name.to_string() },
                     Err(error) => error,
-                });
-            }
-        },
-    };
+                }),
+            },
+        }
+    })
+    .await;
+    // Past the deadline the guest (and with it its instance) is dropped here, wherever it was.
+    let answer = answer.map_err(|_| Error::Timeout {
+        function: function.name.to_string(),
+        limit: timeout,
+    })??;
     match answer {
-        Ok(Ok(response)) => Ok(response.map(|body| ResponseBody::new(body, rest))),
-        Ok(Err(code)) => Err(Error::GuestError {
+        Ok(response) => Ok(response
+            .map(|body| ResponseBody::new(body, rest.map(|guest| (guest, deadline, timeout))))),
+        Err(code) => Err(Error::GuestError {
             function: function.name.to_string(),
             code: format!("{code:?}"),
         }),
-        Err(error) => Err(error),
     }
 }
 
@@ -214,7 +270,7 @@ async fn run_guest(
     incoming: Resource<HostIncomingRequest>,
     outparam: Resource<HostResponseOutparam>,
     answered: Arc<AtomicBool>,
-    instance: InstanceGuard,
+    (instance, _permit): (InstanceGuard, InflightPermit),
 ) -> Result<(), Error> {
     let result = async {
         let (proxy, served) = match warm {
@@ -247,7 +303,17 @@ async fn run_guest(
             Ok(())
         }
         Err(error) => {
-            let error = Error::from_guest_failure(&function.name, &error);
+            let limiter = &store.data().limiter;
+            let error = match limiter.refused {
+                // A guest that could not grow its memory nearly always traps right after (an abort in
+                // its allocator); say which limit it hit rather than which instruction trapped.
+                Some(wanted) => Error::MemoryLimit {
+                    function: function.name.to_string(),
+                    limit: limiter.limit as u64,
+                    wanted: wanted as u64,
+                },
+                None => Error::from_guest_failure(&function.name, &error),
+            };
             if answered.load(Ordering::Acquire) {
                 // The caller already has the response; its body will end early. Say why here.
                 tracing::warn!(function = %function.name, %error, "function failed after it began to answer");

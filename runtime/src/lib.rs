@@ -38,6 +38,7 @@ mod engine;
 mod error;
 mod function;
 mod invoke;
+mod limits;
 pub mod logs;
 mod observe;
 
@@ -53,12 +54,16 @@ use wasmtime::component::Linker;
 pub use crate::body::{BodyError, ResponseBody};
 pub use crate::engine::{
     Allocator, AllocatorKind, DEFAULT_EPOCH_TICK, DEFAULT_LOADED_MEMORY_BUDGET,
-    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_MEMORY_BYTES, RuntimeConfig,
+    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_TIMEOUT, DEFAULT_MEMORY_BYTES,
+    DEFAULT_TIMEOUT, RuntimeConfig,
 };
-pub use crate::error::Error;
+pub use crate::error::{Error, InflightScope};
 use crate::function::Function;
-pub use crate::function::{FunctionSpec, LOADED_FUNCTION_OVERHEAD, SECRETS_GUEST_PATH, WasmSource};
+pub use crate::function::{
+    FunctionSpec, LOADED_FUNCTION_OVERHEAD, Limits, SECRETS_GUEST_PATH, WasmSource,
+};
 use crate::invoke::RequestState;
+use crate::limits::{Inflight, InflightPermit, Refused};
 use crate::logs::FunctionLogs;
 pub use crate::observe::{NoObserver, Observer};
 
@@ -80,6 +85,8 @@ struct Inner {
     /// recently used are unloaded past it (and, with `unload_idle_after`, the idle ones).
     loaded: moka::sync::Cache<u64, Arc<Function>>,
     next_id: AtomicU64,
+    /// Requests in flight in the whole runtime, for `RuntimeConfig::max_inflight`.
+    inflight: Arc<Inflight>,
     functions: RwLock<HashMap<String, Arc<Entry>>>,
     /// The zero of every entry's `last_used`.
     started: Instant,
@@ -99,6 +106,8 @@ struct Entry {
     loading: tokio::sync::Mutex<()>,
     /// Milliseconds since `Inner::started` when a request last used it.
     last_used: AtomicU64,
+    /// Its requests in flight, for `Limits::max_inflight`.
+    inflight: Arc<Inflight>,
 }
 
 /// A compiled function not yet live; see [`Runtime::prepare`].
@@ -168,6 +177,7 @@ impl Runtime {
                 cache,
                 loaded,
                 next_id: AtomicU64::new(0),
+                inflight: Arc::default(),
                 functions: RwLock::new(HashMap::new()),
                 started: Instant::now(),
                 _ticker: ticker,
@@ -339,6 +349,16 @@ impl Runtime {
             .count()
     }
 
+    /// The configuration it was made with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Requests being served now (counted from admission until the guest is done, body included).
+    pub fn in_flight(&self) -> u32 {
+        self.inner.inflight.current()
+    }
+
     /// Whether a function of this name is known.
     pub fn contains(&self, name: &str) -> bool {
         self.read().contains_key(name)
@@ -371,12 +391,41 @@ impl Runtime {
             }
             None => self.load_entry(&entry, true).await?,
         };
-        let max_memory = self.inner.config.max_memory_bytes;
+        let config = &self.inner.config;
+        let limits = entry.spec.limits;
+        let permit = InflightPermit::try_acquire(
+            &self.inner.inflight,
+            config.max_inflight.unwrap_or(config.max_instances),
+            &entry.inflight,
+            limits.max_inflight,
+        )
+        .map_err(|refused| {
+            let (scope, limit) = match refused {
+                Refused::Runtime(limit) => (InflightScope::Runtime, limit),
+                Refused::Function(limit) => (InflightScope::Function, limit),
+            };
+            Error::TooManyRequests {
+                function: entry.name.to_string(),
+                scope,
+                limit,
+            }
+        })?;
+        let budget = invoke::Budget {
+            memory_bytes: limits
+                .memory_bytes
+                .unwrap_or(config.default_memory_bytes)
+                .min(config.max_memory_bytes),
+            timeout: limits
+                .timeout
+                .unwrap_or(config.default_timeout)
+                .min(config.max_timeout),
+            permit,
+        };
         invoke::invoke(
             &self.inner.engine,
             &self.inner.observer,
             function,
-            max_memory,
+            budget,
             request,
         )
         .await
@@ -474,6 +523,7 @@ impl Runtime {
             logs,
             loading: tokio::sync::Mutex::new(()),
             last_used: AtomicU64::new(self.now_millis()),
+            inflight: Arc::default(),
         }
     }
 

@@ -25,6 +25,8 @@ pub fn all_guests() -> Vec<String> {
         ("silent", wasmgate_guests::SILENT),
         ("counter", wasmgate_guests::COUNTER),
         ("markdown", wasmgate_guests::MARKDOWN),
+        ("spin", wasmgate_guests::SPIN),
+        ("memhog", wasmgate_guests::MEMHOG),
     ]
     .iter()
     .flat_map(|(name, path)| ["--function".to_string(), format!("{name}={path}")])
@@ -123,6 +125,24 @@ impl Gateway {
                 .expect("log lock")
                 .0;
         }
+    }
+
+    /// CPU time the process has used so far (user and system), from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // Fields after the command name (which is in parentheses and may hold spaces).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of the file, 12 and 13 after the name.
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // The kernel reports clock ticks of 1/100 s on Linux (USER_HZ).
+        Duration::from_millis(ticks * 10)
     }
 
     /// Sends a signal (`TERM`, `INT`) to the process.
@@ -322,4 +342,56 @@ pub fn is_rfc3339(text: &str) -> bool {
 /// Formats a time as RFC 3339.
 pub fn rfc3339(time: std::time::SystemTime) -> String {
     wasmgate::time::format_rfc3339(time, false)
+}
+
+/// Keeps `hello` busy from the side while something hostile runs: `connections` loops that each send
+/// requests one after another until [`Background::finish`]. Every answer must be 200.
+pub struct Background {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Background {
+    pub fn hello(gateway: &Gateway, connections: usize) -> Background {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..connections)
+            .map(|_| {
+                let stop = stop.clone();
+                let addr = gateway.addr;
+                tokio::spawn(async move {
+                    let (mut ok, mut failures) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let request = http::Request::get("/function/hello/side")
+                            .header(http::header::HOST, addr.to_string())
+                            .body(http_body_util::Full::new(Bytes::new()))
+                            .expect("request");
+                        let answer = send(addr, request).await;
+                        if answer.status == 200 {
+                            ok += 1;
+                        } else {
+                            failures.push(format!("{}: {}", answer.status, answer.text()));
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Background { stop, tasks }
+    }
+
+    /// Stops the loops and asserts that every request succeeded; returns how many did.
+    pub async fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = 0;
+        for task in self.tasks {
+            let (ok, failures) = task.await.expect("background task");
+            assert!(
+                failures.is_empty(),
+                "hello failed on the side: {failures:?}"
+            );
+            total += ok;
+        }
+        assert!(total > 0, "no hello request completed on the side");
+        total
+    }
 }
