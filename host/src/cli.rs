@@ -15,6 +15,7 @@ use wasmgate_runtime::{
 use crate::auth::Credentials;
 use crate::duration::parse_duration;
 use crate::functions::DEFAULT_MAX_ARTIFACT_BYTES;
+use crate::http_limits::{DEFAULT_MAX_HEADERS, HttpLimits};
 use crate::names::FunctionRef;
 use crate::quantity::{format_memory, parse_memory};
 use crate::server::{DEFAULT_MAX_CONNECTIONS, ServerConfig};
@@ -98,6 +99,30 @@ pub struct ServeArgs {
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub max_timeout: Duration,
 
+    /// Largest request body (e.g. 64Mi); past it, 413.
+    #[arg(long, default_value = "64Mi", value_parser = parse_memory)]
+    pub max_request_body: u64,
+
+    /// Largest request line plus headers (at least 8Ki); past it, 431.
+    #[arg(long, default_value = "64Ki", value_parser = parse_memory)]
+    pub max_header_bytes: u64,
+
+    /// Most header fields in one request; past it, 431.
+    #[arg(long, default_value_t = DEFAULT_MAX_HEADERS)]
+    pub max_headers: usize,
+
+    /// How long a client may take to send a request's headers (the connection is closed past it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a request body may stop arriving (408 past it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+
+    /// How long a client may stop reading a response before its connection is closed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// How instances get memory: a pool reserved at start-up (fast), on demand, or pooling when the
     /// address space allows it.
     #[arg(long, value_enum, default_value_t = AllocatorArg::Auto)]
@@ -172,6 +197,8 @@ pub struct ServeConfig {
     pub runtime: RuntimeConfig,
     /// The server's settings.
     pub server: ServerConfig,
+    /// Limits on request bodies.
+    pub http_limits: HttpLimits,
     /// The state directory.
     pub state_dir: PathBuf,
     /// Basic auth for /system/*, if on.
@@ -255,6 +282,18 @@ impl ServeArgs {
             Some(timeout) => timeout,
             None => DEFAULT_TIMEOUT.min(self.max_timeout),
         };
+        if self.max_header_bytes < 8192 {
+            bail!("--max-header-bytes must be at least 8Ki (hyper's smallest read buffer)");
+        }
+        for (flag, value) in [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--read-timeout", self.read_timeout),
+            ("--write-timeout", self.write_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{flag} must be more than zero");
+            }
+        }
         if self.max_inflight == Some(0) {
             bail!("--max-inflight must be at least 1");
         }
@@ -281,10 +320,17 @@ impl ServeArgs {
                 },
                 ..RuntimeConfig::default()
             },
+            http_limits: HttpLimits {
+                max_request_body: self.max_request_body,
+                read_timeout: self.read_timeout,
+            },
             server: ServerConfig {
                 shutdown_timeout: self.shutdown_timeout,
                 max_connections: self.max_connections,
-                ..ServerConfig::default()
+                header_read_timeout: self.header_read_timeout,
+                max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+                max_headers: self.max_headers,
+                write_timeout: self.write_timeout,
             },
             state_dir,
             auth,

@@ -15,6 +15,7 @@ use wasmgate_runtime::{Error as RuntimeError, InflightScope, Runtime};
 
 use crate::api::Api;
 use crate::auth::Credentials;
+use crate::http_limits::{BodyLimit, HttpLimits, LimitedBody, Tripped};
 use crate::metrics::Metrics;
 use crate::names::FunctionRef;
 
@@ -61,6 +62,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     auth: Option<Credentials>,
     api: Api,
+    http_limits: HttpLimits,
 }
 
 impl Gateway {
@@ -71,7 +73,14 @@ impl Gateway {
             metrics,
             auth,
             api,
+            http_limits: HttpLimits::default(),
         }
+    }
+
+    /// Holds request bodies to `limits` instead of the defaults.
+    pub fn with_http_limits(mut self, limits: HttpLimits) -> Self {
+        self.http_limits = limits;
+        self
     }
 
     /// Answers one request. `peer` is the client's address, for `X-Forwarded-For`.
@@ -81,7 +90,7 @@ impl Gateway {
         peer: Option<SocketAddr>,
     ) -> Response<GatewayBody>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let path = request.uri().path();
@@ -139,7 +148,7 @@ impl Gateway {
         peer: Option<SocketAddr>,
     ) -> Response<GatewayBody>
     where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
@@ -181,12 +190,30 @@ impl Gateway {
                 Err(reason) => return internal_error(StatusCode::BAD_REQUEST, &reason),
             };
             prepare_request_headers(&mut parts.headers, &call_id, &start_time, peer);
+            let max_body = self.http_limits.max_request_body;
+            if content_length(&parts.headers).is_some_and(|length| length > max_body) {
+                return internal_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the request body is larger than this gateway's limit of {max_body} bytes"),
+                );
+            }
+            let tripped = Tripped::default();
+            let body = LimitedBody::new(body, self.http_limits, tripped.clone());
 
-            match self
+            let outcome = self
                 .runtime
                 .invoke(&key, Request::from_parts(parts, body))
-                .await
-            {
+                .await;
+            // A body cut short by a limit before the function answered explains the answer better
+            // than whatever the function made of the truncated body; the function is dropped.
+            let outcome = match (tripped.get(), outcome) {
+                (Some(_), Ok(response)) => {
+                    drop(response);
+                    Err(RuntimeError::Internal("the request body was cut short".into()))
+                }
+                (_, outcome) => outcome,
+            };
+            match outcome {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
@@ -197,7 +224,23 @@ impl Gateway {
                     }
                     Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
                 }
-                Err(error) => error_response(&function, &error),
+                // A guest that failed after its request body was cut short failed because of that.
+                Err(error) => match tripped.get() {
+                    Some(BodyLimit::TooLarge) => internal_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "the request body is larger than this gateway's limit of {max_body} bytes"
+                        ),
+                    ),
+                    Some(BodyLimit::TooSlow) => internal_error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!(
+                            "the request body stopped arriving for {:?}",
+                            self.http_limits.read_timeout
+                        ),
+                    ),
+                    None => error_response(&function, &error),
+                },
             }
         }
         .instrument(span.clone())
@@ -304,6 +347,17 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<GatewayBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// The declared `Content-Length`, when there is a valid one.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The client's `X-Call-Id` when it sent a usable one, else a new UUID.

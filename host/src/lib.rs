@@ -7,6 +7,7 @@ pub mod cli;
 pub mod duration;
 pub mod functions;
 pub mod gateway;
+pub mod http_limits;
 pub mod logwriter;
 pub mod metrics;
 pub mod names;
@@ -104,7 +105,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         max_artifact_bytes: config.max_artifact_bytes,
         shutdown: shutdown_watch,
     };
-    let gateway = Gateway::new(api, metrics, config.auth.clone());
+    let gateway =
+        Gateway::new(api, metrics, config.auth.clone()).with_http_limits(config.http_limits);
 
     // Before the address is announced: see `shutdown_signal`.
     let signal = server::shutdown_signal().context("installing the SIGINT/SIGTERM handlers")?;

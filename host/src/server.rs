@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::gateway::Gateway;
+use crate::http_limits::{
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_WRITE_TIMEOUT, WriteTimeout,
+};
 
 /// How long requests in flight may take to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +39,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// Bytes of request line and headers; past it hyper answers 431.
+    pub max_header_bytes: usize,
+    /// Header fields in one request; past it hyper answers 431.
+    pub max_headers: usize,
+    /// See [`crate::http_limits::DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +53,9 @@ impl Default for ServerConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 }
@@ -61,6 +73,9 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        // hyper's read buffer holds the request line and headers; past it, 431. Its floor is 8 KiB.
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(config.max_headers)
         .keep_alive(true);
     tokio::pin!(shutdown);
 
@@ -87,10 +102,18 @@ pub async fn serve(
             let gateway = gateway.clone();
             async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, Some(peer)).await) }
         });
+        let stream = WriteTimeout::new(stream, config.write_timeout);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+                // Timeouts are the gateway's decision, so say so; other errors are the client's
+                // business (a reset, a malformed request already answered 400).
+                if stopped_reading(&error) {
+                    let error = error_chain(&error);
+                    tracing::info!(%error, %peer, "connection closed: the client stopped reading");
+                } else {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
             }
             drop(permit);
         });
@@ -110,6 +133,33 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Whether a connection ended because its client stopped reading for the write timeout. (Slow headers
+/// are not reported: hyper's header timeout also closes idle keep-alive connections, which is normal.)
+fn stopped_reading(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed when this is called, not

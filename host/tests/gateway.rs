@@ -135,6 +135,79 @@ mod guests {
         );
     }
 
+    /// A 1 GiB response streams through with the gateway's memory bounded; a client that stops
+    /// reading is cut off at the write timeout and the instance is freed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    pub async fn bigstream() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut args = support::all_guests();
+        args.extend(["--write-timeout".to_string(), "1s".to_string()]);
+        let gateway = Gateway::start(&args);
+        assert_eq!(
+            get(&gateway, "/function/bigstream?mb=1").await.body.len(),
+            1 << 20
+        );
+        let before = gateway.rss();
+
+        let mut sender = support::connect(gateway.addr).await;
+        let response = sender
+            .send_request(request(
+                "GET",
+                &gateway,
+                "/function/bigstream",
+                Bytes::new(),
+            ))
+            .await
+            .expect("a response");
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let (mut total, mut peak, mut frames) = (0u64, before, 0u64);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.expect("a frame");
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+            }
+            frames += 1;
+            if frames % 4096 == 0 {
+                peak = peak.max(gateway.rss());
+            }
+        }
+        assert_eq!(total, 1 << 30, "the whole GiB arrived");
+        let growth = peak.saturating_sub(before);
+        assert!(
+            growth < 128 << 20,
+            "resident memory grew by {} MiB while streaming 1 GiB",
+            growth >> 20
+        );
+        println!(
+            "streamed 1 GiB; resident memory grew by at most {} KiB",
+            growth >> 10
+        );
+
+        // A client that reads the head and stops: the gateway gives up after --write-timeout 1s.
+        let mut stalled = tokio::net::TcpStream::connect(gateway.addr)
+            .await
+            .expect("connect");
+        stalled
+            .write_all(b"GET /function/bigstream HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = [0u8; 64];
+        let n = stalled.read(&mut head).await.expect("read the head");
+        assert!(
+            head[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&head[..n])
+        );
+        support::eventually("the stalled response's instance to be freed", || async {
+            let metrics = get(&gateway, "/metrics").await.text();
+            metrics.lines().any(|l| l == "wasmgate_instances_in_use 0")
+        })
+        .await;
+        gateway.wait_for_log(&["read nothing for 1s"]);
+        assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+    }
+
     #[tokio::test]
     pub async fn markdown() {
         let gateway = Gateway::with_all_guests();

@@ -1,7 +1,11 @@
 //! Limits a deployment sets and the gateway enforces: requests in flight (429), and deployments that
 //! ask for more than the gateway allows (400).
 
-use crate::support::{Gateway, all_guests, api, deploy, get};
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::StreamBody;
+
+use crate::support::{Gateway, all_guests, api, deploy, get, request, send};
 
 /// Sends slow requests until the limit is reached, then checks the refusal.
 async fn refused_past_limit(gateway: &Gateway, path: &str, expected: &str) {
@@ -135,4 +139,133 @@ async fn deployments_beyond_the_gateway_limits_are_refused() {
     )
     .await;
     assert_eq!(get(&gateway, "/function/limited").await.status, 200);
+}
+
+fn gateway_with(flags: &[&str]) -> Gateway {
+    let mut args = all_guests();
+    args.extend(flags.iter().map(|f| f.to_string()));
+    Gateway::start(&args)
+}
+
+/// Request bodies past `--max-request-body`: 413 whether the length is declared or not.
+#[tokio::test]
+async fn request_bodies_past_the_limit_answer_413() {
+    let gateway = gateway_with(&["--max-request-body", "1Ki"]);
+    let text = "# small\n".repeat(100);
+    let answer = send(
+        gateway.addr,
+        request("POST", &gateway, "/function/markdown", text.into_bytes()),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "within the limit: {}", answer.text());
+
+    // Declared: refused before the function runs.
+    let answer = send(
+        gateway.addr,
+        request("POST", &gateway, "/function/markdown", vec![b'a'; 2048]),
+    )
+    .await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
+    assert!(
+        answer.text().contains("limit of 1024 bytes"),
+        "{}",
+        answer.text()
+    );
+
+    // Chunked, with no length: cut at the limit while the function reads it.
+    let chunks = (0..4)
+        .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'a'; 512]))));
+    let body = StreamBody::new(futures::stream::iter(chunks));
+    let chunked = http::Request::post("/function/markdown")
+        .header(http::header::HOST, gateway.addr.to_string())
+        .body(body)
+        .expect("request");
+    let answer = send(gateway.addr, chunked).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert!(
+        answer.text().contains("limit of 1024 bytes"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+}
+
+/// Headers past `--max-header-bytes` or `--max-headers`: 431.
+#[tokio::test]
+async fn oversized_headers_answer_431() {
+    let gateway = gateway_with(&["--max-header-bytes", "16Ki", "--max-headers", "50"]);
+    let mut big = request("GET", &gateway, "/function/hello", Bytes::new());
+    big.headers_mut().insert(
+        "x-big",
+        "v".repeat(32 * 1024).parse().expect("header value"),
+    );
+    assert_eq!(send(gateway.addr, big).await.status, 431);
+
+    let mut many = request("GET", &gateway, "/function/hello", Bytes::new());
+    for i in 0..60 {
+        many.headers_mut().insert(
+            http::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).expect("name"),
+            "1".parse().expect("value"),
+        );
+    }
+    assert_eq!(send(gateway.addr, many).await.status, 431);
+
+    let mut fine = request("GET", &gateway, "/function/hello", Bytes::new());
+    fine.headers_mut()
+        .insert("x-fine", "v".repeat(1024).parse().expect("header value"));
+    assert_eq!(send(gateway.addr, fine).await.status, 200);
+}
+
+/// Slow clients: headers that never finish close the connection; a body that stops arriving is
+/// answered 408; neither holds up anyone else.
+#[tokio::test]
+async fn slow_clients_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = gateway_with(&["--header-read-timeout", "1s", "--read-timeout", "1s"]);
+
+    let mut headers_only = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    headers_only
+        .write_all(b"GET /function/hello HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut body_stalls = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    body_stalls
+        .write_all(
+            b"POST /function/markdown HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n# only ten",
+        )
+        .await
+        .expect("write");
+
+    // Others are served meanwhile.
+    assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        crate::support::PATIENCE,
+        body_stalls.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the stalled body is answered")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("stopped arriving for 1s"), "{answer}");
+
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        crate::support::PATIENCE,
+        headers_only.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the connection with unfinished headers is closed");
+    // Closed by the server: end of stream, or a reset.
+    assert!(
+        read.is_err() || !String::from_utf8_lossy(&rest).contains(" 200 "),
+        "{rest:?}"
+    );
 }

@@ -27,6 +27,7 @@ pub fn all_guests() -> Vec<String> {
         ("markdown", wasmgate_guests::MARKDOWN),
         ("spin", wasmgate_guests::SPIN),
         ("memhog", wasmgate_guests::MEMHOG),
+        ("bigstream", wasmgate_guests::BIGSTREAM),
     ]
     .iter()
     .flat_map(|(name, path)| ["--function".to_string(), format!("{name}={path}")])
@@ -143,6 +144,18 @@ impl Gateway {
             fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
         // The kernel reports clock ticks of 1/100 s on Linux (USER_HZ).
         Duration::from_millis(ticks * 10)
+    }
+
+    /// Resident memory of the process, in bytes, from `/proc/<pid>/status`.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kib * 1024
     }
 
     /// Sends a signal (`TERM`, `INT`) to the process.
