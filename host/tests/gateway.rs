@@ -289,7 +289,7 @@ mod guests {
         assert!(answer.body == body, "the 1 MiB body came back changed");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     pub async fn trap() {
         let gateway = Gateway::with_all_guests();
         let answer = get(&gateway, "/function/trap").await;
@@ -313,6 +313,57 @@ mod guests {
         assert_eq!(get(&gateway, "/function/hello").await.status, 200);
         assert_eq!(get(&gateway, "/function/trap").await.status, 500);
         assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+
+        let side = support::Background::hello(&gateway, 2);
+        // Endless recursion: the guest's stack overflows, wasmtime traps, the host stack is untouched.
+        for _ in 0..3 {
+            let answer = get(&gateway, "/function/trap/recurse").await;
+            assert_eq!(answer.status, 500, "{}", answer.text());
+            let line = gateway.wait_for_log(&["invocation failed", answer.header("x-call-id")]);
+            // Rust keeps its stack in linear memory, below address 0 of its data: running off it is
+            // an out-of-bounds access. Deep recursion with small frames exhausts wasmtime's own
+            // call-stack limit instead. Either way the instance traps and nothing else is touched.
+            assert!(
+                line.contains("out of bounds memory access")
+                    || line.contains("call stack exhausted"),
+                "{line}"
+            );
+        }
+        // A trap after the response started: the head and the first bytes are out, the body is cut.
+        let mut sender = support::connect(gateway.addr).await;
+        let response = sender
+            .send_request(request(
+                "GET",
+                &gateway,
+                "/function/trap/after-start",
+                Bytes::new(),
+            ))
+            .await
+            .expect("a response head");
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let mut received = Vec::new();
+        let mut failed = false;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "the cut body ends with an error, not a clean end");
+        assert_eq!(
+            received.len(),
+            256 * 1024,
+            "everything written before the panic arrived"
+        );
+        gateway.wait_for_log(&["function failed after it began to answer"]);
+        gateway.wait_for_log(&[
+            "trap.openfaas-fn: this function panics after its response has started",
+        ]);
+        side.finish().await;
     }
 
     #[tokio::test]

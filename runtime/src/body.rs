@@ -23,6 +23,10 @@ pub(crate) type GuestRun = Pin<Box<dyn Future<Output = Result<(), crate::Error>>
 pub struct ResponseBody {
     inner: HyperOutgoingBody,
     guest: Option<Running>,
+    /// Set when the guest failed after answering: the body must end with an error, not cleanly, so
+    /// the client can tell a cut body from a whole one (hyper then closes the connection instead of
+    /// writing the last chunk).
+    failed: Option<String>,
 }
 
 /// A guest still writing its body, and when its time runs out.
@@ -48,6 +52,7 @@ impl ResponseBody {
     ) -> Self {
         ResponseBody {
             inner,
+            failed: None,
             guest: guest.map(|(run, deadline, limit)| Running {
                 run,
                 deadline,
@@ -73,8 +78,11 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         // Let the guest write first, so that what it writes in this step is read in this step.
         if let Some(running) = self.guest.as_mut() {
-            if running.run.as_mut().poll(cx).is_ready() {
+            if let Poll::Ready(outcome) = running.run.as_mut().poll(cx) {
                 self.guest = None;
+                if let Err(error) = outcome {
+                    self.failed = Some(error.to_string());
+                }
             } else {
                 let deadline = running.deadline;
                 let timer = running
@@ -95,6 +103,11 @@ impl Body for ResponseBody {
         let frame = Pin::new(&mut self.inner)
             .poll_frame(cx)
             .map_err(|e| BodyError(format!("{e:?}")));
+        if let Poll::Ready(None) = frame
+            && let Some(failure) = self.failed.take()
+        {
+            return Poll::Ready(Some(Err(BodyError(failure))));
+        }
         if let Poll::Ready(None) = frame
             && let Some(running) = self.guest.take()
         {

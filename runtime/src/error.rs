@@ -124,7 +124,7 @@ impl Error {
             };
         }
         let message = match error.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => format!("wasm trap: {trap}"),
+            Some(trap) => trap.to_string(),
             None => format!("{error:#}")
                 .split_whitespace()
                 .collect::<Vec<_>>()
