@@ -449,6 +449,26 @@ mod tests {
     use super::*;
 
     #[test]
+    proptest::proptest! {
+        /// Whatever path and query a client may send (anything `http::Uri` accepts), the function sees
+        /// exactly that path suffix and that raw query; nothing panics.
+        #[test]
+        fn guest_uri_keeps_any_valid_path_and_query(
+            suffix in "(/[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,12}){1,4}",
+            query in proptest::option::of("[a-zA-Z0-9._~%!$&'()*+,;=:@/?-]{0,30}"),
+            host in proptest::option::of("[ -~]{0,20}"),
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Some(host) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                headers.insert(header::HOST, host);
+            }
+            let uri = guest_uri(&headers, &suffix, query.as_deref()).expect("a valid URI");
+            proptest::prop_assert_eq!(uri.path(), suffix.as_str());
+            proptest::prop_assert_eq!(uri.query(), query.as_deref());
+        }
+    }
+
+    #[test]
     fn guest_uri_keeps_the_raw_query() {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("gw:8080"));
