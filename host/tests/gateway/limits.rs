@@ -269,3 +269,42 @@ async fn slow_clients_time_out() {
         "{rest:?}"
     );
 }
+
+/// When every slot of the instance pool is taken (here by idle instances kept for reuse), a request
+/// gets 503 at once, and the gateway recovers when slots free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_answers_503() {
+    let gateway = gateway_with(&["--max-instances", "2"]);
+    deploy(
+        &gateway,
+        "spin-reused",
+        wasmgate_guests::SPIN,
+        serde_json::json!({"annotations": {"com.wasmgate.instance-reuse": "100"}}),
+    )
+    .await;
+    // Two requests at once leave two idle instances behind, holding both slots.
+    let both =
+        futures::future::join_all((0..2).map(|_| get(&gateway, "/function/spin-reused?ms=1500")))
+            .await;
+    for answer in &both {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let answer = get(&gateway, "/function/hello").await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
+    assert!(
+        answer.text().contains("no instance free"),
+        "{}",
+        answer.text()
+    );
+    // Removing the function drops its idle instances and frees the slots.
+    let removed = api(
+        &gateway,
+        "DELETE",
+        "/system/functions",
+        Some(serde_json::json!({"functionName": "spin-reused"})),
+    )
+    .await;
+    assert_eq!(removed.status, 202, "{}", removed.text());
+    assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+}
