@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
 use http::StatusCode;
-use wasmgate_runtime::{Error as RuntimeError, FunctionSpec, Limits, Runtime, WasmSource};
+use wasmgate_runtime::{
+    Error as RuntimeError, FunctionSpec, HostPattern, Limits, Runtime, WasmSource,
+};
 
 use crate::quantity::{format_memory, parse_memory};
 
@@ -30,6 +32,8 @@ const LABEL_SCALE_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
 const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 /// Opt-in instance reuse: the number of requests one instance may serve (see `FunctionSpec`).
 pub const ANNOTATION_INSTANCE_REUSE: &str = "com.wasmgate.instance-reuse";
+/// Hosts a function's outbound HTTP may reach, comma-separated (`api.example.com, *.internal:8443`).
+pub const ANNOTATION_ALLOWED_HOSTS: &str = "com.wasmgate.allowed-hosts";
 /// Where, inside the state directory, each function's own secrets directory is assembled.
 const RUN_SECRETS: &str = "run/secrets";
 
@@ -394,6 +398,7 @@ impl Functions {
         }
         instance_reuse(&deployment)?;
         function_limits(&deployment, self.runtime.config())?;
+        allowed_hosts(&deployment)?;
         let replicas = match deployment
             .settings
             .labels
@@ -729,6 +734,8 @@ impl Functions {
             // Validated at deploy too; a record from a gateway with higher maximums gets the defaults
             // (the runtime clamps what it is given in any case).
             limits: function_limits(deployment, self.runtime.config()).unwrap_or_default(),
+            // Validated at deploy; a record that no longer parses reaches nothing.
+            allowed_hosts: allowed_hosts(deployment).unwrap_or_default(),
         }
     }
 
@@ -826,6 +833,21 @@ fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
             ApiError::bad_request(format!(
                 "{ANNOTATION_INSTANCE_REUSE} must be a whole number of requests per instance, not {value:?}"
             ))
+        }),
+    }
+}
+
+/// `com.wasmgate.allowed-hosts` (an annotation): where the function's outbound HTTP may go.
+fn allowed_hosts(deployment: &FunctionDeployment) -> Result<Vec<HostPattern>, ApiError> {
+    match deployment
+        .settings
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ALLOWED_HOSTS))
+    {
+        None => Ok(Vec::new()),
+        Some(list) => HostPattern::parse_list(list).map_err(|e| {
+            ApiError::bad_request(format!("annotation {ANNOTATION_ALLOWED_HOSTS}: {e}"))
         }),
     }
 }

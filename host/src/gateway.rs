@@ -448,7 +448,6 @@ fn prepare_request_headers(
 mod tests {
     use super::*;
 
-    #[test]
     proptest::proptest! {
         /// Whatever path and query a client may send (anything `http::Uri` accepts), the function sees
         /// exactly that path suffix and that raw query; nothing panics.

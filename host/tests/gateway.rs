@@ -208,6 +208,98 @@ mod guests {
         assert_eq!(get(&gateway, "/function/hello").await.status, 200);
     }
 
+    /// Outbound HTTP: denied by default (no connection opened), allowed per function by annotation,
+    /// pooled, and bounded in how many one request may open at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    pub async fn outbound() {
+        use std::sync::atomic::Ordering;
+        let upstream = support::Upstream::start(std::time::Duration::from_millis(200)).await;
+        let target = format!("http://127.0.0.1:{}/x", upstream.addr.port());
+        let gateway = Gateway::with_all_guests();
+
+        // Not allowed: the guest gets HTTP-request-denied and nothing reaches the upstream.
+        let answer = get(&gateway, &format!("/function/outbound?url={target}")).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert!(
+            answer.text().contains("HttpRequestDenied"),
+            "{}",
+            answer.text()
+        );
+        assert_eq!(upstream.connections.load(Ordering::SeqCst), 0);
+
+        support::deploy(
+            &gateway,
+            "outbound-allowed",
+            wasmgate_guests::OUTBOUND,
+            serde_json::json!({"annotations": {
+                "com.wasmgate.allowed-hosts": format!("api.example.com, 127.0.0.1:{}", upstream.addr.port())
+            }}),
+        )
+        .await;
+        for _ in 0..5 {
+            let answer = get(
+                &gateway,
+                &format!("/function/outbound-allowed?url={target}"),
+            )
+            .await;
+            assert_eq!(answer.text(), "200 upstream says hi\n");
+        }
+        // One pooled connection served them one after another.
+        assert_eq!(upstream.requests.load(Ordering::SeqCst), 5);
+        assert!(
+            upstream.connections.load(Ordering::SeqCst) <= 2,
+            "{} connections for 5 sequential requests",
+            upstream.connections.load(Ordering::SeqCst)
+        );
+        // Another port of the same host is not allowed.
+        let answer = get(
+            &gateway,
+            "/function/outbound-allowed?url=http://127.0.0.1:1/",
+        )
+        .await;
+        assert!(
+            answer.text().contains("HttpRequestDenied"),
+            "{}",
+            answer.text()
+        );
+
+        // Forty at once from one request: sixteen go out, the rest are refused at once.
+        let answer = get(
+            &gateway,
+            &format!("/function/outbound-allowed?url={target}&n=40"),
+        )
+        .await;
+        let text = answer.text();
+        let sent = text
+            .lines()
+            .filter(|l| *l == "200 upstream says hi")
+            .count();
+        let refused = text
+            .lines()
+            .filter(|l| l.contains("ConnectionLimitReached"))
+            .count();
+        assert_eq!((sent, refused), (16, 24), "{text}");
+        assert!(upstream.peak.load(Ordering::SeqCst) <= 16);
+
+        // A bad list is refused at deploy.
+        let answer = support::api(
+            &gateway,
+            "POST",
+            "/system/functions",
+            Some(
+                serde_json::json!({"service": "bad-hosts", "image": wasmgate_guests::OUTBOUND,
+                "annotations": {"com.wasmgate.allowed-hosts": "https://api.example.com"}}),
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, 400);
+        assert!(
+            answer.text().contains("com.wasmgate.allowed-hosts"),
+            "{}",
+            answer.text()
+        );
+    }
+
     #[tokio::test]
     pub async fn markdown() {
         let gateway = Gateway::with_all_guests();

@@ -10,6 +10,7 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use crate::Error;
 use crate::invoke::RequestState;
 use crate::logs::FunctionLogs;
+use crate::outbound::HostPattern;
 
 /// The first eight bytes of a core module: magic and version 1.
 const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
@@ -35,6 +36,8 @@ pub struct FunctionSpec {
     pub max_instance_reuse: u32,
     /// What one request of this function may use; unset fields take the runtime's defaults.
     pub limits: Limits,
+    /// Hosts its outbound HTTP requests may reach; empty (the default): none.
+    pub allowed_hosts: Vec<HostPattern>,
 }
 
 /// Per-function limits. `None` takes the runtime's default ([`crate::RuntimeConfig`]); the caller
@@ -113,6 +116,8 @@ pub(crate) struct Function {
     pub(crate) pre: ProxyPre<RequestState>,
     pub(crate) spec: Arc<FunctionSpec>,
     pub(crate) logs: Arc<FunctionLogs>,
+    /// `spec.allowed_hosts`, shared by its requests.
+    pub(crate) allowed_hosts: Arc<[HostPattern]>,
     /// Idle instances, when the function opted into reuse.
     idle: Mutex<Vec<Warm>>,
     /// What keeping it loaded costs, in KiB, for the loaded-function budget.
@@ -205,6 +210,7 @@ pub(crate) fn pre_instantiate(
     Ok(Function {
         name: name.into(),
         pre,
+        allowed_hosts: spec.allowed_hosts.clone().into(),
         spec,
         logs,
         idle: Mutex::new(Vec::new()),

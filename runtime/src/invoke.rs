@@ -22,13 +22,14 @@ use crate::function::{Function, SECRETS_GUEST_PATH, Warm};
 use crate::limits::InflightPermit;
 use crate::logs::{GuestOutputFactory, LogStream};
 use crate::observe::{InstanceGuard, Observer};
+use crate::outbound::{Outbound, OutboundClient};
 
 /// Everything one request's [`Store`] holds. Built fresh for every request and dropped with it.
 pub(crate) struct RequestState {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: DenyOutbound,
+    hooks: GuestHooks,
     limiter: MemoryLimiter,
 }
 
@@ -66,7 +67,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl RequestState {
-    fn new(function: &Function, memory_limit: u64) -> Result<Self, Error> {
+    fn new(function: &Function, memory_limit: u64, client: &OutboundClient) -> Result<Self, Error> {
         let logs = &function.logs;
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutputFactory::new(logs.clone(), LogStream::Stdout))
@@ -80,7 +81,9 @@ impl RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: DenyOutbound,
+            hooks: GuestHooks {
+                outbound: Outbound::new(function.allowed_hosts.clone(), client.clone()),
+            },
             limiter: MemoryLimiter {
                 limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
                 refused: None,
@@ -108,15 +111,16 @@ impl WasiHttpView for RequestState {
     }
 }
 
-/// Outbound HTTP from guests is denied: the guest gets `HTTP-request-denied` and no connection is
-/// opened.
-struct DenyOutbound;
+/// Outbound HTTP from guests: to the function's allowed hosts only (see `outbound.rs`).
+struct GuestHooks {
+    outbound: Outbound,
+}
 
-impl WasiHttpHooks for DenyOutbound {
+impl WasiHttpHooks for GuestHooks {
     fn send_request(
         &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<
         dyn Future<
@@ -126,7 +130,14 @@ impl WasiHttpHooks for DenyOutbound {
                 )>,
             > + Send,
     > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let send = self.outbound.send(request, options);
+        Box::new(async move {
+            let response = send.await?;
+            // Errors while sending the request body surface through the response future itself.
+            let sent: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, sent))
+        })
     }
 }
 
@@ -146,6 +157,8 @@ pub(crate) struct Budget {
     pub(crate) timeout: Duration,
     /// Counts this request in flight until the guest is done with it.
     pub(crate) permit: InflightPermit,
+    /// The client its outbound requests go through.
+    pub(crate) outbound: OutboundClient,
 }
 
 /// Runs `request` on a fresh instance of `function`.
@@ -164,6 +177,7 @@ where
         memory_bytes,
         timeout,
         permit,
+        outbound,
     } = budget;
     let deadline = Instant::now() + timeout;
     let instance = InstanceGuard::acquire(observer.clone());
@@ -171,7 +185,10 @@ where
     let (mut store, warm) = match function.take_warm() {
         Some(warm) => (warm.store, Some((warm.proxy, warm.served))),
         None => {
-            let mut store = Store::new(engine, RequestState::new(&function, memory_bytes)?);
+            let mut store = Store::new(
+                engine,
+                RequestState::new(&function, memory_bytes, &outbound)?,
+            );
             store.limiter(|state| &mut state.limiter);
             // Yield to other requests on every epoch tick. This is also what lets the time limit
             // reach a guest that never calls the host: its future returns at each tick.

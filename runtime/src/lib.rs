@@ -41,6 +41,7 @@ mod invoke;
 mod limits;
 pub mod logs;
 mod observe;
+mod outbound;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +67,10 @@ use crate::invoke::RequestState;
 use crate::limits::{Inflight, InflightPermit, Refused};
 use crate::logs::FunctionLogs;
 pub use crate::observe::{NoObserver, Observer};
+pub use crate::outbound::{
+    HostPattern, MAX_IDLE_PER_HOST, MAX_OUTBOUND_PER_REQUEST, MAX_OUTBOUND_TIMEOUT,
+    POOL_IDLE_TIMEOUT,
+};
 
 /// Loads functions and serves requests with them. Cheap to clone; clones share everything.
 #[derive(Debug, Clone)]
@@ -87,6 +92,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Requests in flight in the whole runtime, for `RuntimeConfig::max_inflight`.
     inflight: Arc<Inflight>,
+    /// Outbound HTTP of every function, pooled.
+    outbound: outbound::OutboundClient,
     functions: RwLock<HashMap<String, Arc<Entry>>>,
     /// The zero of every entry's `last_used`.
     started: Instant,
@@ -178,6 +185,7 @@ impl Runtime {
                 loaded,
                 next_id: AtomicU64::new(0),
                 inflight: Arc::default(),
+                outbound: outbound::OutboundClient::new(),
                 functions: RwLock::new(HashMap::new()),
                 started: Instant::now(),
                 _ticker: ticker,
@@ -420,6 +428,7 @@ impl Runtime {
                 .unwrap_or(config.default_timeout)
                 .min(config.max_timeout),
             permit,
+            outbound: self.inner.outbound.clone(),
         };
         invoke::invoke(
             &self.inner.engine,

@@ -28,6 +28,7 @@ pub fn all_guests() -> Vec<String> {
         ("spin", wasmgate_guests::SPIN),
         ("memhog", wasmgate_guests::MEMHOG),
         ("bigstream", wasmgate_guests::BIGSTREAM),
+        ("outbound", wasmgate_guests::OUTBOUND),
     ]
     .iter()
     .flat_map(|(name, path)| ["--function".to_string(), format!("{name}={path}")])
@@ -406,5 +407,62 @@ impl Background {
         }
         assert!(total > 0, "no hello request completed on the side");
         total
+    }
+}
+
+/// A plain HTTP server on 127.0.0.1 for functions to call: answers `upstream says hi` after `delay`,
+/// and counts connections, requests and the most requests in flight at once.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    pub peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start(delay: Duration) -> Upstream {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let now = Arc::new(AtomicUsize::new(0));
+        let (c, r, p) = (connections.clone(), requests.clone(), peak.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (r, p, now) = (r.clone(), p.clone(), now.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| {
+                        let (r, p, now) = (r.clone(), p.clone(), now.clone());
+                        async move {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            p.fetch_max(current, Ordering::SeqCst);
+                            tokio::time::sleep(delay).await;
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"upstream says hi")),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            connections,
+            requests,
+            peak,
+        }
     }
 }
