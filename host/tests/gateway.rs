@@ -56,7 +56,30 @@ mod guests {
         assert_eq!(answer.text(), "spun 50 ms\n");
 
         let side = support::Background::hello(&gateway, 2);
-        let answers = join_all((0..2).map(|_| get(&gateway, "/function/spin-limited"))).await;
+        let loops = tokio::spawn({
+            let calls = (0..2).map(|_| {
+                let (addr, host) = (gateway.addr, gateway.addr.to_string());
+                async move {
+                    let request = http::Request::get("/function/spin-limited")
+                        .header(http::header::HOST, host)
+                        .body(http_body_util::Full::new(Bytes::new()))
+                        .expect("request");
+                    send(addr, request).await
+                }
+            });
+            join_all(calls)
+        });
+        // Fairness: while two loops spin on a gateway with two worker threads, hello still answers.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let before = side.served();
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let during = side.served() - before;
+        assert!(
+            !loops.is_finished(),
+            "the loops ended early; the window proves nothing"
+        );
+        assert!(during > 0, "no hello answered while the loops ran");
+        let answers = loops.await.expect("the loops answer");
         for answer in &answers {
             assert_eq!(answer.status, 504, "{}", answer.text());
             assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
@@ -185,6 +208,7 @@ mod guests {
         );
 
         // A client that reads the head and stops: the gateway gives up after --write-timeout 1s.
+        let side = support::Background::hello(&gateway, 2);
         let mut stalled = tokio::net::TcpStream::connect(gateway.addr)
             .await
             .expect("connect");
@@ -205,6 +229,7 @@ mod guests {
         })
         .await;
         gateway.wait_for_log(&["read nothing for 1s"]);
+        side.finish().await;
         assert_eq!(get(&gateway, "/function/hello").await.status, 200);
     }
 
@@ -264,6 +289,7 @@ mod guests {
         );
 
         // Forty at once from one request: sixteen go out, the rest are refused at once.
+        let side = support::Background::hello(&gateway, 2);
         let answer = get(
             &gateway,
             &format!("/function/outbound-allowed?url={target}&n=40"),
@@ -280,6 +306,19 @@ mod guests {
             .count();
         assert_eq!((sent, refused), (16, 24), "{text}");
         assert!(upstream.peak.load(Ordering::SeqCst) <= 16);
+        side.finish().await;
+        assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+        // The guest's first-byte timeout (50 ms) against an upstream that takes 200 ms.
+        let answer = get(
+            &gateway,
+            &format!("/function/outbound-allowed?url={target}&first_byte_ms=50"),
+        )
+        .await;
+        assert!(
+            answer.text().contains("ConnectionReadTimeout"),
+            "{}",
+            answer.text()
+        );
 
         // A bad list is refused at deploy.
         let answer = support::api(
@@ -458,9 +497,10 @@ mod guests {
         side.finish().await;
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     pub async fn silent() {
         let gateway = Gateway::with_all_guests();
+        let side = support::Background::hello(&gateway, 2);
         let answer = get(&gateway, "/function/silent").await;
         assert_eq!(answer.status, 500);
         assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
@@ -473,11 +513,16 @@ mod guests {
             "returned without sending a response",
             answer.header("x-call-id"),
         ]);
+        side.finish().await;
+        assert_eq!(get(&gateway, "/function/hello").await.status, 200);
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     pub async fn inspect() {
-        let gateway = Gateway::start(&[]);
+        let gateway = Gateway::start(&[
+            "--function".to_string(),
+            format!("hello={}", wasmgate_guests::HELLO),
+        ]);
         let secret = serde_json::json!({"name": "api-key", "value": "s3cret"});
         assert_eq!(
             support::api(&gateway, "POST", "/system/secrets", Some(secret))
@@ -516,10 +561,12 @@ mod guests {
         )
         .await;
         assert_eq!(write.status, 403, "secrets are read-only: {}", write.text());
+        let side = support::Background::hello(&gateway, 2);
         for path in ["/etc/passwd", "/var/openfaas/secrets/../../../etc/passwd"] {
             let answer = get(&gateway, &format!("/function/inspect/file?{path}")).await;
             assert_eq!(answer.status, 404, "{path} must not be visible");
         }
+        side.finish().await;
         // An update of the secret reaches the function.
         let update = serde_json::json!({"name": "api-key", "value": "rotated"});
         assert_eq!(

@@ -4,8 +4,9 @@
 //! - **Allowed hosts** ([`HostPattern`]): `api.example.com` (its default port: 80 for `http`, 443 for
 //!   `https`), `api.example.com:8443`, `*.internal` (any subdomain, default ports), `*.internal:*` (any
 //!   port), `127.0.0.1:9000`. A denied request gets `HTTP-request-denied` and opens no connection.
-//! - **Timeouts**: connecting, the first byte of the response, and the gap between body frames are each
-//!   bounded by what the guest asks for and at most [`MAX_OUTBOUND_TIMEOUT`].
+//! - **Timeouts**: connecting is capped at [`MAX_OUTBOUND_TIMEOUT`]; the response head (from the send,
+//!   connecting included) and the gap between body frames wait what the guest asks for, at most
+//!   [`MAX_OUTBOUND_TIMEOUT`] each.
 //! - **Pooling**: idle connections are kept per host for reuse (at most [`MAX_IDLE_PER_HOST`], closed
 //!   after [`POOL_IDLE_TIMEOUT`]).
 //! - **Concurrency**: one request (one instance) may have at most [`MAX_OUTBOUND_PER_REQUEST`]
@@ -233,7 +234,6 @@ impl Outbound {
         };
         let first_byte = bounded(options.and_then(|o| o.first_byte_timeout));
         let between_bytes = bounded(options.and_then(|o| o.between_bytes_timeout));
-        let connect = bounded(options.and_then(|o| o.connect_timeout));
         async move {
             if !allowed {
                 tracing::debug!(uri = %request.uri(), "outbound request denied");
@@ -242,9 +242,9 @@ impl Outbound {
             let permit = permit.map_err(|_| HttpError::ConnectionLimitReached)?;
             // The pooled client writes the request in origin form itself; it needs the absolute URI.
             request.headers_mut().remove(http::header::HOST);
-            // Connecting and waiting for the head share one deadline: the connect timeout plus the
-            // first-byte timeout.
-            let response = tokio::time::timeout(connect + first_byte, client.request(request))
+            // The first-byte timeout runs from the send, connecting included; connecting alone is
+            // also capped by the connector at MAX_OUTBOUND_TIMEOUT.
+            let response = tokio::time::timeout(first_byte, client.request(request))
                 .await
                 .map_err(|_| HttpError::ConnectionReadTimeout)?
                 .map_err(client_error)?;

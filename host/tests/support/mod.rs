@@ -362,15 +362,18 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
 /// requests one after another until [`Background::finish`]. Every answer must be 200.
 pub struct Background {
     stop: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
 }
 
 impl Background {
     pub fn hello(gateway: &Gateway, connections: usize) -> Background {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tasks = (0..connections)
             .map(|_| {
                 let stop = stop.clone();
+                let served = served.clone();
                 let addr = gateway.addr;
                 tokio::spawn(async move {
                     let (mut ok, mut failures) = (0u64, Vec::new());
@@ -382,6 +385,7 @@ impl Background {
                         let answer = send(addr, request).await;
                         if answer.status == 200 {
                             ok += 1;
+                            served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         } else {
                             failures.push(format!("{}: {}", answer.status, answer.text()));
                         }
@@ -390,7 +394,16 @@ impl Background {
                 })
             })
             .collect();
-        Background { stop, tasks }
+        Background {
+            stop,
+            served,
+            tasks,
+        }
+    }
+
+    /// Requests answered 200 so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops the loops and asserts that every request succeeded; returns how many did.

@@ -1,12 +1,13 @@
 //! `outbound`: calls another HTTP server and reports what happened, to test outbound rules.
 //! `GET /?url=<url>&n=<count>` sends `count` (default 1) GET requests to `url` at once, then answers
 //! one line per request: `<status> <first 40 bytes of the body>` or `error <error-code>`.
+//! `&first_byte_ms=<ms>` sets the request's first-byte timeout.
 
 use wasip2::exports::http::incoming_handler::Guest;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
     Fields, FutureIncomingResponse, IncomingRequest, OutgoingBody, OutgoingRequest,
-    OutgoingResponse, ResponseOutparam, Scheme,
+    OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
 };
 
 struct Outbound;
@@ -18,7 +19,7 @@ fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Starts one GET of `url` (`http://host[:port]/path`).
-fn start(url: &str) -> Result<FutureIncomingResponse, String> {
+fn start(url: &str, first_byte_ms: Option<u64>) -> Result<FutureIncomingResponse, String> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
         (Scheme::Http, rest)
     } else if let Some(rest) = url.strip_prefix("https://") {
@@ -38,7 +39,12 @@ fn start(url: &str) -> Result<FutureIncomingResponse, String> {
     request
         .set_path_with_query(Some(path))
         .map_err(|()| "path")?;
-    outgoing_handler::handle(request, None).map_err(|code| format!("error {code:?}"))
+    let options = first_byte_ms.map(|ms| {
+        let options = RequestOptions::new();
+        let _ = options.set_first_byte_timeout(Some(ms * 1_000_000));
+        options
+    });
+    outgoing_handler::handle(request, options).map_err(|code| format!("error {code:?}"))
 }
 
 /// Waits for one response and describes it.
@@ -68,9 +74,10 @@ impl Guest for Outbound {
             .unwrap_or("http://127.0.0.1:1/")
             .to_string();
         let count: usize = param(query, "n").and_then(|n| n.parse().ok()).unwrap_or(1);
+        let first_byte_ms = param(query, "first_byte_ms").and_then(|n| n.parse().ok());
         // All started first, so they are open at the same time.
         let started: Vec<Result<FutureIncomingResponse, String>> =
-            (0..count).map(|_| start(&url)).collect();
+            (0..count).map(|_| start(&url, first_byte_ms)).collect();
         let lines: Vec<String> = started
             .into_iter()
             .map(|s| match s {
