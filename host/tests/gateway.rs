@@ -156,6 +156,7 @@ mod guests {
             "{}",
             answer.text()
         );
+        assert_eq!(get(&gateway, "/function/hello").await.status, 200);
     }
 
     /// A 1 GiB response streams through with the gateway's memory bounded; a client that stops
@@ -241,6 +242,7 @@ mod guests {
         let upstream = support::Upstream::start(std::time::Duration::from_millis(200)).await;
         let target = format!("http://127.0.0.1:{}/x", upstream.addr.port());
         let gateway = Gateway::with_all_guests();
+        let side = support::Background::hello(&gateway, 2);
 
         // Not allowed: the guest gets HTTP-request-denied and nothing reaches the upstream.
         let answer = get(&gateway, &format!("/function/outbound?url={target}")).await;
@@ -289,7 +291,6 @@ mod guests {
         );
 
         // Forty at once from one request: sixteen go out, the rest are refused at once.
-        let side = support::Background::hello(&gateway, 2);
         let answer = get(
             &gateway,
             &format!("/function/outbound-allowed?url={target}&n=40"),
@@ -495,6 +496,7 @@ mod guests {
             "trap.openfaas-fn: this function panics after its response has started",
         ]);
         side.finish().await;
+        assert_eq!(get(&gateway, "/function/hello").await.status, 200);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
