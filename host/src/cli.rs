@@ -13,9 +13,11 @@ use wasmgate_runtime::{
 };
 
 use crate::auth::Credentials;
+use crate::commands::GatewayArgs;
 use crate::duration::parse_duration;
 use crate::functions::DEFAULT_MAX_ARTIFACT_BYTES;
 use crate::http_limits::{DEFAULT_MAX_HEADERS, HttpLimits};
+use crate::names::DEFAULT_NAMESPACE;
 use crate::names::FunctionRef;
 use crate::quantity::{format_memory, parse_memory};
 use crate::server::{DEFAULT_MAX_CONNECTIONS, ServerConfig};
@@ -38,7 +40,151 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load functions and serve them at /function/<name>.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// List the functions of a gateway.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Only this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Print the gateway's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one function: status, replicas, invocations, image, URL, settings.
+    Describe {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The function.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Print the gateway's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a function: the body from standard input, its answer to standard output.
+    Invoke {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The function (`name` or `name.namespace`).
+        name: String,
+        /// The HTTP method.
+        #[arg(short, long, default_value = "POST")]
+        method: String,
+        /// A request header, `key=value`; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// A query parameter, `key=value`; repeatable.
+        #[arg(short, long)]
+        query: Vec<String>,
+    },
+    /// Remove a function.
+    #[command(alias = "rm")]
+    Remove {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The function.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Print a function's logs.
+    Logs {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The function.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+        /// Only lines newer than this (a duration such as 5m, or an RFC 3339 time).
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep printing new lines as they come.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Manage secrets.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+    /// Check credentials against a gateway and save them (owner-only file) for the other commands.
+    Login {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The user name.
+        #[arg(short, long, default_value = "admin")]
+        username: String,
+        /// Read the password from standard input.
+        #[arg(short = 's', long)]
+        password_stdin: bool,
+        /// The password (prefer --password-stdin: arguments show in `ps`).
+        #[arg(short, long)]
+        password: Option<String>,
+    },
+    /// Forget the credentials saved for a gateway.
+    Logout {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Print this program's version and the gateway's.
+    Version {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `wasmgate secret ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretAction {
+    /// Create a secret; the value from --from-literal, else standard input.
+    Create {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The secret's name.
+        name: String,
+        /// Its value.
+        #[arg(long)]
+        from_literal: Option<String>,
+        /// Its namespace.
+        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// List secret names (never values).
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The namespace.
+        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Print the gateway's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret.
+    #[command(alias = "rm")]
+    Remove {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The secret's name.
+        name: String,
+        /// Its namespace.
+        #[arg(short, long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
 }
 
 /// Arguments of `wasmgate serve`.
@@ -370,6 +516,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        // faas-cli's spellings parse.
+        for words in [
+            &["wasmgate", "ls", "--json"][..],
+            &["wasmgate", "rm", "hello", "-n", "team"],
+            &[
+                "wasmgate", "invoke", "hello", "-m", "GET", "-H", "a=b", "-q", "x=1",
+            ],
+            &["wasmgate", "secret", "create", "k", "--from-literal", "v"],
+            &[
+                "wasmgate",
+                "login",
+                "-u",
+                "admin",
+                "--password-stdin",
+                "-g",
+                "http://h:1",
+            ],
+            &[
+                "wasmgate", "logs", "hello", "--tail", "5", "--since", "5m", "--follow",
+            ],
+        ] {
+            Cli::try_parse_from(words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
+        }
+    }
+
+    #[test]
     fn function_args() {
         let f = parse_function_arg("hello=/x/hello.wasm").expect("valid");
         assert_eq!(f.function.key(), "hello.openfaas-fn");
@@ -406,7 +581,10 @@ mod tests {
             "a.openfaas-fn=y.wasm",
         ])
         .expect("parses")
-        .command;
+        .command
+        else {
+            panic!("serve parses as serve");
+        };
         let err = args.into_config().expect_err("duplicate");
         assert!(err.to_string().contains("defined twice"), "{err:#}");
     }

@@ -4,6 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
+pub mod commands;
 pub mod duration;
 pub mod functions;
 pub mod gateway;
@@ -27,7 +29,7 @@ use tokio::net::TcpListener;
 use wasmgate_runtime::Runtime;
 
 use crate::api::Api;
-use crate::cli::{Cli, Command, ServeConfig};
+use crate::cli::{Cli, Command, SecretAction, ServeConfig};
 use crate::functions::{DeployMode, Functions};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -40,6 +42,65 @@ const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.into_config()?).await,
+        Command::List {
+            gateway,
+            namespace,
+            json,
+        } => commands::list(&gateway, namespace.as_deref(), json).await,
+        Command::Describe {
+            gateway,
+            name,
+            namespace,
+            json,
+        } => commands::describe(&gateway, &name, &namespace, json).await,
+        Command::Invoke {
+            gateway,
+            name,
+            method,
+            headers,
+            query,
+        } => commands::invoke(&gateway, &name, &method, &headers, &query).await,
+        Command::Remove {
+            gateway,
+            name,
+            namespace,
+        } => commands::remove(&gateway, &name, &namespace).await,
+        Command::Logs {
+            gateway,
+            name,
+            namespace,
+            tail,
+            since,
+            follow,
+        } => commands::logs(&gateway, &name, &namespace, tail, since.as_deref(), follow).await,
+        Command::Secret { action } => match action {
+            SecretAction::Create {
+                gateway,
+                name,
+                from_literal,
+                namespace,
+            } => {
+                commands::secret_create(&gateway, &name, &namespace, from_literal.as_deref()).await
+            }
+            SecretAction::List {
+                gateway,
+                namespace,
+                json,
+            } => commands::secret_list(&gateway, &namespace, json).await,
+            SecretAction::Remove {
+                gateway,
+                name,
+                namespace,
+            } => commands::secret_remove(&gateway, &name, &namespace).await,
+        },
+        Command::Login {
+            gateway,
+            username,
+            password_stdin,
+            password,
+        } => commands::login(&gateway, &username, password.as_deref(), password_stdin).await,
+        Command::Logout { gateway } => commands::logout(&gateway),
+        Command::Version { gateway, json } => commands::version(&gateway, json).await,
     }
 }
 

@@ -2,6 +2,8 @@
 
 #[path = "gateway/api.rs"]
 mod api;
+#[path = "gateway/cli.rs"]
+mod cli;
 #[path = "gateway/limits.rs"]
 mod limits;
 mod support;

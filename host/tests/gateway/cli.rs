@@ -1,0 +1,298 @@
+//! The client subcommands, run as the real binary against a gateway started by the test.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::{Gateway, all_guests, deploy, get, temp_dir};
+
+/// What one run of `wasmgate` printed.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `wasmgate args...` with `stdin`, a private config folder, and no `$OPENFAAS_URL`.
+fn wasmgate(config: &std::path::Path, args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env_remove("OPENFAAS_URL")
+        .current_dir(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wasmgate");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("wait for wasmgate");
+    Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs a client command off the test's async threads.
+async fn run(config: &std::path::Path, args: Vec<String>, stdin: &'static [u8]) -> Run {
+    let config = config.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        wasmgate(&config, &args, stdin)
+    })
+    .await
+    .expect("the command runs")
+}
+
+fn args(gateway: &Gateway, words: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    all.extend(["--gateway".to_string(), format!("http://{}", gateway.addr)]);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_describe_invoke_remove_and_logs() {
+    let gateway = Gateway::with_all_guests();
+    let config = temp_dir("cli-config");
+
+    let listed = run(&config, args(&gateway, &["list", "--json"]), b"").await;
+    assert!(listed.ok, "{}", listed.stderr);
+    let functions: Vec<serde_json::Value> =
+        serde_json::from_str(&listed.stdout).expect("list --json prints JSON");
+    assert!(
+        functions.iter().any(|f| f["name"] == "hello"),
+        "{}",
+        listed.stdout
+    );
+
+    let table = run(&config, args(&gateway, &["ls"]), b"").await;
+    assert!(table.ok, "{}", table.stderr);
+    let header = table.stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("Function") && header.contains("Invocations"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.lines().any(|l| l.starts_with("hello ")),
+        "{}",
+        table.stdout
+    );
+
+    let described = run(&config, args(&gateway, &["describe", "hello"]), b"").await;
+    assert!(described.ok, "{}", described.stderr);
+    assert!(described.stdout.contains("Name:"), "{}", described.stdout);
+    assert!(
+        described.stdout.contains(&format!(
+            "http://{}/function/hello.openfaas-fn",
+            gateway.addr
+        )),
+        "{}",
+        described.stdout
+    );
+
+    // invoke: the body from stdin, headers and query passed through, the answer on stdout.
+    let invoked = run(
+        &config,
+        args(
+            &gateway,
+            &[
+                "invoke",
+                "echo",
+                "-H",
+                "X-Extra=yes",
+                "-q",
+                "a=1",
+                "-q",
+                "b=two words",
+            ],
+        ),
+        b"from stdin",
+    )
+    .await;
+    assert!(invoked.ok, "{}", invoked.stderr);
+    assert_eq!(invoked.stdout, "from stdin");
+    let failed = run(&config, args(&gateway, &["invoke", "trap"]), b"").await;
+    assert!(!failed.ok);
+    assert!(
+        failed.stderr.contains("the function answered 500"),
+        "{}",
+        failed.stderr
+    );
+
+    // logs --tail: the last lines only.
+    for _ in 0..3 {
+        assert_eq!(get(&gateway, "/function/hello/tail-me").await.status, 200);
+    }
+    let logs = run(
+        &config,
+        args(&gateway, &["logs", "hello", "--tail", "2"]),
+        b"",
+    )
+    .await;
+    assert!(logs.ok, "{}", logs.stderr);
+    let lines: Vec<&str> = logs.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", logs.stdout);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("hello (") && l.contains("hello called for /tail-me")),
+        "{}",
+        logs.stdout
+    );
+
+    // Unknown functions: a clear message and a non-zero exit.
+    for command in [&["remove", "nope"][..], &["describe", "nope"][..]] {
+        let missing = run(&config, args(&gateway, command), b"").await;
+        assert!(!missing.ok, "{command:?} succeeded");
+        assert!(
+            missing
+                .stderr
+                .contains("no function nope in namespace openfaas-fn"),
+            "{}",
+            missing.stderr
+        );
+    }
+    let removed = run(&config, args(&gateway, &["rm", "echo"]), b"").await;
+    assert!(removed.ok, "{}", removed.stderr);
+    assert_eq!(get(&gateway, "/function/echo").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_function() {
+    let gateway = Gateway::start(&[]);
+    let config = temp_dir("cli-config");
+    let created = run(
+        &config,
+        args(
+            &gateway,
+            &["secret", "create", "api-key", "--from-literal", "s3cret"],
+        ),
+        b"",
+    )
+    .await;
+    assert!(created.ok, "{}", created.stderr);
+    let from_stdin = run(
+        &config,
+        args(&gateway, &["secret", "create", "other"]),
+        b"piped",
+    )
+    .await;
+    assert!(from_stdin.ok, "{}", from_stdin.stderr);
+    let again = run(
+        &config,
+        args(
+            &gateway,
+            &["secret", "create", "api-key", "--from-literal", "x"],
+        ),
+        b"",
+    )
+    .await;
+    assert!(!again.ok);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+
+    let listed = run(&config, args(&gateway, &["secret", "ls"]), b"").await;
+    assert!(listed.ok, "{}", listed.stderr);
+    assert!(
+        listed.stdout.contains("api-key") && !listed.stdout.contains("s3cret"),
+        "{}",
+        listed.stdout
+    );
+
+    deploy(
+        &gateway,
+        "inspect",
+        wasmgate_guests::INSPECT,
+        serde_json::json!({"secrets": ["api-key", "other"]}),
+    )
+    .await;
+    let read = get(
+        &gateway,
+        "/function/inspect/file?/var/openfaas/secrets/api-key",
+    )
+    .await;
+    assert_eq!(read.text(), "s3cret");
+    let read = get(
+        &gateway,
+        "/function/inspect/file?/var/openfaas/secrets/other",
+    )
+    .await;
+    assert_eq!(read.text(), "piped");
+
+    let removed = run(&config, args(&gateway, &["secret", "rm", "other"]), b"").await;
+    assert!(removed.ok, "{}", removed.stderr);
+    let missing = run(&config, args(&gateway, &["secret", "rm", "other"]), b"").await;
+    assert!(
+        !missing.ok && missing.stderr.contains("no secret other"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_checks_and_saves_credentials() {
+    let secrets = temp_dir("auth");
+    std::fs::write(secrets.join("basic-auth-user"), "admin\n").expect("write");
+    std::fs::write(secrets.join("basic-auth-password"), "right\n").expect("write");
+    let mut flags = all_guests();
+    flags.extend([
+        "--basic-auth-dir".to_string(),
+        secrets.display().to_string(),
+    ]);
+    let gateway = Gateway::start(&flags);
+    let config = temp_dir("cli-config");
+    let saved = config.join("wasmgate").join("credentials.json");
+
+    let wrong = run(
+        &config,
+        args(&gateway, &["login", "--password-stdin"]),
+        b"wrong\n",
+    )
+    .await;
+    assert!(!wrong.ok);
+    assert!(
+        wrong.stderr.contains("wrong user name or password"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!saved.exists(), "nothing saved after a failed login");
+    let refused = run(&config, args(&gateway, &["list"]), b"").await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("run `wasmgate login"),
+        "{}",
+        refused.stderr
+    );
+
+    let right = run(
+        &config,
+        args(&gateway, &["login", "-u", "admin", "--password-stdin"]),
+        b"right\n",
+    )
+    .await;
+    assert!(right.ok, "{}", right.stderr);
+    assert!(!right.stdout.contains("right") && !right.stderr.contains("right\n"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&saved)
+        .expect("saved")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials are owner-only");
+    let listed = run(&config, args(&gateway, &["list", "--json"]), b"").await;
+    assert!(listed.ok, "{}", listed.stderr);
+
+    let out = run(&config, args(&gateway, &["logout"]), b"").await;
+    assert!(out.ok && out.stdout.contains("removed"), "{}", out.stdout);
+    assert!(!run(&config, args(&gateway, &["list"]), b"").await.ok);
+
+    // version works with or without the gateway.
+    let version = run(&config, args(&gateway, &["version", "--json"]), b"").await;
+    assert!(version.ok, "{}", version.stderr);
+    let value: serde_json::Value = serde_json::from_str(&version.stdout).expect("JSON");
+    assert_eq!(value["client"]["version"], env!("CARGO_PKG_VERSION"));
+}
