@@ -16,6 +16,7 @@ use crate::openfaas::{
     DeleteFunctionRequest, FunctionDeployment, Info, LogMessage, Namespace, ProviderInfo,
     ProviderVersion, ScaleServiceRequest, Secret, VersionInfo,
 };
+use crate::state::Digest;
 
 /// Largest JSON body the management API reads.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
@@ -65,6 +66,7 @@ impl Api {
             }
             (&Method::GET, ["logs"]) => self.logs(&query),
             (&Method::POST, ["artifacts"]) => self.upload(request).await,
+            (&Method::GET | &Method::HEAD, ["artifacts", digest]) => self.artifact(digest),
             (
                 _,
                 [
@@ -355,6 +357,23 @@ impl Api {
             http::HeaderValue::from_static("application/x-ndjson"),
         );
         Ok(response)
+    }
+
+    /// `GET /system/artifacts/sha256:<hex>`: 200 when the component is stored (so a client can skip
+    /// uploading it), 404 when not.
+    fn artifact(&self, digest: &str) -> Reply {
+        let parsed = Digest::parse(digest).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{digest:?} is not a digest such as sha256:<64 hex digits>"
+            ))
+        })?;
+        if !self.functions.has_artifact(&parsed) {
+            return Err(ApiError::not_found(format!("no artifact {digest}")));
+        }
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "digest": parsed.to_string() }),
+        )
     }
 
     async fn upload<B>(&self, request: Request<B>) -> Reply

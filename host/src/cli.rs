@@ -41,6 +41,15 @@ pub struct Cli {
 pub enum Command {
     /// Load functions and serve them at /function/<name>.
     Serve(Box<ServeArgs>),
+    /// Deploy the functions of a stack file (-f, default ./stack.yml): upload each component the
+    /// gateway lacks, then create or update the function.
+    Deploy {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Only these functions (by name); repeatable.
+        #[arg(long)]
+        filter: Vec<String>,
+    },
     /// List the functions of a gateway.
     #[command(alias = "ls")]
     List {

@@ -591,3 +591,136 @@ pub async fn version(gateway: &GatewayArgs, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `wasmgate deploy`: every function of the stack file (or those named), each uploaded only if the
+/// gateway lacks its digest, then deployed as faas-cli does (PUT, and POST on 404).
+pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> {
+    let stack = Stack::read(&gateway.stack)
+        .with_context(|| format!("reading the stack file {}", gateway.stack.display()))?;
+    let base = gateway
+        .stack
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut functions = stack.resolve(&base)?;
+    if !only.is_empty() {
+        for name in only {
+            if !functions.iter().any(|f| &f.function.name == name) {
+                bail!("no function {name} in {}", gateway.stack.display());
+            }
+        }
+        functions.retain(|f| only.contains(&f.function.name));
+    }
+    let client = gateway.client()?;
+    let total = functions.len();
+    let mut failed = Vec::new();
+    for (index, function) in functions.iter().enumerate() {
+        let label = format!("[{}/{total}] {}", index + 1, function.function);
+        match deploy_one(&client, function).await {
+            Ok(uploaded) => println!(
+                "{label}: deployed{}",
+                if uploaded {
+                    " (component uploaded)"
+                } else {
+                    ""
+                }
+            ),
+            Err(error) => {
+                println!("{label}: failed: {error:#}");
+                failed.push(function.function.to_string());
+            }
+        }
+    }
+    println!(
+        "{} of {total} deployed to {}",
+        total - failed.len(),
+        client.gateway
+    );
+    if !failed.is_empty() {
+        bail!("these failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Uploads (if needed) and deploys one function; returns whether it uploaded.
+async fn deploy_one(
+    client: &ApiClient,
+    function: &crate::stack::ResolvedFunction,
+) -> anyhow::Result<bool> {
+    let wasm = std::fs::read(&function.wasm)
+        .with_context(|| format!("reading {}", function.wasm.display()))?;
+    let digest = crate::state::Digest::of(&wasm).to_string();
+    let known = client
+        .send(
+            Method::GET,
+            &format!("/system/artifacts/{digest}"),
+            None,
+            &[],
+        )
+        .await?;
+    let uploaded = match known.status {
+        StatusCode::OK => false,
+        StatusCode::NOT_FOUND => {
+            let headers = [("Content-Type".to_string(), "application/wasm".to_string())];
+            let reply = client
+                .send(
+                    Method::POST,
+                    "/system/artifacts",
+                    Some(Bytes::from(wasm)),
+                    &headers,
+                )
+                .await?;
+            expect(
+                client,
+                &reply,
+                &[StatusCode::CREATED, StatusCode::OK],
+                "uploading the component",
+            )?;
+            true
+        }
+        _ => {
+            expect(
+                client,
+                &known,
+                &[StatusCode::OK],
+                "checking for the component",
+            )?;
+            false
+        }
+    };
+    let env: std::collections::BTreeMap<&str, &str> = function
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = serde_json::json!({
+        "service": function.function.name,
+        "namespace": function.function.namespace,
+        "image": digest,
+        "envVars": env,
+    })
+    .to_string();
+    let put = client
+        .send(
+            Method::PUT,
+            "/system/functions",
+            Some(body.clone().into()),
+            &[],
+        )
+        .await?;
+    let reply = if put.status == StatusCode::NOT_FOUND {
+        client
+            .send(Method::POST, "/system/functions", Some(body.into()), &[])
+            .await?
+    } else {
+        put
+    };
+    // faas-cli accepts 200 and 202 only.
+    expect(
+        client,
+        &reply,
+        &[StatusCode::OK, StatusCode::ACCEPTED],
+        "deploying",
+    )?;
+    Ok(uploaded)
+}

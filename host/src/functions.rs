@@ -325,6 +325,11 @@ impl Functions {
     }
 
     /// Validates and stores an uploaded component; identical bytes are stored once.
+    /// Whether an uploaded component with this digest is stored.
+    pub fn has_artifact(&self, digest: &Digest) -> bool {
+        self.state.has_artifact(digest)
+    }
+
     pub async fn upload(&self, bytes: Vec<u8>) -> Result<Digest, ApiError> {
         if bytes.is_empty() {
             return Err(ApiError::bad_request(

@@ -296,3 +296,106 @@ async fn login_checks_and_saves_credentials() {
     let value: serde_json::Value = serde_json::from_str(&version.stdout).expect("JSON");
     assert_eq!(value["client"]["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_uploads_only_what_is_missing_and_reports_failures() {
+    let gateway = Gateway::start(&[]);
+    let config = temp_dir("cli-config");
+    let project = temp_dir("cli-project");
+    std::fs::write(project.join("broken.wasm"), b"not a component").expect("write");
+    let stack = format!(
+        "version: 1.0\nprovider:\n  name: openfaas\n  gateway: http://{addr}\nfunctions:\n  \
+         greeter:\n    lang: rust\n    image: {hello}\n    environment:\n      GREETING: hi\n  \
+         mirror:\n    lang: rust\n    image: {echo}\n    namespace: openfaas-fn\n  \
+         broken:\n    lang: rust\n    image: broken.wasm\n",
+        addr = gateway.addr,
+        hello = wasmgate_guests::HELLO,
+        echo = wasmgate_guests::ECHO,
+    );
+    let stack_file = project.join("stack.yml");
+    std::fs::write(&stack_file, stack).expect("write stack.yml");
+    let stack_arg = stack_file.display().to_string();
+
+    // The gateway comes from provider.gateway; one bad function fails the run but not the others.
+    let first = run(
+        &config,
+        vec!["deploy".into(), "-f".into(), stack_arg.clone()],
+        b"",
+    )
+    .await;
+    assert!(!first.ok, "a failed function makes deploy fail");
+    assert!(
+        first
+            .stdout
+            .contains("greeter.openfaas-fn: deployed (component uploaded)"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first
+            .stdout
+            .contains("mirror.openfaas-fn: deployed (component uploaded)"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stdout.contains("broken.openfaas-fn: failed")
+            && first.stdout.contains("not a WebAssembly binary"),
+        "{}",
+        first.stdout
+    );
+    assert!(first.stdout.contains("2 of 3 deployed"), "{}", first.stdout);
+    assert!(
+        first.stderr.contains("these failed: broken.openfaas-fn"),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(
+        get(&gateway, "/function/greeter/x").await.text(),
+        "Hello from wasmgate! You asked for /x\n"
+    );
+
+    // Again, only the good ones: nothing to upload, both updated.
+    let second = run(
+        &config,
+        vec![
+            "deploy".into(),
+            "-f".into(),
+            stack_arg.clone(),
+            "--filter".into(),
+            "greeter".into(),
+            "--filter".into(),
+            "mirror".into(),
+        ],
+        b"",
+    )
+    .await;
+    assert!(second.ok, "{}\n{}", second.stdout, second.stderr);
+    assert!(
+        second.stdout.contains("greeter.openfaas-fn: deployed\n"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        second.stdout.contains("2 of 2 deployed"),
+        "{}",
+        second.stdout
+    );
+    let unknown = run(
+        &config,
+        vec![
+            "deploy".into(),
+            "-f".into(),
+            stack_arg,
+            "--filter".into(),
+            "nope".into(),
+        ],
+        b"",
+    )
+    .await;
+    assert!(
+        !unknown.ok && unknown.stderr.contains("no function nope in"),
+        "{}",
+        unknown.stderr
+    );
+}
