@@ -41,6 +41,32 @@ pub struct Cli {
 pub enum Command {
     /// Load functions and serve them at /function/<name>.
     Serve(Box<ServeArgs>),
+    /// Create a function from a template and add it to the stack file.
+    New {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// The function's name (lowercase letters, digits, '-', '_').
+        name: String,
+        /// The template.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::commands::Lang,
+    },
+    /// Build the functions of a stack file with their toolchains.
+    Build {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Only these functions; repeatable.
+        #[arg(long)]
+        filter: Vec<String>,
+    },
+    /// Build, then deploy (like `faas-cli up`).
+    Up {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Only these functions; repeatable.
+        #[arg(long)]
+        filter: Vec<String>,
+    },
     /// Deploy the functions of a stack file (-f, default ./stack.yml): upload each component the
     /// gateway lacks, then create or update the function.
     Deploy {

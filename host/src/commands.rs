@@ -724,3 +724,168 @@ async fn deploy_one(
     )?;
     Ok(uploaded)
 }
+
+/// The languages `new` has templates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust, built with cargo for wasm32-wasip2.
+    Rust,
+}
+
+const RUST_CARGO_TOML: &str = include_str!("../templates/rust/Cargo.toml.tmpl");
+const RUST_LIB_RS: &str = include_str!("../templates/rust/src/lib.rs.tmpl");
+
+/// `wasmgate new NAME --lang rust`: a function folder from the template, added to the stack file.
+pub fn new_function(gateway: &GatewayArgs, name: &str, lang: Lang) -> anyhow::Result<()> {
+    crate::names::FunctionRef::new(name, None)?;
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        || !name.starts_with(|c: char| c.is_ascii_lowercase())
+    {
+        bail!(
+            "name the function in lowercase letters, digits, '-' and '_', starting with a letter"
+        );
+    }
+    let stack_path = &gateway.stack;
+    let base = stack_path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let folder = base.join(name);
+    if folder.exists() {
+        bail!("{} already exists", folder.display());
+    }
+    let existing = if stack_path.exists() {
+        let stack = Stack::read(stack_path)?;
+        if stack.functions.contains_key(name) {
+            bail!("{name} is already in {}", stack_path.display());
+        }
+        Some(std::fs::read_to_string(stack_path)?)
+    } else {
+        None
+    };
+    match lang {
+        Lang::Rust => {
+            std::fs::create_dir_all(folder.join("src"))
+                .with_context(|| format!("creating {}", folder.display()))?;
+            std::fs::write(
+                folder.join("Cargo.toml"),
+                RUST_CARGO_TOML.replace("{{name}}", name),
+            )?;
+            std::fs::write(
+                folder.join("src/lib.rs"),
+                RUST_LIB_RS.replace("{{name}}", name),
+            )?;
+        }
+    }
+    let entry = format!(
+        "  {name}:\n    lang: rust\n    handler: ./{name}\n    image: {name}/target/wasm32-wasip2/release/{file}.wasm\n",
+        file = name.replace('-', "_")
+    );
+    let text = match &existing {
+        Some(text) => {
+            let mut text = text.clone();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text + &entry
+        }
+        None => format!(
+            "version: 1.0\nprovider:\n  name: openfaas\n  gateway: ${{OPENFAAS_URL:-http://127.0.0.1:8080}}\nfunctions:\n{entry}"
+        ),
+    };
+    // Appending is only right when `functions:` is the last section; check by reading it back.
+    let parsed = Stack::parse(&text, |_| None)?;
+    if !parsed.functions.contains_key(name) {
+        let _ = std::fs::remove_dir_all(&folder);
+        bail!(
+            "could not add {name} to {}: put `functions:` last, or add this by hand:\n{entry}",
+            stack_path.display()
+        );
+    }
+    std::fs::write(stack_path, text)
+        .with_context(|| format!("writing {}", stack_path.display()))?;
+    println!(
+        "Created {} ({lang:?}) and added {name} to {}",
+        folder.display(),
+        stack_path.display()
+    );
+    Ok(())
+}
+
+/// `wasmgate build`: builds every function of the stack file (or those named) with its toolchain.
+pub fn build(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> {
+    let stack = Stack::read(&gateway.stack)
+        .with_context(|| format!("reading the stack file {}", gateway.stack.display()))?;
+    let base = gateway
+        .stack
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    for name in only {
+        if !stack.functions.contains_key(name) {
+            bail!("no function {name} in {}", gateway.stack.display());
+        }
+    }
+    for (name, function) in &stack.functions {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        let Some(handler) = &function.handler else {
+            println!(
+                "{name}: no handler folder, nothing to build (image {})",
+                function.image
+            );
+            continue;
+        };
+        let folder = base.join(handler);
+        match function.lang.as_deref() {
+            Some("rust") => build_rust(name, &folder)?,
+            other => bail!(
+                "{name}: cannot build lang {}: this version builds rust",
+                other.unwrap_or("(none)")
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn build_rust(name: &str, folder: &std::path::Path) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Without the target, cargo's own message is confusing; say what to run instead.
+    if let Ok(output) = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        && output.status.success()
+        && !String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        bail!(
+            "{name}: the wasm32-wasip2 target is missing; install it with: rustup target add wasm32-wasip2"
+        );
+    }
+    println!("{name}: cargo build --release --target wasm32-wasip2");
+    let status = std::process::Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(folder.join("Cargo.toml"))
+        // The image path in the stack file points into the function's own target folder, whatever
+        // CARGO_TARGET_DIR says.
+        .arg("--target-dir")
+        .arg(folder.join("target"))
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!("{name}: cannot run {cargo}: {e}; install Rust with https://rustup.rs")
+        })?;
+    if !status.success() {
+        bail!("{name}: the build failed ({status})");
+    }
+    Ok(())
+}

@@ -42,6 +42,16 @@ const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args.into_config()?).await,
+        Command::New {
+            gateway,
+            name,
+            lang,
+        } => commands::new_function(&gateway, &name, lang),
+        Command::Build { gateway, filter } => commands::build(&gateway, &filter),
+        Command::Up { gateway, filter } => {
+            commands::build(&gateway, &filter)?;
+            commands::deploy(&gateway, &filter).await
+        }
         Command::Deploy { gateway, filter } => commands::deploy(&gateway, &filter).await,
         Command::List {
             gateway,

@@ -37,9 +37,12 @@ pub struct Provider {
 /// One entry of `functions:`.
 #[derive(Debug, Deserialize)]
 pub struct StackFunction {
-    /// The template language (`rust`, ...); informational here.
+    /// The template language (`rust`, ...): how `wasmgate build` builds it.
     #[serde(default)]
     pub lang: Option<String>,
+    /// The folder with the function's source, relative to the stack file.
+    #[serde(default)]
+    pub handler: Option<String>,
     /// Where the component is: a path to a `.wasm` file, relative to the stack file.
     pub image: String,
     /// The namespace; `openfaas-fn` when absent.

@@ -399,3 +399,45 @@ async fn deploy_uploads_only_what_is_missing_and_reports_failures() {
         unknown.stderr
     );
 }
+
+/// `new` + `up` (build then deploy) + `invoke` for the Rust template: three commands from nothing to an
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_invoke_rust() {
+    let gateway = Gateway::start(&[]);
+    let config = temp_dir("cli-config");
+    let project = temp_dir("cli-new");
+    let stack = project.join("stack.yml").display().to_string();
+    let gw = format!("http://{}", gateway.addr);
+    let cmd = |words: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        all.extend(["-f".into(), stack.clone(), "--gateway".into(), gw.clone()]);
+        all
+    };
+
+    let created = run(&config, cmd(&["new", "greeter", "--lang", "rust"]), b"").await;
+    assert!(created.ok, "{}", created.stderr);
+    assert!(project.join("greeter/src/lib.rs").exists());
+    let again = run(&config, cmd(&["new", "greeter", "--lang", "rust"]), b"").await;
+    assert!(
+        !again.ok && again.stderr.contains("already exists"),
+        "{}",
+        again.stderr
+    );
+    let bad = run(&config, cmd(&["new", "Bad Name"]), b"").await;
+    assert!(!bad.ok, "a bad name is refused");
+
+    let up = run(&config, cmd(&["up"]), b"").await;
+    assert!(up.ok, "{}\n{}", up.stdout, up.stderr);
+    assert!(
+        up.stdout
+            .contains("greeter.openfaas-fn: deployed (component uploaded)"),
+        "{}",
+        up.stdout
+    );
+
+    let invoked = run(&config, cmd(&["invoke", "greeter"]), b"four").await;
+    assert!(invoked.ok, "{}", invoked.stderr);
+    assert_eq!(invoked.stdout, "Hello from greeter! You sent 4 bytes.\n");
+    assert_eq!(get(&gateway, "/function/greeter").await.status, 200);
+}
