@@ -603,6 +603,21 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let mut functions = stack.resolve(&base)?;
+    // What resolve does not carry: secrets, labels, annotations and limits, by function name.
+    let mut extras = std::collections::BTreeMap::new();
+    for (name, function) in &stack.functions {
+        let labels = function.text_map(name, "label", &function.labels)?;
+        let annotations = function.text_map(name, "annotation", &function.annotations)?;
+        let mut extra = serde_json::json!({
+            "secrets": function.secrets,
+            "labels": labels,
+            "annotations": annotations,
+        });
+        if let Some(limits) = &function.limits {
+            extra["limits"] = serde_json::json!({"memory": limits.memory, "cpu": limits.cpu});
+        }
+        extras.insert(name.clone(), extra);
+    }
     if !only.is_empty() {
         for name in only {
             if !functions.iter().any(|f| &f.function.name == name) {
@@ -616,7 +631,11 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
     let mut failed = Vec::new();
     for (index, function) in functions.iter().enumerate() {
         let label = format!("[{}/{total}] {}", index + 1, function.function);
-        match deploy_one(&client, function).await {
+        let extra = extras
+            .get(&function.function.name)
+            .cloned()
+            .unwrap_or_default();
+        match deploy_one(&client, function, extra).await {
             Ok(uploaded) => println!(
                 "{label}: deployed{}",
                 if uploaded {
@@ -646,6 +665,7 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
 async fn deploy_one(
     client: &ApiClient,
     function: &crate::stack::ResolvedFunction,
+    extra: serde_json::Value,
 ) -> anyhow::Result<bool> {
     let wasm = std::fs::read(&function.wasm)
         .with_context(|| format!("reading {}", function.wasm.display()))?;
@@ -693,13 +713,16 @@ async fn deploy_one(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "service": function.function.name,
         "namespace": function.function.namespace,
         "image": digest,
         "envVars": env,
-    })
-    .to_string();
+    });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let body = body.to_string();
     let put = client
         .send(
             Method::PUT,

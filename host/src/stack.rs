@@ -51,6 +51,48 @@ pub struct StackFunction {
     /// Environment variables for the function. YAML numbers and booleans are taken as text.
     #[serde(default)]
     pub environment: BTreeMap<String, serde_norway::Value>,
+    /// Secrets the function may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Labels, as text.
+    #[serde(default)]
+    pub labels: BTreeMap<String, serde_norway::Value>,
+    /// Annotations, as text.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, serde_norway::Value>,
+    /// `limits: {memory, cpu}`.
+    #[serde(default)]
+    pub limits: Option<StackLimits>,
+}
+
+/// `limits:` of a stack function.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StackLimits {
+    /// A memory quantity such as `128Mi`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// CPU, kept for faas-cli compatibility.
+    #[serde(default)]
+    pub cpu: Option<String>,
+}
+
+impl StackFunction {
+    /// Labels or annotations as text, each value checked to be a scalar.
+    pub fn text_map(
+        &self,
+        name: &str,
+        which: &str,
+        map: &BTreeMap<String, serde_norway::Value>,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        map.iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    scalar_text(v).with_context(|| format!("function {name:?}, {which} {k:?}"))?,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// A function from a stack file, resolved: its validated name and the absolute path of its component.

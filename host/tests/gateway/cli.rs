@@ -305,7 +305,9 @@ async fn deploy_uploads_only_what_is_missing_and_reports_failures() {
     std::fs::write(project.join("broken.wasm"), b"not a component").expect("write");
     let stack = format!(
         "version: 1.0\nprovider:\n  name: openfaas\n  gateway: http://{addr}\nfunctions:\n  \
-         greeter:\n    lang: rust\n    image: {hello}\n    environment:\n      GREETING: hi\n  \
+         greeter:\n    lang: rust\n    image: {hello}\n    environment:\n      GREETING: hi\n    \
+         labels:\n      team: web\n    annotations:\n      com.wasmgate.instance-reuse: 4\n    \
+         limits:\n      memory: 64Mi\n  \
          mirror:\n    lang: rust\n    image: {echo}\n    namespace: openfaas-fn\n  \
          broken:\n    lang: rust\n    image: broken.wasm\n",
         addr = gateway.addr,
@@ -354,6 +356,27 @@ async fn deploy_uploads_only_what_is_missing_and_reports_failures() {
         get(&gateway, "/function/greeter/x").await.text(),
         "Hello from wasmgate! You asked for /x\n"
     );
+    // The stack's settings arrived with it.
+    let described = run(
+        &config,
+        vec![
+            "describe".into(),
+            "greeter".into(),
+            "-f".into(),
+            stack_arg.clone(),
+            "--json".into(),
+        ],
+        b"",
+    )
+    .await;
+    let status: serde_json::Value = serde_json::from_str(&described.stdout).expect("JSON");
+    assert_eq!(status["envVars"]["GREETING"], "hi", "{status}");
+    assert_eq!(status["labels"]["team"], "web", "{status}");
+    assert_eq!(
+        status["annotations"]["com.wasmgate.instance-reuse"], "4",
+        "{status}"
+    );
+    assert_eq!(status["limits"]["memory"], "64Mi", "{status}");
 
     // Again, only the good ones: nothing to upload, both updated.
     let second = run(
