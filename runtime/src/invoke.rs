@@ -254,10 +254,7 @@ where
             outcome = &mut guest => match receiver.try_recv() {
                 // It answered and finished in the same step. If it failed, nothing has reached the
                 // client yet, so the failure is the answer.
-                Ok(answer) => match outcome {
-                    Ok(()) => Ok(answer),
-                    Err(error) => Err(error),
-                },
+                Ok(answer) => outcome.map(|()| answer),
                 // It finished without answering: the outcome says why.
                 Err(_) => Err(match outcome {
                     Ok(()) => Error::NoResponse { function: function.name.to_string() },
