@@ -542,7 +542,7 @@ fn parse_function_arg(arg: &str) -> anyhow::Result<ResolvedFunction> {
     Ok(ResolvedFunction {
         function,
         wasm: PathBuf::from(path),
-        env: Vec::new(),
+        settings: Default::default(),
     })
 }
 

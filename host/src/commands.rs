@@ -603,21 +603,6 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let mut functions = stack.resolve(&base)?;
-    // What resolve does not carry: secrets, labels, annotations and limits, by function name.
-    let mut extras = std::collections::BTreeMap::new();
-    for (name, function) in &stack.functions {
-        let labels = function.text_map(name, "label", &function.labels)?;
-        let annotations = function.text_map(name, "annotation", &function.annotations)?;
-        let mut extra = serde_json::json!({
-            "secrets": function.secrets,
-            "labels": labels,
-            "annotations": annotations,
-        });
-        if let Some(limits) = &function.limits {
-            extra["limits"] = serde_json::json!({"memory": limits.memory, "cpu": limits.cpu});
-        }
-        extras.insert(name.clone(), extra);
-    }
     if !only.is_empty() {
         for name in only {
             if !functions.iter().any(|f| &f.function.name == name) {
@@ -631,11 +616,7 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
     let mut failed = Vec::new();
     for (index, function) in functions.iter().enumerate() {
         let label = format!("[{}/{total}] {}", index + 1, function.function);
-        let extra = extras
-            .get(&function.function.name)
-            .cloned()
-            .unwrap_or_default();
-        match deploy_one(&client, function, extra).await {
+        match deploy_one(&client, function).await {
             Ok(uploaded) => println!(
                 "{label}: deployed{}",
                 if uploaded {
@@ -665,7 +646,6 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
 async fn deploy_one(
     client: &ApiClient,
     function: &crate::stack::ResolvedFunction,
-    extra: serde_json::Value,
 ) -> anyhow::Result<bool> {
     let wasm = std::fs::read(&function.wasm)
         .with_context(|| format!("reading {}", function.wasm.display()))?;
@@ -708,21 +688,13 @@ async fn deploy_one(
             false
         }
     };
-    let env: std::collections::BTreeMap<&str, &str> = function
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut body = serde_json::json!({
-        "service": function.function.name,
-        "namespace": function.function.namespace,
-        "image": digest,
-        "envVars": env,
-    });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    let body = body.to_string();
+    let deployment = crate::openfaas::FunctionDeployment {
+        service: function.function.name.clone(),
+        image: digest,
+        namespace: Some(function.function.namespace.clone()),
+        settings: function.settings.clone(),
+    };
+    let body = serde_json::to_string(&deployment)?;
     let put = client
         .send(
             Method::PUT,

@@ -33,7 +33,7 @@ use crate::cli::{Cli, Command, SecretAction, ServeConfig};
 use crate::functions::{DeployMode, Functions};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::openfaas::{FunctionDeployment, FunctionSettings, Namespace};
+use crate::openfaas::{FunctionDeployment, Namespace};
 
 /// How often idle functions that opted into scale to zero are looked at.
 const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -147,11 +147,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             service: function.function.name.clone(),
             image: function.wasm.display().to_string(),
             namespace: Some(namespace.clone()),
-            settings: FunctionSettings {
-                env_vars: (!function.env.is_empty())
-                    .then(|| function.env.iter().cloned().collect()),
-                ..FunctionSettings::default()
-            },
+            settings: function.settings.clone(),
         };
         functions
             .deploy(deployment, DeployMode::Upsert)

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::names::FunctionRef;
+use crate::openfaas::{FunctionSettings, Resources};
 
 /// A parsed stack file.
 #[derive(Debug, Deserialize)]
@@ -76,25 +77,6 @@ pub struct StackLimits {
     pub cpu: Option<String>,
 }
 
-impl StackFunction {
-    /// Labels or annotations as text, each value checked to be a scalar.
-    pub fn text_map(
-        &self,
-        name: &str,
-        which: &str,
-        map: &BTreeMap<String, serde_norway::Value>,
-    ) -> anyhow::Result<BTreeMap<String, String>> {
-        map.iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.clone(),
-                    scalar_text(v).with_context(|| format!("function {name:?}, {which} {k:?}"))?,
-                ))
-            })
-            .collect()
-    }
-}
-
 /// A function from a stack file, resolved: its validated name and the absolute path of its component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedFunction {
@@ -102,8 +84,9 @@ pub struct ResolvedFunction {
     pub function: FunctionRef,
     /// The component file.
     pub wasm: PathBuf,
-    /// Environment variables, sorted by name.
-    pub env: Vec<(String, String)>,
+    /// What the deployment carries besides name and image: `envVars`, `secrets`, `labels`,
+    /// `annotations`, `limits` (each `None` when the stack file leaves it out).
+    pub settings: FunctionSettings,
 }
 
 impl Stack {
@@ -128,21 +111,31 @@ impl Stack {
             .map(|(name, f)| {
                 let function = FunctionRef::new(name, f.namespace.as_deref())
                     .with_context(|| format!("function {name:?}"))?;
-                let env = f
-                    .environment
-                    .iter()
-                    .map(|(k, v)| {
-                        Ok((
-                            k.clone(),
-                            scalar_text(v)
-                                .with_context(|| format!("function {name:?}, environment {k:?}"))?,
-                        ))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let text_map = |which: &str, map: &BTreeMap<String, serde_norway::Value>| {
+                    map.iter()
+                        .map(|(k, v)| {
+                            let text = scalar_text(v)
+                                .with_context(|| format!("function {name:?}, {which} {k:?}"))?;
+                            Ok((k.clone(), text))
+                        })
+                        .collect::<anyhow::Result<BTreeMap<String, String>>>()
+                        .map(|m| (!m.is_empty()).then_some(m))
+                };
+                let settings = FunctionSettings {
+                    env_vars: text_map("environment", &f.environment)?,
+                    labels: text_map("label", &f.labels)?,
+                    annotations: text_map("annotation", &f.annotations)?,
+                    secrets: (!f.secrets.is_empty()).then(|| f.secrets.clone()),
+                    limits: f.limits.as_ref().map(|l| Resources {
+                        memory: l.memory.clone(),
+                        cpu: l.cpu.clone(),
+                    }),
+                    ..FunctionSettings::default()
+                };
                 Ok(ResolvedFunction {
                     function,
                     wasm: base.join(&f.image),
-                    env,
+                    settings,
                 })
             })
             .collect()
@@ -264,8 +257,15 @@ functions:
         assert_eq!(resolved.len(), 2);
         assert_eq!(resolved[0].function.key(), "hello.openfaas-fn");
         assert_eq!(resolved[0].wasm, Path::new("/base/wasm/hello.wasm"));
+        let env: Vec<(String, String)> = resolved[0]
+            .settings
+            .env_vars
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         assert_eq!(
-            resolved[0].env,
+            env,
             [
                 ("debug".into(), "true".into()),
                 ("greeting".into(), "hi".into()),

@@ -799,11 +799,22 @@ async fn serves_the_functions_of_a_stack_file() {
         dir.join("stack.yml"),
         "version: 1.0\nprovider:\n  name: openfaas\n  gateway: http://127.0.0.1:8080\nfunctions:\n  \
          greeter:\n    lang: rust\n    handler: ./hello\n    image: ${WASM_DIR:-wasm}/hello.wasm\n    \
-         namespace: team-a\n    environment:\n      mode: test\n",
+         namespace: team-a\n    environment:\n      mode: test\n  \
+         hog:\n    lang: rust\n    image: {memhog}\n    limits:\n      memory: 16Mi\n    \
+         labels:\n      team: a\n"
+            .replace("{memhog}", wasmgate_guests::MEMHOG),
     )
     .expect("write stack.yml");
     let stack = dir.join("stack.yml").display().to_string();
     let gateway = Gateway::start(&["-f".to_string(), stack]);
+    // The stack's limits and labels apply to what serve deploys.
+    assert_eq!(get(&gateway, "/function/hog?mb=4").await.status, 200);
+    let answer = get(&gateway, "/function/hog?mb=32").await;
+    assert_eq!(answer.status, 500, "{}", answer.text());
+    assert!(answer.text().contains("limit of 16Mi"), "{}", answer.text());
+    let status = support::api(&gateway, "GET", "/system/function/hog", None).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+    assert_eq!(status["labels"]["team"], "a", "{status}");
     let answer = get(&gateway, "/function/greeter.team-a/hi").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text(), "Hello from wasmgate! You asked for /hi\n");
