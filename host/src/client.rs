@@ -223,21 +223,10 @@ impl ApiClient {
             anyhow::anyhow!(
                 "cannot reach the gateway at {}: {}",
                 self.gateway,
-                chain(&e)
+                crate::error_chain(&e)
             )
         })
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

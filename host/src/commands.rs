@@ -62,6 +62,14 @@ fn unauthorized(client: &ApiClient) -> anyhow::Error {
     )
 }
 
+/// The error for a function the gateway does not have.
+fn missing_function(client: &ApiClient, name: &str, namespace: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no function {name} in namespace {namespace} at {}",
+        client.gateway
+    )
+}
+
 /// Fails unless the reply has one of the `ok` statuses.
 fn expect(
     client: &ApiClient,
@@ -179,10 +187,7 @@ pub async fn describe(
     );
     let reply = client.send(Method::GET, &path, None, &[]).await?;
     if reply.status == StatusCode::NOT_FOUND {
-        bail!(
-            "no function {name} in namespace {namespace} at {}",
-            client.gateway
-        );
+        return Err(missing_function(&client, name, namespace));
     }
     expect(
         &client,
@@ -323,10 +328,7 @@ pub async fn remove(gateway: &GatewayArgs, name: &str, namespace: &str) -> anyho
         .send(Method::DELETE, "/system/functions", Some(body.into()), &[])
         .await?;
     if reply.status == StatusCode::NOT_FOUND {
-        bail!(
-            "no function {name} in namespace {namespace} at {}",
-            client.gateway
-        );
+        return Err(missing_function(&client, name, namespace));
     }
     expect(
         &client,
@@ -365,10 +367,7 @@ pub async fn logs(
         return Err(unauthorized(&client));
     }
     if status == StatusCode::NOT_FOUND {
-        bail!(
-            "no function {name} in namespace {namespace} at {}",
-            client.gateway
-        );
+        return Err(missing_function(&client, name, namespace));
     }
     let mut body = response.into_body();
     if !status.is_success() {

@@ -109,7 +109,7 @@ pub async fn serve(
                 // Timeouts are the gateway's decision, so say so; other errors are the client's
                 // business (a reset, a malformed request already answered 400).
                 if stopped_reading(&error) {
-                    let error = error_chain(&error);
+                    let error = crate::error_chain(&error);
                     tracing::info!(%error, %peer, "connection closed: the client stopped reading");
                 } else {
                     tracing::debug!(%error, %peer, "connection ended with an error");
@@ -148,18 +148,6 @@ fn stopped_reading(error: &hyper::Error) -> bool {
         source = cause.source();
     }
     false
-}
-
-/// An error and its causes on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A future that completes on SIGINT or SIGTERM. The handlers are installed when this is called, not
