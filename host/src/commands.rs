@@ -45,6 +45,18 @@ impl GatewayArgs {
         ))
     }
 
+    /// The stack file and the folder its paths are relative to.
+    pub fn read_stack(&self) -> anyhow::Result<(Stack, PathBuf)> {
+        let stack = Stack::read(&self.stack)
+            .with_context(|| format!("reading the stack file {}", self.stack.display()))?;
+        let base = self
+            .stack
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        Ok((stack, base))
+    }
+
     /// A client for the gateway, with the credentials `login` saved for it.
     pub fn client(&self) -> anyhow::Result<ApiClient> {
         let url = self.url()?;
@@ -594,13 +606,7 @@ pub async fn version(gateway: &GatewayArgs, json: bool) -> anyhow::Result<()> {
 /// `wasmgate deploy`: every function of the stack file (or those named), each uploaded only if the
 /// gateway lacks its digest, then deployed as faas-cli does (PUT, and POST on 404).
 pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> {
-    let stack = Stack::read(&gateway.stack)
-        .with_context(|| format!("reading the stack file {}", gateway.stack.display()))?;
-    let base = gateway
-        .stack
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let (stack, base) = gateway.read_stack()?;
     let mut functions = stack.resolve(&base)?;
     if !only.is_empty() {
         for name in only {
@@ -810,13 +816,7 @@ pub fn new_function(gateway: &GatewayArgs, name: &str, lang: Lang) -> anyhow::Re
 
 /// `wasmgate build`: builds every function of the stack file (or those named) with its toolchain.
 pub fn build(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> {
-    let stack = Stack::read(&gateway.stack)
-        .with_context(|| format!("reading the stack file {}", gateway.stack.display()))?;
-    let base = gateway
-        .stack
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
+    let (stack, base) = gateway.read_stack()?;
     for name in only {
         if !stack.functions.contains_key(name) {
             bail!("no function {name} in {}", gateway.stack.display());
