@@ -49,7 +49,7 @@ pub enum Command {
         name: String,
         /// The template.
         #[arg(long, value_enum, default_value = "rust")]
-        lang: crate::commands::Lang,
+        lang: crate::templates::Lang,
     },
     /// Build the functions of a stack file with their toolchains.
     Build {

@@ -18,6 +18,7 @@ pub mod quantity;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod templates;
 pub mod time;
 
 use std::io::Write;
@@ -46,10 +47,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             gateway,
             name,
             lang,
-        } => commands::new_function(&gateway, &name, lang),
-        Command::Build { gateway, filter } => commands::build(&gateway, &filter),
+        } => templates::new_function(&gateway, &name, lang),
+        Command::Build { gateway, filter } => templates::build(&gateway, &filter),
         Command::Up { gateway, filter } => {
-            commands::build(&gateway, &filter)?;
+            templates::build(&gateway, &filter)?;
             commands::deploy(&gateway, &filter).await
         }
         Command::Deploy { gateway, filter } => commands::deploy(&gateway, &filter).await,

@@ -27,12 +27,21 @@ pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// this bounds how long one busy guest can hold a worker thread.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Core instances one component may create. A Rust `wasm32-wasip2` component has a handful (its own
-/// module plus the shims of the component model); toolchains that embed an interpreter have more.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// module plus the shims of the component model); toolchains that embed an interpreter have more
+/// (componentize-py links CPython from several modules: 14 core instances for a hello function).
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Core instance slots of the pool per concurrent instance, on average. Below the maximum on
+/// purpose: the slots are reserved up front, and most functions use far fewer than the maximum. When
+/// many large components run at once the pool runs out of slots first, which is a 503 like any full
+/// pool.
+const CORE_INSTANCES_PER_INSTANCE: u32 = 8;
 /// Linear memories per component: one for the guest, one spare for toolchains that split theirs.
 const MEMORIES_PER_COMPONENT: u32 = 2;
-/// Tables per component (function tables of the modules and the component model's shims).
-const TABLES_PER_COMPONENT: u32 = 8;
+/// Tables one component may create (function tables of the modules and the component model's
+/// shims; a dynamically linked interpreter has one per module).
+const MAX_TABLES_PER_COMPONENT: u32 = 32;
+/// Table slots of the pool per concurrent instance, on average (see the core instances above).
+const TABLES_PER_INSTANCE: u32 = 8;
 /// Bytes of each linear memory slot reset with `memset` (and kept resident) when an instance ends,
 /// instead of handing the pages back with `madvise`. Every request ends an instance, and on a virtual
 /// machine each `madvise` costs a trip to the hypervisor to flush the TLB; a small guest touches far
@@ -165,14 +174,14 @@ fn pooling_config(runtime: &RuntimeConfig) -> PoolingAllocationConfig {
     let instances = runtime.max_instances;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+        .total_core_instances(instances.saturating_mul(CORE_INSTANCES_PER_INSTANCE))
         .total_memories(instances.saturating_mul(MEMORIES_PER_COMPONENT))
-        .total_tables(instances.saturating_mul(TABLES_PER_COMPONENT))
+        .total_tables(instances.saturating_mul(TABLES_PER_INSTANCE))
         // One fiber stack per instance: each request runs its guest on its own stack.
         .total_stacks(instances)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(MEMORIES_PER_COMPONENT)
-        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .max_memory_size(usize::try_from(runtime.max_memory_bytes).unwrap_or(usize::MAX))
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)

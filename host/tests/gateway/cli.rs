@@ -395,7 +395,9 @@ async fn deploy_uploads_only_what_is_missing_and_reports_failures() {
     .await;
     assert!(second.ok, "{}\n{}", second.stdout, second.stderr);
     assert!(
-        second.stdout.contains("greeter.openfaas-fn: deployed\n"),
+        second
+            .stdout
+            .contains("greeter.openfaas-fn: deployed (component already there)\n"),
         "{}",
         second.stdout
     );
@@ -423,13 +425,13 @@ async fn deploy_uploads_only_what_is_missing_and_reports_failures() {
     );
 }
 
-/// `new` + `up` (build then deploy) + `invoke` for the Rust template: three commands from nothing to an
-/// answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_build_deploy_invoke_rust() {
+/// `new`, `build`, `deploy`, `invoke` for one template against a gateway started by the test: from
+/// nothing to the template's answer. `up` (build then deploy) afterwards deploys it again (the JS and
+/// Python toolchains do not build byte-for-byte the same component twice, so it may upload again).
+async fn new_build_deploy_invoke(lang: &str) {
     let gateway = Gateway::start(&[]);
     let config = temp_dir("cli-config");
-    let project = temp_dir("cli-new");
+    let project = temp_dir(&format!("cli-new-{lang}"));
     let stack = project.join("stack.yml").display().to_string();
     let gw = format!("http://{}", gateway.addr);
     let cmd = |words: &[&str]| -> Vec<String> {
@@ -437,30 +439,130 @@ async fn new_build_deploy_invoke_rust() {
         all.extend(["-f".into(), stack.clone(), "--gateway".into(), gw.clone()]);
         all
     };
+    let name = format!("greeter-{lang}");
 
-    let created = run(&config, cmd(&["new", "greeter", "--lang", "rust"]), b"").await;
+    let created = run(&config, cmd(&["new", &name, "--lang", lang]), b"").await;
     assert!(created.ok, "{}", created.stderr);
-    assert!(project.join("greeter/src/lib.rs").exists());
-    let again = run(&config, cmd(&["new", "greeter", "--lang", "rust"]), b"").await;
+    let again = run(&config, cmd(&["new", &name, "--lang", lang]), b"").await;
     assert!(
         !again.ok && again.stderr.contains("already exists"),
         "{}",
         again.stderr
     );
-    let bad = run(&config, cmd(&["new", "Bad Name"]), b"").await;
-    assert!(!bad.ok, "a bad name is refused");
+
+    let built = run(&config, cmd(&["build"]), b"").await;
+    assert!(built.ok, "{}\n{}", built.stdout, built.stderr);
+    let deployed = run(&config, cmd(&["deploy"]), b"").await;
+    assert!(deployed.ok, "{}\n{}", deployed.stdout, deployed.stderr);
+    assert!(
+        deployed.stdout.contains(&format!(
+            "{name}.openfaas-fn: deployed (component uploaded)"
+        )),
+        "{}",
+        deployed.stdout
+    );
+
+    let invoked = run(&config, cmd(&["invoke", &name]), b"four").await;
+    assert!(invoked.ok, "{}", invoked.stderr);
+    assert_eq!(
+        invoked.stdout,
+        format!("Hello from {name}! You sent 4 bytes.\n")
+    );
+    let answer = get(&gateway, &format!("/function/{name}")).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type"), "text/plain; charset=utf-8");
 
     let up = run(&config, cmd(&["up"]), b"").await;
     assert!(up.ok, "{}\n{}", up.stdout, up.stderr);
     assert!(
         up.stdout
-            .contains("greeter.openfaas-fn: deployed (component uploaded)"),
+            .contains(&format!("{name}.openfaas-fn: deployed (component ")),
         "{}",
         up.stdout
     );
+}
 
-    let invoked = run(&config, cmd(&["invoke", "greeter"]), b"four").await;
-    assert!(invoked.ok, "{}", invoked.stderr);
-    assert_eq!(invoked.stdout, "Hello from greeter! You sent 4 bytes.\n");
-    assert_eq!(get(&gateway, "/function/greeter").await.status, 200);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_invoke_rust() {
+    new_build_deploy_invoke("rust").await;
+}
+
+/// Needs componentize-js (`.ci/run` installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_invoke_js() {
+    new_build_deploy_invoke("js").await;
+}
+
+/// Needs componentize-py (`.ci/run` installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_invoke_python() {
+    new_build_deploy_invoke("python").await;
+}
+
+/// `new` refuses a bad name; `build` without the toolchain stops with the command that installs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_and_build_explain_what_is_missing() {
+    let config = temp_dir("cli-config");
+    let project = temp_dir("cli-missing");
+    let stack = project.join("stack.yml").display().to_string();
+    let bad = run(
+        &config,
+        vec!["new".into(), "Bad Name".into(), "-f".into(), stack.clone()],
+        b"",
+    )
+    .await;
+    assert!(
+        !bad.ok && bad.stderr.contains("invalid function name"),
+        "{}",
+        bad.stderr
+    );
+    for lang in ["js", "python"] {
+        let created = run(
+            &config,
+            vec![
+                "new".into(),
+                format!("f-{lang}"),
+                "--lang".into(),
+                lang.into(),
+                "-f".into(),
+                stack.clone(),
+            ],
+            b"",
+        )
+        .await;
+        assert!(created.ok, "{}", created.stderr);
+    }
+    // Only the system folders on PATH: Node.js may be there, the componentize tools are not.
+    let built = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+            .args(["build", "-f", &stack, "--filter", "f-js"])
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .expect("run wasmgate")
+    });
+    let built = built.await.expect("build runs");
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    assert!(!built.status.success());
+    assert!(
+        stderr.contains("npm install --prefix")
+            && stderr.contains("@bytecodealliance/componentize-js@0.23.0")
+            || stderr.contains("install Node.js"),
+        "{stderr}"
+    );
+    let stack = project.join("stack.yml");
+    let built = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+            .args(["build", "--filter", "f-python", "-f"])
+            .arg(&stack)
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .expect("run wasmgate")
+    });
+    let built = built.await.expect("build runs");
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    assert!(!built.status.success());
+    assert!(
+        stderr.contains("f-python: componentize-py is missing; install it with: pip install componentize-py==0.25.1"),
+        "{stderr}"
+    );
 }
