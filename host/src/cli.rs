@@ -284,6 +284,31 @@ pub struct ServeArgs {
     #[arg(long, default_value = "64Mi", value_parser = parse_memory)]
     pub max_request_body: u64,
 
+    /// Async calls running at once, gateway-wide.
+    #[arg(long, default_value_t = 64)]
+    pub async_concurrency: usize,
+
+    /// Async calls of one function running at once.
+    #[arg(long, default_value_t = 16)]
+    pub async_function_concurrency: usize,
+
+    /// Async calls waiting at most; past it, 429.
+    #[arg(long, default_value_t = 100_000)]
+    pub async_max_queued: u64,
+
+    /// Bytes of waiting async request bodies at most (e.g. 1Gi); past it, 429.
+    #[arg(long, default_value = "1Gi", value_parser = parse_memory)]
+    pub async_max_queued_bytes: u64,
+
+    /// Largest async request body (e.g. 16Mi); past it, 413. Also kept: the response, for its
+    /// callback, up to this size.
+    #[arg(long, default_value = "16Mi", value_parser = parse_memory)]
+    pub async_max_body: u64,
+
+    /// Finished async calls kept for `GET /system/async/{call-id}`; the oldest are deleted.
+    #[arg(long, default_value_t = 100_000)]
+    pub async_keep_finished: u64,
+
     /// Largest request line plus headers (at least 8Ki); past it, 431.
     #[arg(long, default_value = "64Ki", value_parser = parse_memory)]
     pub max_header_bytes: u64,
@@ -386,6 +411,8 @@ pub struct ServeConfig {
     pub auth: Option<Credentials>,
     /// Largest component accepted.
     pub max_artifact_bytes: usize,
+    /// The async queue's limits.
+    pub queue: crate::queue::QueueConfig,
 }
 
 impl ServeArgs {
@@ -516,6 +543,16 @@ impl ServeArgs {
             state_dir,
             auth,
             max_artifact_bytes: self.max_artifact_bytes,
+            queue: crate::queue::QueueConfig {
+                concurrency: self.async_concurrency.max(1),
+                per_function: self.async_function_concurrency.max(1),
+                max_queued: self.async_max_queued,
+                max_queued_bytes: self.async_max_queued_bytes,
+                max_body: self.async_max_body,
+                max_response: usize::try_from(self.async_max_body).unwrap_or(usize::MAX),
+                keep_finished: self.async_keep_finished,
+                ..crate::queue::QueueConfig::default()
+            },
         })
     }
 }

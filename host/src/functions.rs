@@ -404,6 +404,8 @@ impl Functions {
         instance_reuse(&deployment)?;
         function_limits(&deployment, self.runtime.config())?;
         allowed_hosts(&deployment)?;
+        crate::queue::RetryPolicy::from_annotations(deployment.settings.annotations.as_ref())
+            .map_err(|e| ApiError::bad_request(format!("annotation {e}")))?;
         let replicas = match deployment
             .settings
             .labels

@@ -18,6 +18,7 @@ use crate::auth::Credentials;
 use crate::http_limits::{BodyLimit, HttpLimits, LimitedBody, Tripped};
 use crate::metrics::Metrics;
 use crate::names::FunctionRef;
+use crate::queue::{AsyncQueue, Call, CancelOutcome, EnqueueError, Invoker, NewCall, RetryPolicy};
 
 /// Any error a response body may end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -32,6 +33,7 @@ const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-secon
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_OPENFAAS_INTERNAL: HeaderName = HeaderName::from_static("x-openfaas-internal");
+const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection and are never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -63,6 +65,7 @@ pub struct Gateway {
     auth: Option<Credentials>,
     api: Api,
     http_limits: HttpLimits,
+    queue: Option<AsyncQueue>,
 }
 
 impl Gateway {
@@ -74,7 +77,14 @@ impl Gateway {
             auth,
             api,
             http_limits: HttpLimits::default(),
+            queue: None,
         }
+    }
+
+    /// Serves `/async-function/*` and `/system/async/*` from `queue`.
+    pub fn with_queue(mut self, queue: AsyncQueue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Holds request bodies to `limits` instead of the defaults.
@@ -101,7 +111,11 @@ impl Gateway {
             let mut response = text(StatusCode::OK, "");
             self.metrics
                 .set_functions_loaded(self.runtime.loaded_count() as u64);
-            *response.body_mut() = Full::new(Bytes::from(self.metrics.render()))
+            let mut rendered = self.metrics.render();
+            if let Some(queue) = &self.queue {
+                queue.render_metrics(&mut rendered);
+            }
+            *response.body_mut() = Full::new(Bytes::from(rendered))
                 .map_err(|never| match never {})
                 .boxed_unsync();
             response.headers_mut().insert(
@@ -121,7 +135,14 @@ impl Gateway {
                 );
                 return response;
             }
+            if let Some(id) = path.strip_prefix("/system/async/") {
+                return self.async_status(id, request.method()).await;
+            }
             return self.api.handle(request).await;
+        }
+        if let Some(route) = path.strip_prefix("/async-function/") {
+            let route = route.to_string();
+            return self.async_call(&route, request, peer).await;
         }
         if let Some(route) = path.strip_prefix("/function/") {
             let (name, suffix) = match route.find('/') {
@@ -138,6 +159,209 @@ impl Gateway {
             };
         }
         text(StatusCode::NOT_FOUND, "not found")
+    }
+
+    /// `POST /async-function/{name}[/{path}]` queues a call; `DELETE /async-function/{call-id}`
+    /// cancels one that has not started.
+    async fn async_call<B>(
+        &self,
+        route: &str,
+        request: Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<GatewayBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(queue) = &self.queue else {
+            return internal_error(StatusCode::NOT_FOUND, "this gateway has no async queue");
+        };
+        let (name, suffix) = match route.find('/') {
+            Some(slash) => (&route[..slash], &route[slash..]),
+            None => (route, "/"),
+        };
+        if request.method() == Method::DELETE && suffix == "/" {
+            return self.async_cancel(queue, name).await;
+        }
+        if request.method() != Method::POST {
+            let mut response = internal_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "async calls are queued with POST (and cancelled with DELETE /async-function/{call-id})",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+            return response;
+        }
+        let function = match FunctionRef::parse(name) {
+            Ok(function) if self.runtime.contains(&function.key()) => function,
+            _ => {
+                return internal_error(
+                    StatusCode::NOT_FOUND,
+                    &format!("function {name:?} not found"),
+                );
+            }
+        };
+        let (mut parts, body) = request.into_parts();
+        let callback_url = match parts.headers.get(X_CALLBACK_URL) {
+            None => None,
+            Some(value) => match callback_url(value) {
+                Ok(url) => Some(url),
+                Err(reason) => return internal_error(StatusCode::BAD_REQUEST, &reason),
+            },
+        };
+        let max_body = self
+            .http_limits
+            .max_request_body
+            .min(queue.config().max_body);
+        let too_large = || {
+            internal_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than the async limit of {max_body} bytes"),
+            )
+        };
+        if content_length(&parts.headers).is_some_and(|length| length > max_body) {
+            return too_large();
+        }
+        let limits = HttpLimits {
+            max_request_body: max_body,
+            read_timeout: self.http_limits.read_timeout,
+        };
+        let tripped = Tripped::default();
+        let body = match LimitedBody::new(body, limits, tripped.clone())
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(error) => {
+                return match tripped.get() {
+                    Some(BodyLimit::TooLarge) => too_large(),
+                    Some(BodyLimit::TooSlow) => internal_error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!(
+                            "the request body stopped arriving for {:?}",
+                            self.http_limits.read_timeout
+                        ),
+                    ),
+                    None => internal_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("reading the request body: {error}"),
+                    ),
+                };
+            }
+        };
+        let call_id = call_id(&parts.headers);
+        let start_time = parts
+            .headers
+            .get(X_START_TIME)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from(unix_nanos()));
+        prepare_request_headers(&mut parts.headers, &call_id, &start_time, peer);
+        let call = NewCall {
+            id: call_id.to_str().unwrap_or_default().to_string(),
+            function: function.key(),
+            called_as: name.to_string(),
+            method: parts.method.to_string(),
+            path: suffix.to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+                .collect(),
+            body: body.to_vec(),
+            callback_url,
+            start_time: start_time.to_str().unwrap_or_default().to_string(),
+            queued_at: u64::try_from(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
+        };
+        match queue.enqueue(call).await {
+            Ok(_) => {
+                // An empty body, as OpenFaaS answers.
+                let mut response = Response::new(
+                    Full::new(Bytes::new())
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                );
+                *response.status_mut() = StatusCode::ACCEPTED;
+                let headers = response.headers_mut();
+                headers.insert(X_CALL_ID, call_id);
+                headers.insert(X_START_TIME, start_time);
+                response
+            }
+            Err(error @ EnqueueError::Full(_)) => {
+                let mut response =
+                    internal_error(StatusCode::TOO_MANY_REQUESTS, &error.to_string());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            Err(error @ EnqueueError::Stopping) => {
+                internal_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string())
+            }
+            Err(error @ EnqueueError::Store(_)) => {
+                tracing::error!(%error, "an async call was refused");
+                internal_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
+            }
+        }
+    }
+
+    async fn async_cancel(&self, queue: &AsyncQueue, id: &str) -> Response<GatewayBody> {
+        match queue.cancel(id.to_string()).await {
+            Ok(CancelOutcome::Cancelled { .. }) => self.async_status(id, &Method::GET).await,
+            Ok(CancelOutcome::NotQueued(state)) => internal_error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "call {id} is {}; only a queued call can be cancelled",
+                    state.as_str()
+                ),
+            ),
+            Ok(CancelOutcome::NotFound) => {
+                internal_error(StatusCode::NOT_FOUND, &format!("no async call {id}"))
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "cancelling an async call");
+                internal_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "could not cancel the call",
+                )
+            }
+        }
+    }
+
+    /// `GET /system/async/{call-id}`: where a queued call is.
+    async fn async_status(&self, id: &str, method: &Method) -> Response<GatewayBody> {
+        let Some(queue) = &self.queue else {
+            return text(StatusCode::NOT_FOUND, "this gateway has no async queue");
+        };
+        if method != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        match queue.status(id.to_string()).await {
+            Ok(Some(status)) => {
+                let body = crate::queue::status_json(&status).to_string();
+                let mut response = text(StatusCode::OK, "");
+                *response.body_mut() = Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Ok(None) => text(StatusCode::NOT_FOUND, &format!("no async call {id}")),
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "reading an async call");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "could not read the call")
+            }
+        }
     }
 
     async fn invoke<B>(
@@ -258,6 +482,70 @@ impl Gateway {
                 .invocation_finished(&key, response.status().as_u16(), seconds);
         }
         response
+    }
+}
+
+impl Invoker for Gateway {
+    fn invoke(&self, call: &Call) -> futures::future::BoxFuture<'static, Response<GatewayBody>> {
+        let gateway = self.clone();
+        let retries = call.attempts.saturating_sub(1);
+        let call = call.call.clone();
+        Box::pin(async move {
+            let Ok(function) = FunctionRef::parse(&call.function) else {
+                return internal_error(StatusCode::NOT_FOUND, "function not found");
+            };
+            let mut request =
+                Request::builder()
+                    .method(call.method.as_str())
+                    .uri(match &call.query {
+                        Some(query) => format!("{}?{query}", call.path),
+                        None => call.path.clone(),
+                    });
+            for (name, value) in &call.headers {
+                request = request.header(name.as_str(), value.as_slice());
+            }
+            // The function can tell a retry from a first attempt (and the queue's retries of a
+            // failed attempt from the client's own), as the callback can.
+            if retries > 0 {
+                request = request.header("x-retry", retries.to_string());
+            }
+            let request = match request.body(Full::new(Bytes::from(call.body))) {
+                Ok(request) => request,
+                Err(error) => {
+                    return internal_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("the queued request is not valid: {error}"),
+                    );
+                }
+            };
+            gateway.invoke(function, call.path, request, None).await
+        })
+    }
+
+    fn retry_policy(&self, function: &str) -> RetryPolicy {
+        FunctionRef::parse(function)
+            .ok()
+            .and_then(|f| self.api.functions.status(&f))
+            .and_then(|status| {
+                RetryPolicy::from_annotations(status.settings.annotations.as_ref()).ok()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// An `X-Callback-Url`: an absolute `http` or `https` URL.
+fn callback_url(value: &HeaderValue) -> Result<String, String> {
+    let text = value
+        .to_str()
+        .map_err(|_| "X-Callback-Url is not text".to_string())?;
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("X-Callback-Url {text:?} is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(text.to_string()),
+        _ => Err(format!(
+            "X-Callback-Url {text:?} must be an absolute http:// or https:// URL"
+        )),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod names;
 pub mod openfaas;
 pub mod quantity;
+pub mod queue;
 pub mod server;
 pub mod stack;
 pub mod state;
@@ -174,8 +175,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         max_artifact_bytes: config.max_artifact_bytes,
         shutdown: shutdown_watch,
     };
-    let gateway =
-        Gateway::new(api, metrics, config.auth.clone()).with_http_limits(config.http_limits);
+    let store = queue::SqliteStore::open(&config.state_dir.join("queue.sqlite3"))
+        .context("opening the async queue")?;
+    let async_queue = queue::AsyncQueue::open(Arc::new(store), config.queue.clone())
+        .context("opening the async queue")?;
+    let gateway = Gateway::new(api, metrics, config.auth.clone())
+        .with_http_limits(config.http_limits)
+        .with_queue(async_queue.clone());
+    async_queue.start(Arc::new(gateway.clone()));
 
     // Before the address is announced: see `shutdown_signal`.
     let signal = server::shutdown_signal().context("installing the SIGINT/SIGTERM handlers")?;
@@ -189,11 +196,17 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
 
+    let queue_on_shutdown = async_queue.clone();
     let shutdown = async move {
         signal.await;
+        // No new async calls start; those running finish while connections drain.
+        queue_on_shutdown.stop();
         let _ = stopping.send(true);
     };
-    server::serve(listener, gateway, config.server, shutdown).await
+    let shutdown_timeout = config.server.shutdown_timeout;
+    let served = server::serve(listener, gateway, config.server, shutdown).await;
+    async_queue.drain(shutdown_timeout).await;
+    served
 }
 
 /// An error and its causes on one line (`outer: cause: root cause`), for errors whose `Display` shows

@@ -2,6 +2,8 @@
 
 #[path = "gateway/api.rs"]
 mod api;
+#[path = "gateway/asynchronous.rs"]
+mod asynchronous;
 #[path = "gateway/cli.rs"]
 mod cli;
 #[path = "gateway/limits.rs"]
@@ -25,6 +27,29 @@ wasmgate_guests::foreach_guest!(require_test);
 /// One test per guest function.
 mod guests {
     use super::*;
+
+    /// `flaky` fails while `X-Retry` is below `?fail=N`, sleeps for `?sleep_ms`, and answers any status.
+    #[tokio::test]
+    pub async fn flaky() {
+        let gateway = Gateway::with_all_guests();
+        let failing = send(
+            gateway.addr,
+            request("POST", &gateway, "/function/flaky?fail=1", "b"),
+        )
+        .await;
+        assert_eq!(failing.status, 503);
+        let mut retried = request("POST", &gateway, "/function/flaky?fail=1", "b");
+        retried
+            .headers_mut()
+            .insert("x-retry", http::HeaderValue::from_static("1"));
+        let retried = send(gateway.addr, retried).await;
+        assert_eq!(retried.status, 200);
+        assert_eq!(retried.text(), "ok after 1 retries\nb");
+        let started = std::time::Instant::now();
+        let slept = get(&gateway, "/function/flaky?sleep_ms=200&status=201").await;
+        assert_eq!(slept.status, 201);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    }
 
     #[tokio::test]
     pub async fn hello() {

@@ -29,6 +29,7 @@ pub fn all_guests() -> Vec<String> {
         ("memhog", wasmgate_guests::MEMHOG),
         ("bigstream", wasmgate_guests::BIGSTREAM),
         ("outbound", wasmgate_guests::OUTBOUND),
+        ("flaky", wasmgate_guests::FLAKY),
     ]
     .iter()
     .flat_map(|(name, path)| ["--function".to_string(), format!("{name}={path}")])
@@ -476,6 +477,124 @@ impl Upstream {
             connections,
             requests,
             peak,
+        }
+    }
+}
+
+/// One callback a [`Callbacks`] server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    /// A header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that receives async callbacks: it keeps each one, and answers 500 to
+/// the first `fail_first` of them (to test callback retries), 200 after.
+pub struct Callbacks {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    grew: Arc<tokio::sync::Notify>,
+    fail_first: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Callbacks {
+    pub async fn start() -> Callbacks {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let grew = Arc::new(tokio::sync::Notify::new());
+        let fail_first = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, g, f) = (received.clone(), grew.clone(), fail_first.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, g, f) = (r.clone(), g.clone(), f.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (r, g, f) = (r.clone(), g.clone(), f.clone());
+                            async move {
+                                let (parts, body) = request.into_parts();
+                                let body = body.collect().await.map(|b| b.to_bytes());
+                                let fail = f
+                                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                        n.checked_sub(1)
+                                    })
+                                    .is_ok();
+                                let status = if fail { 500 } else { 200 };
+                                if let (false, Ok(body)) = (fail, body) {
+                                    r.lock().expect("lock").push(Received {
+                                        headers: parts.headers,
+                                        body,
+                                    });
+                                    g.notify_waiters();
+                                }
+                                let mut response = hyper::Response::new(http_body_util::Full::new(
+                                    Bytes::from_static(b"thanks"),
+                                ));
+                                *response.status_mut() =
+                                    http::StatusCode::from_u16(status).expect("status");
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Callbacks {
+            addr,
+            received,
+            grew,
+            fail_first,
+        }
+    }
+
+    /// The URL to give as `X-Callback-Url`.
+    pub fn url(&self) -> String {
+        format!("http://{}/done", self.addr)
+    }
+
+    /// Answers 500 to the next `n` callbacks (they are not kept).
+    pub fn fail_next(&self, n: usize) {
+        self.fail_first.store(n, Ordering::SeqCst);
+    }
+
+    /// Every callback kept so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` callbacks were kept (failing the test past [`PATIENCE`]).
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+        loop {
+            let grew = self.grew.notified();
+            let received = self.received();
+            if received.len() >= n {
+                return received;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, grew).await.is_ok() || self.received().len() >= n,
+                "only {} of {n} callbacks arrived",
+                self.received().len()
+            );
         }
     }
 }
