@@ -250,7 +250,17 @@ impl Gateway {
                 };
             }
         };
-        let call_id = call_id(&parts.headers);
+        // The call id names the call in the status and cancel URLs: a client's own is kept only
+        // when it fits in a path segment as it is.
+        let mut call_id = call_id(&parts.headers);
+        if !call_id
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'~'))
+        {
+            call_id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid header value");
+        }
         let start_time = parts
             .headers
             .get(X_START_TIME)

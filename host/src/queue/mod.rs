@@ -35,7 +35,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 pub use store::{
     Call, CallState, CallStatus, CallStore, CallbackState, CancelOutcome, Depth, Finished, NewCall,
-    PendingCallback, SqliteStore, StoredResponse,
+    Outcome, PendingCallback, SqliteStore, StoredResponse,
 };
 
 use crate::gateway::GatewayBody;
@@ -49,10 +49,10 @@ pub const ANNOTATION_RETRY_MIN_WAIT: &str = "com.openfaas.retry.min_wait";
 /// `com.openfaas.retry.max_wait`: the longest backoff, a Go duration.
 pub const ANNOTATION_RETRY_MAX_WAIT: &str = "com.openfaas.retry.max_wait";
 
-/// Calls that arrive together share one commit; at most this many.
-const ENQUEUE_BATCH: usize = 256;
-/// Enqueues waiting for the writer.
-const ENQUEUE_BACKLOG: usize = 4096;
+/// Writes that arrive together share one commit; at most this many.
+const WRITE_BATCH: usize = 256;
+/// Writes waiting for the writer.
+const WRITE_BACKLOG: usize = 4096;
 /// Callbacks being delivered at once.
 const CALLBACKS_IN_FLIGHT: usize = 64;
 /// How long one callback delivery may take.
@@ -263,16 +263,25 @@ impl Counts {
     }
 }
 
-struct Enqueue {
-    call: NewCall,
-    done: oneshot::Sender<Result<bool, EnqueueError>>,
+/// Work for the writer thread.
+enum Job {
+    /// Store a new call; answer whether it was new.
+    Enqueue {
+        call: NewCall,
+        done: oneshot::Sender<Result<bool, EnqueueError>>,
+    },
+    /// Record an outcome; answer whether it was stored.
+    Record {
+        outcome: Outcome,
+        done: oneshot::Sender<bool>,
+    },
 }
 
 struct Inner {
     store: Arc<dyn CallStore>,
     config: QueueConfig,
     counts: Mutex<Counts>,
-    writer: mpsc::Sender<Enqueue>,
+    writer: mpsc::Sender<Job>,
     wake: Notify,
     stopping: AtomicBool,
     stopped: Notify,
@@ -327,7 +336,7 @@ impl AsyncQueue {
                 "async calls restored from the queue"
             );
         }
-        let (writer, requests) = mpsc::channel(ENQUEUE_BACKLOG);
+        let (writer, requests) = mpsc::channel(WRITE_BACKLOG);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -422,7 +431,7 @@ impl AsyncQueue {
         }
         let function = call.function.clone();
         let (done, answer) = oneshot::channel();
-        let result = match self.inner.writer.send(Enqueue { call, done }).await {
+        let result = match self.inner.writer.send(Job::Enqueue { call, done }).await {
             Ok(()) => answer
                 .await
                 .unwrap_or_else(|_| Err(EnqueueError::Store("the writer stopped".into()))),
@@ -441,6 +450,21 @@ impl AsyncQueue {
                 other
             }
         }
+    }
+
+    /// Records an outcome through the writer (outcomes that arrive together share a commit).
+    async fn record(&self, outcome: Outcome) -> bool {
+        let (done, answer) = oneshot::channel();
+        if self
+            .inner
+            .writer
+            .send(Job::Record { outcome, done })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        answer.await.unwrap_or(false)
     }
 
     /// The status of a call.
@@ -481,7 +505,6 @@ impl AsyncQueue {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let mut wait = DISPATCH_IDLE;
             // Functions with waiting calls, in a rotating order so each gets its turn.
             let (mut functions, free) = {
                 let counts = self.lock();
@@ -504,12 +527,14 @@ impl AsyncQueue {
                     .collect();
                 (functions, free)
             };
+            // `more`: a function gave every call asked for, so it may have more; `short`: one had
+            // fewer due calls than asked (the rest wait for a retry time).
+            let (mut more, mut short, mut left) = (false, false, free);
             if free > 0 && !functions.is_empty() {
                 functions.sort();
                 turn = turn.wrapping_add(1);
                 let shift = turn % functions.len();
                 functions.rotate_left(shift);
-                let mut left = free;
                 // A fair share per function first; what is left goes in the same order.
                 let share = left.div_ceil(functions.len()).max(1);
                 for (function, room) in &functions {
@@ -534,6 +559,11 @@ impl AsyncQueue {
                         }
                     };
                     left -= calls.len();
+                    if calls.len() == take {
+                        more = true;
+                    } else {
+                        short = true;
+                    }
                     for call in calls {
                         {
                             let mut counts = self.lock();
@@ -550,16 +580,22 @@ impl AsyncQueue {
                     }
                 }
             }
-            // Sleep until woken (a call queued or finished) or the next retry is due.
-            let store = self.inner.store.clone();
-            if let Ok(Ok(Some(due))) = tokio::task::spawn_blocking(move || store.next_due()).await {
-                let now = now_ms();
-                if due > now {
-                    wait = wait.min(Duration::from_millis(due - now));
-                } else if free == 0 || functions.is_empty() {
-                    // Due calls wait for room; a finishing call wakes us.
-                } else {
-                    wait = Duration::from_millis(5);
+            if left > 0 && more {
+                // Room left and calls to fill it: go round again at once.
+                continue;
+            }
+            // Sleep until woken (a call queued or finished), or until the next retry is due when
+            // some calls are waiting for one.
+            let mut wait = DISPATCH_IDLE;
+            if short {
+                let store = self.inner.store.clone();
+                if let Ok(Ok(Some(due))) =
+                    tokio::task::spawn_blocking(move || store.next_due()).await
+                {
+                    let now = now_ms();
+                    if due > now {
+                        wait = wait.min(Duration::from_millis(due - now));
+                    }
                 }
             }
             let _ = tokio::time::timeout(wait, woken).await;
@@ -583,7 +619,6 @@ impl AsyncQueue {
         let (body, cut, body_error) = read_bounded(body, keep).await;
         let duration = started.elapsed();
         let policy = invoker.retry_policy(&function);
-        let store = self.inner.store.clone();
         let error = body_error.or_else(|| (status >= 400).then(|| format!("status {status}")));
 
         if policy.codes.contains(&status) && call.attempts < policy.attempts {
@@ -591,14 +626,15 @@ impl AsyncQueue {
             let due = now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             tracing::info!(function = %function, call_id = %id, status, attempt = call.attempts,
                 of = policy.attempts, wait = ?wait, "async call will be retried");
-            let (max_attempts, err) = (policy.attempts, error.clone());
-            let store_id = id.clone();
-            let saved = tokio::task::spawn_blocking(move || {
-                store.retry(&store_id, due, status, max_attempts, err.as_deref())
-            })
-            .await;
-            if let Ok(Err(e)) | Err(e) = saved.map_err(anyhow::Error::from) {
-                tracing::error!(call_id = %id, error = %format!("{e:#}"), "could not queue the retry");
+            let outcome = Outcome::Retry {
+                id: id.clone(),
+                due,
+                status,
+                max_attempts: policy.attempts,
+                error: error.clone(),
+            };
+            if !self.record(outcome).await {
+                tracing::error!(call_id = %id, "could not queue the retry");
             }
             let mut counts = self.lock();
             counts.end_running(&function);
@@ -625,10 +661,11 @@ impl AsyncQueue {
                     body: body.to_vec(),
                 }),
             };
-            let store_id = id.clone();
-            let record = finished.clone();
-            let saved = tokio::task::spawn_blocking(move || store.finish(&store_id, &record)).await;
-            let saved_ok = matches!(saved, Ok(Ok(())));
+            let outcome = Outcome::Finish {
+                id: id.clone(),
+                finished: finished.clone(),
+            };
+            let saved_ok = self.record(outcome).await;
             if !saved_ok {
                 tracing::error!(call_id = %id, "could not record the end of an async call");
             }
@@ -741,12 +778,12 @@ impl AsyncQueue {
             let mut counts = self.lock();
             *counts.callbacks_total.entry(state.as_str()).or_default() += 1;
         }
-        let store = self.inner.store.clone();
-        let (id, deliveries) = (callback.id.clone(), callback.deliveries);
-        let saved =
-            tokio::task::spawn_blocking(move || store.callback_result(&id, state, deliveries))
-                .await;
-        if !matches!(saved, Ok(Ok(()))) {
+        let outcome = Outcome::Callback {
+            id: callback.id.clone(),
+            state,
+            deliveries: callback.deliveries,
+        };
+        if !self.record(outcome).await {
             tracing::error!(call_id = %callback.id, "could not record a callback's delivery");
         }
     }
@@ -967,29 +1004,59 @@ async fn read_bounded(mut body: GatewayBody, keep: usize) -> (Bytes, bool, Optio
     (Bytes::from(kept), cut, None)
 }
 
-/// The writer thread: takes enqueues as they come and commits those waiting together.
-fn write_loop(inner: &Inner, mut requests: mpsc::Receiver<Enqueue>) {
-    while let Some(first) = requests.blocking_recv() {
+/// The writer thread: takes jobs as they come and commits those waiting together, new calls in one
+/// durable commit and outcomes in another.
+fn write_loop(inner: &Inner, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
-        while batch.len() < ENQUEUE_BATCH {
-            match requests.try_recv() {
+        while batch.len() < WRITE_BATCH {
+            match jobs.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
-        let calls: Vec<NewCall> = batch.iter().map(|e| e.call.clone()).collect();
-        match inner.store.enqueue(&calls) {
-            Ok(inserted) => {
-                for (request, new) in batch.into_iter().zip(inserted) {
-                    let _ = request.done.send(Ok(new));
+        let mut calls = Vec::new();
+        let mut call_answers = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut outcome_answers = Vec::new();
+        for job in batch {
+            match job {
+                Job::Enqueue { call, done } => {
+                    calls.push(call);
+                    call_answers.push(done);
+                }
+                Job::Record { outcome, done } => {
+                    outcomes.push(outcome);
+                    outcome_answers.push(done);
                 }
             }
-            Err(error) => {
-                let text = format!("{error:#}");
-                tracing::error!(error = %text, "the async queue could not store calls");
-                for request in batch {
-                    let _ = request.done.send(Err(EnqueueError::Store(text.clone())));
+        }
+        if !calls.is_empty() {
+            match inner.store.enqueue(&calls) {
+                Ok(inserted) => {
+                    for (done, new) in call_answers.into_iter().zip(inserted) {
+                        let _ = done.send(Ok(new));
+                    }
                 }
+                Err(error) => {
+                    let text = format!("{error:#}");
+                    tracing::error!(error = %text, "the async queue could not store calls");
+                    for done in call_answers {
+                        let _ = done.send(Err(EnqueueError::Store(text.clone())));
+                    }
+                }
+            }
+        }
+        if !outcomes.is_empty() {
+            let stored = match inner.store.record(&outcomes) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "the async queue could not record outcomes");
+                    false
+                }
+            };
+            for done in outcome_answers {
+                let _ = done.send(stored);
             }
         }
     }

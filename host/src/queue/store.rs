@@ -8,7 +8,15 @@
 //! ordering would have been ours to keep consistent.
 //!
 //! One connection, behind a mutex: SQLite has one writer at a time anyway, and callers batch
-//! (several enqueues share one commit, so one `fsync` covers many calls).
+//! (several enqueues share one commit, so one `fsync` covers many calls; so do the outcomes of calls
+//! that end together).
+//!
+//! Only the writes that carry a promise wait for the disk (`synchronous=FULL`): an enqueue, since the
+//! client is told 202 after it, and a cancel, since the client is told the call will not run. Every
+//! other write (a call taken to run, its end, a callback's delivery) commits with
+//! `synchronous=NORMAL`: it survives the process dying (`kill -9`) as the others do, and on power loss
+//! the worst case is a call that runs or calls back again, which at-least-once delivery allows. The
+//! write-ahead log is sequential, so a later `FULL` commit makes every earlier one durable too.
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
@@ -139,6 +147,51 @@ pub struct Finished {
     pub response: Option<StoredResponse>,
 }
 
+impl Finished {
+    /// The final state this outcome puts a call in.
+    pub fn state(&self) -> CallState {
+        if self.status < 400 {
+            CallState::Succeeded
+        } else {
+            CallState::Failed
+        }
+    }
+}
+
+/// What happened to a running call or a callback, for [`CallStore::record`].
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The call waits for a retry at `due`.
+    Retry {
+        /// The call.
+        id: String,
+        /// When it may run again, Unix milliseconds.
+        due: u64,
+        /// The status of the attempt that failed.
+        status: u16,
+        /// Its retry policy's maximum.
+        max_attempts: u32,
+        /// What went wrong.
+        error: Option<String>,
+    },
+    /// The call is final (its response kept when a callback is pending).
+    Finish {
+        /// The call.
+        id: String,
+        /// How it ended.
+        finished: Finished,
+    },
+    /// A callback was delivered or given up; either drops the stored response.
+    Callback {
+        /// The call.
+        id: String,
+        /// Where its delivery is.
+        state: CallbackState,
+        /// Deliveries tried.
+        deliveries: u32,
+    },
+}
+
 /// A function's response kept for its callback.
 #[derive(Debug, Clone)]
 pub struct StoredResponse {
@@ -242,24 +295,8 @@ pub trait CallStore: Send + Sync + std::fmt::Debug + 'static {
     fn claim(&self, function: &str, now: u64, limit: usize) -> anyhow::Result<Vec<Call>>;
     /// When the earliest queued call becomes due.
     fn next_due(&self) -> anyhow::Result<Option<u64>>;
-    /// Puts a running call back to wait for a retry at `due`.
-    fn retry(
-        &self,
-        id: &str,
-        due: u64,
-        status: u16,
-        max_attempts: u32,
-        error: Option<&str>,
-    ) -> anyhow::Result<()>;
-    /// Records a running call's final outcome (and its response, when a callback is pending).
-    fn finish(&self, id: &str, outcome: &Finished) -> anyhow::Result<()>;
-    /// Records a callback's delivery; a final state drops the stored response.
-    fn callback_result(
-        &self,
-        id: &str,
-        state: CallbackState,
-        deliveries: u32,
-    ) -> anyhow::Result<()>;
+    /// Records what happened to running calls and callbacks, in one commit.
+    fn record(&self, outcomes: &[Outcome]) -> anyhow::Result<()>;
     /// Callbacks not delivered yet (after a restart), at most `limit`.
     fn pending_callbacks(&self, limit: usize) -> anyhow::Result<Vec<PendingCallback>>;
     /// A call's status.
@@ -321,13 +358,16 @@ impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
         let connection =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        // WAL: readers do not block the writer; FULL: each commit is on disk before it returns,
-        // so a 202 survives power loss, not only a crash of the process.
+        // WAL: readers do not block the writer. `synchronous` is raised to FULL around the writes
+        // that must be on disk before the client hears of them (see the module documentation).
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .context("setting the journal mode")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "OFF")?;
+        // A page cache of up to 64 MiB (the default is 2 MiB): with a deep queue, every update
+        // otherwise reads its pages back from the kernel.
+        connection.pragma_update(None, "cache_size", -65536)?;
         connection.busy_timeout(std::time::Duration::from_secs(10))?;
         connection
             .execute_batch(SCHEMA)
@@ -341,6 +381,21 @@ impl SqliteStore {
         Ok(SqliteStore {
             connection: Mutex::new(connection),
         })
+    }
+
+    /// Runs `write` with commits that wait for the disk (`synchronous=FULL`), then goes back to
+    /// NORMAL (see the module documentation).
+    fn durably<T>(
+        &self,
+        write: impl FnOnce(&mut Connection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut connection = self.lock();
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        let result = write(&mut connection);
+        let reset = connection.pragma_update(None, "synchronous", "NORMAL");
+        let value = result?;
+        reset?;
+        Ok(value)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -389,35 +444,36 @@ fn to_u32(value: i64) -> u32 {
 
 impl CallStore for SqliteStore {
     fn enqueue(&self, calls: &[NewCall]) -> anyhow::Result<Vec<bool>> {
-        let mut connection = self.lock();
-        let tx = connection.transaction()?;
-        let mut inserted = Vec::with_capacity(calls.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO calls (id, function, called_as, state, method, path, query,
-                    headers, body, body_bytes, callback_url, start_time, queued_at, due_at)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
-            )?;
-            for call in calls {
-                let rows = insert.execute(params![
-                    call.id,
-                    call.function,
-                    call.called_as,
-                    call.method,
-                    call.path,
-                    call.query,
-                    encode_headers(&call.headers),
-                    call.body,
-                    to_i64(call.body.len() as u64),
-                    call.callback_url,
-                    call.start_time,
-                    to_i64(call.queued_at),
-                ])?;
-                inserted.push(rows == 1);
+        self.durably(|connection| {
+            let tx = connection.transaction()?;
+            let mut inserted = Vec::with_capacity(calls.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO calls (id, function, called_as, state, method, path, query,
+                        headers, body, body_bytes, callback_url, start_time, queued_at, due_at)
+                     VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                )?;
+                for call in calls {
+                    let rows = insert.execute(params![
+                        call.id,
+                        call.function,
+                        call.called_as,
+                        call.method,
+                        call.path,
+                        call.query,
+                        encode_headers(&call.headers),
+                        call.body,
+                        to_i64(call.body.len() as u64),
+                        call.callback_url,
+                        call.start_time,
+                        to_i64(call.queued_at),
+                    ])?;
+                    inserted.push(rows == 1);
+                }
             }
-        }
-        tx.commit().context("committing queued calls")?;
-        Ok(inserted)
+            tx.commit().context("committing queued calls")?;
+            Ok(inserted)
+        })
     }
 
     fn claim(&self, function: &str, now: u64, limit: usize) -> anyhow::Result<Vec<Call>> {
@@ -475,75 +531,72 @@ impl CallStore for SqliteStore {
         Ok(due.map(to_u64))
     }
 
-    fn retry(
-        &self,
-        id: &str,
-        due: u64,
-        status: u16,
-        max_attempts: u32,
-        error: Option<&str>,
-    ) -> anyhow::Result<()> {
-        self.lock()
-            .prepare_cached(
+    fn record(&self, outcomes: &[Outcome]) -> anyhow::Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut retry = tx.prepare_cached(
                 "UPDATE calls SET state = 'queued', due_at = ?2, status_code = ?3,
                     max_attempts = ?4, error = ?5 WHERE id = ?1",
-            )?
-            .execute(params![id, to_i64(due), status, max_attempts, error])?;
-        Ok(())
-    }
-
-    fn finish(&self, id: &str, outcome: &Finished) -> anyhow::Result<()> {
-        let state = if outcome.status < 400 {
-            CallState::Succeeded
-        } else {
-            CallState::Failed
-        };
-        let (headers, body) = match &outcome.response {
-            Some(response) => (
-                Some(encode_headers(&response.headers)),
-                Some(response.body.clone()),
-            ),
-            None => (None, None),
-        };
-        // The request body is no longer needed once a call is final.
-        self.lock()
-            .prepare_cached(
+            )?;
+            // The request body is no longer needed once a call is final.
+            let mut finish = tx.prepare_cached(
                 "UPDATE calls SET state = ?2, status_code = ?3, attempts = ?4, max_attempts = ?5,
                     duration_ms = ?6, finished_at = ?7, error = ?8, response_headers = ?9,
                     response_body = ?10, body = x'',
                     callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END
                  WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                state.as_str(),
-                outcome.status,
-                outcome.attempts,
-                outcome.max_attempts,
-                to_i64(outcome.duration_ms),
-                to_i64(outcome.finished_at),
-                outcome.error,
-                headers,
-                body,
-            ])?;
-        Ok(())
-    }
-
-    fn callback_result(
-        &self,
-        id: &str,
-        state: CallbackState,
-        deliveries: u32,
-    ) -> anyhow::Result<()> {
-        let keep_response = state == CallbackState::Pending;
-        self.lock()
-            .prepare_cached(
+            )?;
+            let mut callback = tx.prepare_cached(
                 "UPDATE calls SET callback_state = ?2, callback_attempts = ?3,
                     response_headers = CASE WHEN ?4 THEN response_headers END,
                     response_body = CASE WHEN ?4 THEN response_body END
                  WHERE id = ?1",
-            )?
-            .execute(params![id, state.as_str(), deliveries, keep_response])?;
+            )?;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Retry {
+                        id,
+                        due,
+                        status,
+                        max_attempts,
+                        error,
+                    } => {
+                        retry.execute(params![id, to_i64(*due), status, max_attempts, error])?;
+                    }
+                    Outcome::Finish { id, finished } => {
+                        let (headers, body) = match &finished.response {
+                            Some(response) => (
+                                Some(encode_headers(&response.headers)),
+                                Some(response.body.as_slice()),
+                            ),
+                            None => (None, None),
+                        };
+                        finish.execute(params![
+                            id,
+                            finished.state().as_str(),
+                            finished.status,
+                            finished.attempts,
+                            finished.max_attempts,
+                            to_i64(finished.duration_ms),
+                            to_i64(finished.finished_at),
+                            finished.error,
+                            headers,
+                            body,
+                        ])?;
+                    }
+                    Outcome::Callback {
+                        id,
+                        state,
+                        deliveries,
+                    } => {
+                        let keep_response = *state == CallbackState::Pending;
+                        callback.execute(params![id, state.as_str(), deliveries, keep_response])?;
+                    }
+                }
+            }
+        }
+        tx.commit().context("recording outcomes")?;
         Ok(())
     }
 
@@ -609,34 +662,35 @@ impl CallStore for SqliteStore {
     }
 
     fn cancel(&self, id: &str, now: u64) -> anyhow::Result<CancelOutcome> {
-        let mut connection = self.lock();
-        let tx = connection.transaction()?;
-        let found: Option<(String, String, i64)> = tx
-            .query_row(
-                "SELECT state, function, body_bytes FROM calls WHERE id = ?1",
-                params![id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()?;
-        let outcome = match found {
-            None => CancelOutcome::NotFound,
-            Some((state, function, bytes)) => match CallState::parse(&state) {
-                CallState::Queued => {
-                    tx.execute(
-                        "UPDATE calls SET state = 'cancelled', finished_at = ?2, body = x''
-                         WHERE id = ?1",
-                        params![id, to_i64(now)],
-                    )?;
-                    CancelOutcome::Cancelled {
-                        function,
-                        bytes: to_u64(bytes),
+        self.durably(|connection| {
+            let tx = connection.transaction()?;
+            let found: Option<(String, String, i64)> = tx
+                .query_row(
+                    "SELECT state, function, body_bytes FROM calls WHERE id = ?1",
+                    params![id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            let outcome = match found {
+                None => CancelOutcome::NotFound,
+                Some((state, function, bytes)) => match CallState::parse(&state) {
+                    CallState::Queued => {
+                        tx.execute(
+                            "UPDATE calls SET state = 'cancelled', finished_at = ?2, body = x''
+                             WHERE id = ?1",
+                            params![id, to_i64(now)],
+                        )?;
+                        CancelOutcome::Cancelled {
+                            function,
+                            bytes: to_u64(bytes),
+                        }
                     }
-                }
-                other => CancelOutcome::NotQueued(other),
-            },
-        };
-        tx.commit()?;
-        Ok(outcome)
+                    other => CancelOutcome::NotQueued(other),
+                },
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
     }
 
     fn recover(&self, now: u64) -> anyhow::Result<u64> {
@@ -757,7 +811,15 @@ mod tests {
         assert_eq!(claimed[0].call.headers, call("a", "f.ns").headers);
         assert_eq!(claimed[0].call.body, b"body");
 
-        store.retry("a", 5000, 503, 3, None).expect("retry");
+        store
+            .record(&[Outcome::Retry {
+                id: "a".into(),
+                due: 5000,
+                status: 503,
+                max_attempts: 3,
+                error: None,
+            }])
+            .expect("retry");
         let status = store.status("a").expect("status").expect("found");
         assert_eq!(status.state, CallState::Queued);
         assert_eq!(status.status_code, Some(503));
@@ -773,9 +835,9 @@ mod tests {
             body: b"done".to_vec(),
         };
         store
-            .finish(
-                "a",
-                &Finished {
+            .record(&[Outcome::Finish {
+                id: "a".into(),
+                finished: Finished {
                     status: 200,
                     attempts: 2,
                     max_attempts: 3,
@@ -784,13 +846,17 @@ mod tests {
                     error: None,
                     response: Some(response),
                 },
-            )
+            }])
             .expect("finish");
         let pending = store.pending_callbacks(10).expect("pending");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].response.body, b"done");
         store
-            .callback_result("a", CallbackState::Delivered, 1)
+            .record(&[Outcome::Callback {
+                id: "a".into(),
+                state: CallbackState::Delivered,
+                deliveries: 1,
+            }])
             .expect("delivered");
         assert!(store.pending_callbacks(10).expect("pending").is_empty());
         let status = store.status("a").expect("status").expect("found");

@@ -158,6 +158,29 @@ async fn accepted_run_as_queued_and_called_back() {
     );
 }
 
+/// A client's own `X-Call-Id` names the call; sending it again does not queue it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_call_id_is_queued_once() {
+    let gateway = gateway_with(&[]);
+    let headers = [("x-call-id", "order-42")];
+    for _ in 0..3 {
+        let answer = post(&gateway, "/async-function/flaky?sleep_ms=300", &headers, "").await;
+        assert_eq!(answer.status, 202);
+        assert_eq!(answer.header("x-call-id"), "order-42");
+    }
+    wait_for_state(&gateway, "order-42", "succeeded").await;
+    let metrics = get(&gateway, "/metrics").await.text();
+    assert!(
+        metrics.contains("wasmgate_async_enqueued_total{function_name=\"flaky.openfaas-fn\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("gateway_function_invocation_started{function_name=\"flaky.openfaas-fn\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// What is refused, and why: an unknown function, a bad callback URL, a body past the limit, the
 /// wrong method; unknown call ids.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
