@@ -116,6 +116,12 @@ pub enum Command {
         /// A query parameter, `key=value`; repeatable.
         #[arg(short, long)]
         query: Vec<String>,
+        /// Queue the call (`/async-function/NAME`) and print its call id instead of waiting.
+        #[arg(short = 'a', long = "async")]
+        asynchronous: bool,
+        /// With --async: where the gateway POSTs the function's answer (`X-Callback-Url`).
+        #[arg(long, requires = "asynchronous")]
+        callback_url: Option<String>,
     },
     /// Remove a function.
     #[command(alias = "rm")]

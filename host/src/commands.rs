@@ -1,8 +1,9 @@
 //! The client subcommands: `list`, `describe`, `invoke`, `remove`, `logs`, `secret`, `login`, `logout`,
 //! `version`. Each speaks only the OpenFaaS API, so it works against any OpenFaaS gateway.
 //!
-//! Output is for people by default (aligned columns, no colour) and JSON with `--json` where scripts
-//! need it. Failures exit non-zero with one line that says what went wrong.
+//! Output is for people by default (aligned columns; colour on a terminal unless `NO_COLOR` is set;
+//! a progress bar on stderr while deploying many functions) and JSON with `--json` where scripts need
+//! it. Failures exit non-zero with one line that says what went wrong.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -137,6 +138,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(header.to_vec(), &mut out);
+    if crate::paint::enabled()
+        && let Some(first) = out.lines().next().map(str::to_string)
+    {
+        out = format!("{}\n", crate::paint::bold(&first, true));
+    }
     for row in rows {
         line(row.iter().map(String::as_str).collect(), &mut out);
     }
@@ -254,22 +260,43 @@ pub async fn describe(
     Ok(())
 }
 
-/// `wasmgate invoke`: the body from standard input, the answer's body to standard output.
-pub async fn invoke(
-    gateway: &GatewayArgs,
-    name: &str,
-    method: &str,
-    headers: &[String],
-    query: &[String],
-) -> anyhow::Result<()> {
+/// What `wasmgate invoke` sends.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The function (`name` or `name.namespace`).
+    pub name: &'a str,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// `key=value` headers.
+    pub headers: &'a [String],
+    /// `key=value` query parameters.
+    pub query: &'a [String],
+    /// Queue it through `/async-function` instead of waiting for the answer.
+    pub asynchronous: bool,
+    /// With `asynchronous`: the `X-Callback-Url`.
+    pub callback_url: Option<&'a str>,
+}
+
+/// `wasmgate invoke`: the body from stdin, the answer to stdout; non-zero exit on a non-2xx answer.
+/// With `--async`, the call is queued and its call id printed.
+pub async fn invoke(gateway: &GatewayArgs, call: &Call<'_>) -> anyhow::Result<()> {
     let client = gateway.client()?;
-    let method: Method = method
+    let method: Method = call
+        .method
         .to_ascii_uppercase()
         .parse()
-        .with_context(|| format!("{method:?} is not an HTTP method"))?;
-    let headers = pairs(headers, "--header")?;
-    let query = pairs(query, "--query")?;
-    let mut path = format!("/function/{name}");
+        .with_context(|| format!("{:?} is not an HTTP method", call.method))?;
+    if call.asynchronous && method != Method::POST {
+        bail!("asynchronous calls are queued with POST, not {method}");
+    }
+    let headers = pairs(call.headers, "--header")?;
+    let query = pairs(call.query, "--query")?;
+    let route = if call.asynchronous {
+        "async-function"
+    } else {
+        "function"
+    };
+    let mut path = format!("/{route}/{}", call.name);
     if !query.is_empty() {
         let joined: Vec<String> = query
             .iter()
@@ -282,10 +309,13 @@ pub async fn invoke(
     std::io::stdin()
         .read_to_end(&mut body)
         .context("reading the request body from standard input")?;
-    let headers: Vec<(String, String)> = headers
+    let mut headers: Vec<(String, String)> = headers
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    if let Some(url) = call.callback_url {
+        headers.push(("X-Callback-Url".into(), url.into()));
+    }
     let response = client
         .start(
             method,
@@ -295,6 +325,21 @@ pub async fn invoke(
         )
         .await?;
     let status = response.status();
+    if call.asynchronous && status == StatusCode::ACCEPTED {
+        let id = response
+            .headers()
+            .get("x-call-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        // The id alone on stdout, for scripts; the explanation on stderr.
+        println!("{id}");
+        eprintln!(
+            "Queued {}: see GET /system/async/{id}, cancel with DELETE /async-function/{id}",
+            call.name
+        );
+        return Ok(());
+    }
     let mut body = response.into_body();
     let mut stdout = std::io::stdout().lock();
     while let Some(frame) = body.frame().await {
@@ -618,12 +663,25 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
     }
     let client = gateway.client()?;
     let total = functions.len();
+    let colour = crate::paint::enabled();
+    // A progress bar on stderr, drawn only when stderr is a terminal; the lines go above it.
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(total as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("deploying [{bar:30}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
     let mut failed = Vec::new();
     for (index, function) in functions.iter().enumerate() {
+        progress.set_message(function.function.to_string());
         let label = format!("[{}/{total}] {}", index + 1, function.function);
-        match deploy_one(&client, function).await {
-            Ok(uploaded) => println!(
-                "{label}: deployed{}",
+        let line = match deploy_one(&client, function).await {
+            Ok(uploaded) => format!(
+                "{label}: {}{}",
+                crate::paint::green("deployed", colour),
                 if uploaded {
                     " (component uploaded)"
                 } else {
@@ -631,16 +689,23 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
                 }
             ),
             Err(error) => {
-                println!("{label}: failed: {error:#}");
                 failed.push(function.function.to_string());
+                format!(
+                    "{label}: {} {error:#}",
+                    crate::paint::red("failed:", colour)
+                )
             }
-        }
+        };
+        progress.suspend(|| println!("{line}"));
+        progress.inc(1);
     }
-    println!(
+    progress.finish_and_clear();
+    let summary = format!(
         "{} of {total} deployed to {}",
         total - failed.len(),
         client.gateway
     );
+    println!("{}", crate::paint::bold(&summary, colour));
     if !failed.is_empty() {
         bail!("these failed: {}", failed.join(", "));
     }

@@ -14,6 +14,7 @@ pub mod logwriter;
 pub mod metrics;
 pub mod names;
 pub mod openfaas;
+pub mod paint;
 pub mod quantity;
 pub mod queue;
 pub mod server;
@@ -72,7 +73,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             method,
             headers,
             query,
-        } => commands::invoke(&gateway, &name, &method, &headers, &query).await,
+            asynchronous,
+            callback_url,
+        } => {
+            let call = commands::Call {
+                name: &name,
+                method: &method,
+                headers: &headers,
+                query: &query,
+                asynchronous,
+                callback_url: callback_url.as_deref(),
+            };
+            commands::invoke(&gateway, &call).await
+        }
         Command::Remove {
             gateway,
             name,

@@ -566,3 +566,130 @@ async fn new_and_build_explain_what_is_missing() {
         "{stderr}"
     );
 }
+
+/// `invoke --async` queues the call, prints its id, and the callback brings the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_async_prints_the_call_id() {
+    let gateway = Gateway::start(&[
+        "--function".to_string(),
+        format!("echo={}", wasmgate_guests::ECHO),
+    ]);
+    let config = temp_dir("cli-config");
+    let callbacks = crate::support::Callbacks::start().await;
+    let queued = run(
+        &config,
+        args(
+            &gateway,
+            &[
+                "invoke",
+                "echo",
+                "--async",
+                "--callback-url",
+                &callbacks.url(),
+                "-H",
+                "x-note=queued",
+            ],
+        ),
+        b"later",
+    )
+    .await;
+    assert!(queued.ok, "{}", queued.stderr);
+    let id = queued.stdout.trim().to_string();
+    assert_eq!(id.len(), 36, "a call id: {:?}", queued.stdout);
+    assert!(
+        queued.stderr.contains(&format!("/system/async/{id}")),
+        "{}",
+        queued.stderr
+    );
+    let received = callbacks.wait_for(1).await;
+    assert_eq!(received[0].header("x-call-id"), id);
+    assert_eq!(received[0].header("x-echo-x-note"), "queued");
+    assert_eq!(&received[0].body[..], b"later");
+
+    let wrong = run(
+        &config,
+        args(&gateway, &["invoke", "echo", "--async", "-m", "GET"]),
+        b"",
+    )
+    .await;
+    assert!(
+        !wrong.ok && wrong.stderr.contains("POST"),
+        "{}",
+        wrong.stderr
+    );
+    let unknown = run(&config, args(&gateway, &["invoke", "nope", "--async"]), b"").await;
+    assert!(
+        !unknown.ok && unknown.stderr.contains("404"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+/// Colour only on a terminal (run under `script`, which gives the command a pseudo-terminal), and
+/// never with `NO_COLOR`; piped output is plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colour_only_on_a_terminal() {
+    let gateway = Gateway::start(&[
+        "--function".to_string(),
+        format!("hello={}", wasmgate_guests::HELLO),
+    ]);
+    let config = temp_dir("cli-config");
+    let project = temp_dir("cli-colour");
+    let stack = project.join("stack.yml");
+    std::fs::write(
+        &stack,
+        format!(
+            "provider:\n  name: openfaas\nfunctions:\n  greeter:\n    image: {}\n",
+            wasmgate_guests::HELLO
+        ),
+    )
+    .expect("write the stack file");
+    let command = format!(
+        "{} deploy -f {} --gateway http://{} && {} list --gateway http://{}",
+        env!("CARGO_BIN_EXE_wasmgate"),
+        stack.display(),
+        gateway.addr,
+        env!("CARGO_BIN_EXE_wasmgate"),
+        gateway.addr
+    );
+    let script_config = config.clone();
+    let on_terminal = move |no_color: bool| {
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env("XDG_CONFIG_HOME", &script_config)
+            .env_remove("NO_COLOR");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let output = script.output().expect("run script");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let coloured = tokio::task::spawn_blocking(move || (on_terminal(false), on_terminal(true)))
+        .await
+        .expect("script runs");
+    assert!(
+        coloured.0.contains("\x1b[32mdeployed\x1b[0m"),
+        "{:?}",
+        coloured.0
+    );
+    assert!(coloured.0.contains("\x1b[1mFunction"), "{:?}", coloured.0);
+    // The progress bar is drawn on the terminal (stderr), then cleared.
+    assert!(coloured.0.contains("deploying ["), "{:?}", coloured.0);
+    // Every colour ends with a reset; the progress bar's line clearing is not colour.
+    assert!(
+        !coloured.1.contains("\x1b[0m"),
+        "NO_COLOR: {:?}",
+        coloured.1
+    );
+    assert!(coloured.1.contains("greeter"), "{:?}", coloured.1);
+
+    let piped = run(&config, args(&gateway, &["list"]), b"").await;
+    assert!(
+        piped.ok && piped.stdout.contains("greeter"),
+        "{}",
+        piped.stderr
+    );
+    assert!(!piped.stdout.contains('\x1b'), "{:?}", piped.stdout);
+}
