@@ -233,6 +233,8 @@ async fn refusals() {
         !metrics.contains("wasmgate_async_enqueued_total{"),
         "{metrics}"
     );
+    let with_namespace = post(&gateway, "/async-function/echo.openfaas-fn/x", &[], "").await;
+    assert_eq!(with_namespace.status, 202, "name.namespace is accepted");
 
     // A bad retry annotation is refused at deploy.
     let body = serde_json::json!({"service": "bad-retry", "image": wasmgate_guests::FLAKY,
@@ -479,4 +481,43 @@ async fn a_crash_loses_no_call() {
     // At least once, not many times. A duplicate callback needs a delivery that happened but was not
     // recorded before the kill: at most the 64 deliveries in flight at once.
     assert!(duplicates <= 64, "{duplicates} duplicates");
+}
+
+/// A graceful restart (SIGTERM) keeps the calls still queued: the next process runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_survive_a_restart() {
+    const CALLS: usize = 40;
+    let state = temp_dir("restart-state");
+    let state_arg = state.display().to_string();
+    let args = [
+        "--state-dir",
+        state_arg.as_str(),
+        "--async-function-concurrency",
+        "2",
+        "--shutdown-timeout",
+        "5s",
+    ];
+    let gateway = gateway_with(&args);
+    let callbacks = Callbacks::start().await;
+    let url = callbacks.url();
+    let headers = [("x-callback-url", url.as_str())];
+    let mut ids = Vec::new();
+    for _ in 0..CALLS {
+        let answer = post(&gateway, "/async-function/flaky?sleep_ms=100", &headers, "").await;
+        assert_eq!(answer.status, 202);
+        ids.push(answer.header("x-call-id").to_string());
+    }
+    gateway.signal("TERM");
+    assert!(gateway.wait().success(), "a clean exit");
+    let before = callbacks.received().len();
+    assert!(
+        before < CALLS,
+        "calls were left in the queue ({before} done)"
+    );
+
+    let gateway = gateway_with(&args);
+    callbacks.wait_for(CALLS).await;
+    for id in &ids {
+        assert_eq!(status(&gateway, id).await["status"], "succeeded");
+    }
 }
