@@ -34,6 +34,10 @@ const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 pub const ANNOTATION_INSTANCE_REUSE: &str = "com.wasmgate.instance-reuse";
 /// Hosts a function's outbound HTTP may reach, comma-separated (`api.example.com, *.internal:8443`).
 pub const ANNOTATION_ALLOWED_HOSTS: &str = "com.wasmgate.allowed-hosts";
+/// Annotation: key-value buckets the function may open besides `default`, comma-separated.
+pub const ANNOTATION_KEYVALUE_BUCKETS: &str = "com.wasmgate.keyvalue.buckets";
+/// Annotation prefix: `com.wasmgate.config.KEY: VALUE` is `KEY` in the function's `wasi:config`.
+pub const ANNOTATION_CONFIG_PREFIX: &str = "com.wasmgate.config.";
 /// Where, inside the state directory, each function's own secrets directory is assembled.
 const RUN_SECRETS: &str = "run/secrets";
 
@@ -404,6 +408,7 @@ impl Functions {
         instance_reuse(&deployment)?;
         function_limits(&deployment, self.runtime.config())?;
         allowed_hosts(&deployment)?;
+        keyvalue_buckets(&deployment)?;
         crate::queue::RetryPolicy::from_annotations(deployment.settings.annotations.as_ref())
             .map_err(|e| ApiError::bad_request(format!("annotation {e}")))?;
         let replicas = match deployment
@@ -743,7 +748,35 @@ impl Functions {
             limits: function_limits(deployment, self.runtime.config()).unwrap_or_default(),
             // Validated at deploy; a record that no longer parses reaches nothing.
             allowed_hosts: allowed_hosts(deployment).unwrap_or_default(),
+            namespace: function.namespace.clone(),
+            keyvalue_buckets: keyvalue_buckets(deployment).unwrap_or_default(),
+            config: self.config_values(function, deployment),
         }
+    }
+
+    /// What `wasi:config/store` answers for the function, first match wins: the secrets it lists (by
+    /// name, as text), then `com.wasmgate.config.KEY` annotations, then its `envVars`.
+    fn config_values(
+        &self,
+        function: &FunctionRef,
+        deployment: &FunctionDeployment,
+    ) -> Vec<(String, String)> {
+        let settings = &deployment.settings;
+        let mut values = Vec::new();
+        for secret in settings.secrets.iter().flatten() {
+            if let Ok(Some(value)) = self.state.read_secret(&function.namespace, secret) {
+                values.push((secret.clone(), String::from_utf8_lossy(&value).into_owned()));
+            }
+        }
+        for (key, value) in settings.annotations.iter().flatten() {
+            if let Some(key) = key.strip_prefix(ANNOTATION_CONFIG_PREFIX) {
+                values.push((key.to_string(), value.clone()));
+            }
+        }
+        for (key, value) in settings.env_vars.iter().flatten() {
+            values.push((key.clone(), value.clone()));
+        }
+        values
     }
 
     /// The spec, with its secrets directory built (start-up path).
@@ -857,6 +890,36 @@ fn allowed_hosts(deployment: &FunctionDeployment) -> Result<Vec<HostPattern>, Ap
             ApiError::bad_request(format!("annotation {ANNOTATION_ALLOWED_HOSTS}: {e}"))
         }),
     }
+}
+
+/// `com.wasmgate.keyvalue.buckets` (an annotation): buckets the function may open besides `default`.
+fn keyvalue_buckets(deployment: &FunctionDeployment) -> Result<Vec<String>, ApiError> {
+    let Some(list) = deployment
+        .settings
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_KEYVALUE_BUCKETS))
+    else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let valid = name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if valid {
+                Ok(name.to_string())
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "annotation {ANNOTATION_KEYVALUE_BUCKETS}: {name:?} is not a bucket name \
+                     (letters, digits, '-', '_', '.', at most 64)"
+                )))
+            }
+        })
+        .collect()
 }
 
 /// `envVars` key (as of-watchdog reads it): the time limit of one request, a Go duration.

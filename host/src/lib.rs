@@ -10,6 +10,7 @@ pub mod duration;
 pub mod functions;
 pub mod gateway;
 pub mod http_limits;
+pub mod keyvalue;
 pub mod logwriter;
 pub mod metrics;
 pub mod names;
@@ -137,8 +138,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Compiled code is kept beside the state, so a restart never recompiles what it compiled before.
     let mut runtime_config = config.runtime.clone();
     runtime_config.cache_dir = Some(config.state_dir.join("cache"));
-    let runtime =
-        Runtime::with_observer(runtime_config, metrics.clone()).context("starting the runtime")?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    }
+    let keyvalue = keyvalue::SqliteKeyValue::open(&config.state_dir.join("keyvalue.sqlite3"))
+        .context("opening the key-value store")?;
+    let runtime = Runtime::with_services(runtime_config, metrics.clone(), Arc::new(keyvalue))
+        .context("starting the runtime")?;
     let functions = Functions::open(
         &config.state_dir,
         runtime,

@@ -112,6 +112,8 @@ impl Histogram {
 struct FunctionStats {
     started: AtomicU64,
     cold_starts: AtomicU64,
+    /// Calls it received from other functions (also counted as invocations).
+    calls_from_functions: AtomicU64,
     compile: Histogram,
     /// Sorted by status code. The histogram count doubles as the
     /// `gateway_function_invocation_total` counter for that code.
@@ -123,6 +125,7 @@ impl FunctionStats {
         FunctionStats {
             started: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
+            calls_from_functions: AtomicU64::new(0),
             compile: Histogram::new(DURATION_BUCKETS),
             by_code: RwLock::new(Vec::new()),
         }
@@ -349,6 +352,16 @@ impl Metrics {
             "Requests that had to load/compile first.",
         );
         each_fn(&mut out, &fns, name, |s| s.cold_starts.load(Relaxed));
+        let name = "wasmgate_function_calls_total";
+        header(
+            &mut out,
+            name,
+            "counter",
+            "Invocations that came from other functions (http://NAME.NAMESPACE/), served in process.",
+        );
+        each_fn(&mut out, &fns, name, |s| {
+            s.calls_from_functions.load(Relaxed)
+        });
         let name = "wasmgate_compile_seconds";
         header(
             &mut out,
@@ -478,6 +491,13 @@ impl wasmgate_runtime::Observer for Metrics {
     fn instance_released(&self) {
         Metrics::instance_released(self);
     }
+    fn call_started(&self, _caller: &str, callee: &str) {
+        self.invocation_started(callee);
+        self.with_stats(callee, |s| s.calls_from_functions.fetch_add(1, Relaxed));
+    }
+    fn call_finished(&self, _caller: &str, callee: &str, status: u16, seconds: f64) {
+        self.invocation_finished(callee, status, seconds);
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -497,6 +517,7 @@ mod tests {
         ("gateway_function_invocation_started", "counter"),
         ("gateway_service_count", "gauge"),
         ("wasmgate_cold_starts_total", "counter"),
+        ("wasmgate_function_calls_total", "counter"),
         ("wasmgate_compile_seconds", "histogram"),
         ("wasmgate_instantiation_seconds", "histogram"),
         ("wasmgate_instances_in_use", "gauge"),
@@ -665,7 +686,7 @@ mod tests {
         let m = Metrics::new();
         assert_eq!(
             m.render().lines().filter(|l| l.starts_with('#')).count(),
-            22
+            24
         );
         m.invocation_started("a.ns");
         m.invocation_finished("a.ns", 200, 0.5);

@@ -8,6 +8,8 @@ mod asynchronous;
 mod cli;
 #[path = "gateway/limits.rs"]
 mod limits;
+#[path = "gateway/services.rs"]
+mod services;
 mod support;
 
 use bytes::Bytes;
@@ -49,6 +51,44 @@ mod guests {
         let slept = get(&gateway, "/function/flaky?sleep_ms=200&status=201").await;
         assert_eq!(slept.status, 201);
         assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    }
+
+    /// `kvcounter` counts in its bucket (fully tested in `services.rs`).
+    #[tokio::test]
+    pub async fn kvcounter() {
+        let gateway = Gateway::with_all_guests();
+        let first = send(
+            gateway.addr,
+            request("POST", &gateway, "/function/kvcounter", ""),
+        )
+        .await;
+        assert_eq!(first.text(), "count 1\n");
+        assert_eq!(
+            get(&gateway, "/function/kvcounter").await.text(),
+            "count 1\n"
+        );
+    }
+
+    /// `greeter` greets from its configuration (fully tested in `services.rs`).
+    #[tokio::test]
+    pub async fn greeter() {
+        let gateway = Gateway::with_all_guests();
+        assert_eq!(
+            get(&gateway, "/function/greeter").await.text(),
+            "Hello, world!\n"
+        );
+    }
+
+    /// `pipeline` calls other functions by name (fully tested in `services.rs`).
+    #[tokio::test]
+    pub async fn pipeline() {
+        let gateway = Gateway::with_all_guests();
+        let answer = send(
+            gateway.addr,
+            request("POST", &gateway, "/function/pipeline?steps=echo", "x"),
+        )
+        .await;
+        assert_eq!(answer.text(), "== echo (200)\nx\n");
     }
 
     #[tokio::test]

@@ -38,6 +38,12 @@ pub struct FunctionSpec {
     pub limits: Limits,
     /// Hosts its outbound HTTP requests may reach; empty (the default): none.
     pub allowed_hosts: Vec<HostPattern>,
+    /// Its namespace: scopes its key-value buckets, and the functions it may call by name.
+    pub namespace: String,
+    /// Key-value buckets it may open besides `default` (see [`crate::services`]).
+    pub keyvalue_buckets: Vec<String>,
+    /// What `wasi:config/store` answers, in order; the first of a repeated key wins.
+    pub config: Vec<(String, String)>,
 }
 
 /// Per-function limits. `None` takes the runtime's default ([`crate::RuntimeConfig`]); the caller
@@ -118,6 +124,10 @@ pub(crate) struct Function {
     pub(crate) logs: Arc<FunctionLogs>,
     /// `spec.allowed_hosts`, shared by its requests.
     pub(crate) allowed_hosts: Arc<[HostPattern]>,
+    /// `spec.namespace`, `spec.keyvalue_buckets` and `spec.config`, shared by its requests.
+    pub(crate) namespace: Arc<str>,
+    pub(crate) keyvalue_buckets: Arc<[String]>,
+    pub(crate) config: Arc<[(String, String)]>,
     /// Idle instances, when the function opted into reuse.
     idle: Mutex<Vec<Warm>>,
     /// What keeping it loaded costs, in KiB, for the loaded-function budget.
@@ -211,6 +221,9 @@ pub(crate) fn pre_instantiate(
         name: name.into(),
         pre,
         allowed_hosts: spec.allowed_hosts.clone().into(),
+        namespace: spec.namespace.as_str().into(),
+        keyvalue_buckets: spec.keyvalue_buckets.clone().into(),
+        config: spec.config.clone().into(),
         spec,
         logs,
         idle: Mutex::new(Vec::new()),

@@ -23,6 +23,7 @@ use crate::limits::InflightPermit;
 use crate::logs::{GuestOutputFactory, LogStream};
 use crate::observe::{InstanceGuard, Observer};
 use crate::outbound::{Outbound, OutboundClient};
+use crate::services::{KeyValueStore, Services, ServicesCtx};
 
 /// Everything one request's [`Store`] holds. Built fresh for every request and dropped with it.
 pub(crate) struct RequestState {
@@ -31,6 +32,7 @@ pub(crate) struct RequestState {
     http: WasiHttpCtx,
     hooks: GuestHooks,
     limiter: MemoryLimiter,
+    services: ServicesCtx,
 }
 
 /// Holds linear memory to the function's limit and remembers a refusal, so a trap that follows can be
@@ -67,7 +69,21 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl RequestState {
-    fn new(function: &Function, memory_limit: u64, client: &OutboundClient) -> Result<Self, Error> {
+    /// The services' view of this state, for the linker.
+    pub(crate) fn services(&mut self) -> Services<'_> {
+        Services {
+            ctx: &self.services,
+            table: &mut self.table,
+        }
+    }
+
+    fn new(
+        function: &Function,
+        memory_limit: u64,
+        client: &OutboundClient,
+        keyvalue: &Arc<dyn KeyValueStore>,
+        calls: Calls,
+    ) -> Result<Self, Error> {
         let logs = &function.logs;
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutputFactory::new(logs.clone(), LogStream::Stdout))
@@ -83,10 +99,20 @@ impl RequestState {
             http: WasiHttpCtx::new(),
             hooks: GuestHooks {
                 outbound: Outbound::new(function.allowed_hosts.clone(), client.clone()),
+                caller: function.name.clone(),
+                namespace: function.namespace.clone(),
+                calls,
             },
             limiter: MemoryLimiter {
                 limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
                 refused: None,
+            },
+            services: ServicesCtx {
+                keyvalue: keyvalue.clone(),
+                namespace: function.namespace.clone(),
+                buckets: function.keyvalue_buckets.clone(),
+                config: function.config.clone(),
+                logs: logs.clone(),
             },
         })
     }
@@ -111,9 +137,67 @@ impl WasiHttpView for RequestState {
     }
 }
 
-/// Outbound HTTP from guests: to the function's allowed hosts only (see `outbound.rs`).
+/// Outbound HTTP from guests: to other functions by name, served in this process; else to the
+/// function's allowed hosts only (see `outbound.rs`).
 struct GuestHooks {
     outbound: Outbound,
+    /// The calling function's name (`name.namespace`) and namespace.
+    caller: Arc<str>,
+    namespace: Arc<str>,
+    calls: Calls,
+}
+
+impl GuestHooks {
+    /// The function `uri` names, if it names one this function may call: `http://NAME/...` (a
+    /// function of its own namespace) or `http://NAME.NAMESPACE/...` (its own namespace, or another
+    /// that its allowed hosts list). Plain `http` on the default port only.
+    fn function_target(&self, uri: &http::Uri) -> Option<(crate::Runtime, String)> {
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP)
+            || uri.port_u16().is_some_and(|port| port != 80)
+        {
+            return None;
+        }
+        let host = uri.host()?.to_ascii_lowercase();
+        let runtime = crate::Runtime::from_inner(self.calls.runtime.upgrade()?);
+        let own = (!host.contains('.') && !self.namespace.is_empty())
+            .then(|| format!("{host}.{}", self.namespace));
+        let key = own
+            .into_iter()
+            .chain(std::iter::once(host))
+            .find(|key| runtime.contains(key))?;
+        let namespace = key.rsplit_once('.').map_or("", |(_, ns)| ns);
+        if namespace != &*self.namespace && !self.outbound.allows(uri) {
+            // Falls through to the outbound rules, which deny it.
+            return None;
+        }
+        Some((runtime, key))
+    }
+}
+
+/// A plain-text response to a guest's call, made by the runtime.
+fn call_answer(status: u16, text: String) -> http::Response<wasmtime_wasi_http::WasiBody> {
+    let body = http_body_util::Full::new(Bytes::from(text + "\n"))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = http::Response::new(body);
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The status a failed call to a function answers with, as the gateway would answer it.
+fn call_status(error: &Error) -> u16 {
+    match error {
+        Error::NotFound(_) => 404,
+        Error::Timeout { .. } => 504,
+        Error::TooManyRequests { .. } => 429,
+        Error::Busy { .. } => 503,
+        _ => 500,
+    }
 }
 
 impl WasiHttpHooks for GuestHooks {
@@ -130,6 +214,53 @@ impl WasiHttpHooks for GuestHooks {
                 )>,
             > + Send,
     > {
+        if let Some((runtime, callee)) = self.function_target(request.uri()) {
+            let caller = self.caller.clone();
+            let depth = self.calls.depth + 1;
+            let left = self.calls.left.clone();
+            return Box::new(async move {
+                let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                    Box::new(async { Ok(()) });
+                if depth > MAX_CALL_DEPTH {
+                    let text = format!(
+                        "{caller} cannot call {callee}: calls are nested {MAX_CALL_DEPTH} deep \
+                         already (a loop of functions calling each other?)"
+                    );
+                    tracing::warn!("{text}");
+                    return Ok((call_answer(508, text), done));
+                }
+                if left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_err()
+                {
+                    let text = format!(
+                        "{caller} cannot call {callee}: this request already made \
+                         {MAX_CALLS_PER_REQUEST} calls to functions"
+                    );
+                    tracing::warn!("{text}");
+                    return Ok((call_answer(508, text), done));
+                }
+                let observer = runtime.observer().clone();
+                observer.call_started(&caller, &callee);
+                let started = Instant::now();
+                let answer = match runtime.invoke_at_depth(&callee, request, depth, left).await {
+                    Ok(response) => response.map(|body| {
+                        body.map_err(|e| {
+                            wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+                        })
+                        .boxed_unsync()
+                    }),
+                    Err(error) => call_answer(call_status(&error), error.to_string()),
+                };
+                observer.call_finished(
+                    &caller,
+                    &callee,
+                    answer.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
+                Ok((answer, done))
+            });
+        }
         let send = self.outbound.send(request, options);
         Box::new(async move {
             let response = send.await?;
@@ -159,6 +290,29 @@ pub(crate) struct Budget {
     pub(crate) permit: InflightPermit,
     /// The client its outbound requests go through.
     pub(crate) outbound: OutboundClient,
+    /// Where its key-value buckets live.
+    pub(crate) keyvalue: Arc<dyn KeyValueStore>,
+    /// Where it stands in a chain of functions calling functions.
+    pub(crate) calls: Calls,
+}
+
+/// How deep a chain of functions calling functions may go (`http://NAME.NAMESPACE/...`); the call
+/// that would go deeper gets 508 Loop Detected.
+pub const MAX_CALL_DEPTH: u32 = 8;
+
+/// Calls to other functions one external request may cause in all, however they branch; past it,
+/// 508 too.
+pub const MAX_CALLS_PER_REQUEST: u32 = 64;
+
+/// A request's place in a chain of function calls.
+#[derive(Clone)]
+pub(crate) struct Calls {
+    /// The runtime, to call functions by name (weakly: a kept instance must not keep it alive).
+    pub(crate) runtime: std::sync::Weak<crate::Inner>,
+    /// 0 for a request from outside; one more per call.
+    pub(crate) depth: u32,
+    /// Calls left for the whole tree of calls the outside request started.
+    pub(crate) left: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// Runs `request` on a fresh instance of `function`.
@@ -178,6 +332,8 @@ where
         timeout,
         permit,
         outbound,
+        keyvalue,
+        calls,
     } = budget;
     let deadline = Instant::now() + timeout;
     let instance = InstanceGuard::acquire(observer.clone());
@@ -187,7 +343,7 @@ where
         None => {
             let mut store = Store::new(
                 engine,
-                RequestState::new(&function, memory_bytes, &outbound)?,
+                RequestState::new(&function, memory_bytes, &outbound, &keyvalue, calls)?,
             );
             store.limiter(|state| &mut state.limiter);
             // Yield to other requests on every epoch tick. This is also what lets the time limit

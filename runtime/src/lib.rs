@@ -42,6 +42,7 @@ mod limits;
 pub mod logs;
 mod observe;
 mod outbound;
+pub mod services;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +79,7 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     engine: Engine,
     allocator: AllocatorKind,
     linker: Linker<RequestState>,
@@ -94,6 +95,8 @@ struct Inner {
     inflight: Arc<Inflight>,
     /// Outbound HTTP of every function, pooled.
     outbound: outbound::OutboundClient,
+    /// Where functions' key-value buckets live.
+    keyvalue: Arc<dyn services::KeyValueStore>,
     functions: RwLock<HashMap<String, Arc<Entry>>>,
     /// The zero of every entry's `last_used`.
     started: Instant,
@@ -141,10 +144,23 @@ impl Runtime {
         Runtime::with_observer(config, Arc::new(NoObserver))
     }
 
-    /// Like [`Runtime::new`], reporting events to `observer`.
+    /// Like [`Runtime::new`], reporting events to `observer`; key-value data is kept in memory.
     pub fn with_observer(
         config: RuntimeConfig,
         observer: Arc<dyn Observer>,
+    ) -> Result<Self, Error> {
+        Runtime::with_services(
+            config,
+            observer,
+            Arc::new(services::MemoryKeyValue::default()),
+        )
+    }
+
+    /// Like [`Runtime::with_observer`], with functions' key-value buckets in `keyvalue`.
+    pub fn with_services(
+        config: RuntimeConfig,
+        observer: Arc<dyn Observer>,
+        keyvalue: Arc<dyn services::KeyValueStore>,
     ) -> Result<Self, Error> {
         let (engine, allocator) = engine::build_engine(&config)?;
         let mut linker = Linker::new(&engine);
@@ -154,6 +170,7 @@ impl Runtime {
             .map_err(|e| Error::internal("adding WASI to the linker", &e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::internal("adding wasi:http to the linker", &e))?;
+        services::add_to_linker(&mut linker, invoke::RequestState::services)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(cache::CodeCache::open(dir, &engine).map_err(|e| {
                 Error::Internal(format!("opening the code cache {}: {e}", dir.display()))
@@ -186,6 +203,7 @@ impl Runtime {
                 next_id: AtomicU64::new(0),
                 inflight: Arc::default(),
                 outbound: outbound::OutboundClient::new(),
+                keyvalue,
                 functions: RwLock::new(HashMap::new()),
                 started: Instant::now(),
                 _ticker: ticker,
@@ -390,6 +408,39 @@ impl Runtime {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let calls_left = Arc::new(std::sync::atomic::AtomicU32::new(
+            invoke::MAX_CALLS_PER_REQUEST,
+        ));
+        self.invoke_at_depth(name, request, 0, calls_left).await
+    }
+
+    /// A runtime from its shared state (for the calls functions make to each other).
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Runtime {
+        Runtime { inner }
+    }
+
+    /// The shared state, weakly (a request must not keep the runtime alive).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The observer events go to.
+    pub(crate) fn observer(&self) -> &Arc<dyn Observer> {
+        &self.inner.observer
+    }
+
+    /// [`Runtime::invoke`] for a call `depth` levels deep in a chain of functions calling functions.
+    pub(crate) async fn invoke_at_depth<B>(
+        &self,
+        name: &str,
+        request: http::Request<B>,
+        depth: u32,
+        calls_left: Arc<std::sync::atomic::AtomicU32>,
+    ) -> Result<http::Response<ResponseBody>, Error>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let entry = self.get(name)?;
         entry.last_used.store(self.now_millis(), Ordering::Relaxed);
         let function = match self.inner.loaded.get(&entry.id) {
@@ -429,6 +480,12 @@ impl Runtime {
                 .min(config.max_timeout),
             permit,
             outbound: self.inner.outbound.clone(),
+            keyvalue: self.inner.keyvalue.clone(),
+            calls: invoke::Calls {
+                runtime: self.downgrade(),
+                depth,
+                left: calls_left,
+            },
         };
         invoke::invoke(
             &self.inner.engine,

@@ -34,6 +34,39 @@ pub enum LogStream {
     Stdout,
     /// The guest's `wasi:cli/stderr`.
     Stderr,
+    /// A `wasi:logging` call; the text starts with the level (and the context, when there is one).
+    Logging,
+}
+
+/// The level of a `wasi:logging` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The flow of a program, in detail.
+    Trace,
+    /// For someone debugging it.
+    Debug,
+    /// For someone monitoring it.
+    Info,
+    /// Hazardous situations.
+    Warn,
+    /// Serious errors.
+    Error,
+    /// Fatal errors.
+    Critical,
+}
+
+impl Level {
+    /// `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR` or `CRITICAL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
 }
 
 impl LogStream {
@@ -42,6 +75,7 @@ impl LogStream {
         match self {
             LogStream::Stdout => "stdout",
             LogStream::Stderr => "stderr",
+            LogStream::Logging => "logging",
         }
     }
 }
@@ -89,6 +123,35 @@ impl FunctionLogs {
         self.follow.subscribe()
     }
 
+    /// A `wasi:logging` line: `LEVEL context: message` (or `LEVEL message` without a context), kept
+    /// like output and sent to `tracing` at the matching level. A message with several lines becomes
+    /// several log lines.
+    pub(crate) fn log(&self, level: Level, context: &str, message: &str) {
+        for text in message.lines() {
+            let line = if context.is_empty() {
+                format!("{} {text}", level.as_str())
+            } else {
+                format!("{} {context}: {text}", level.as_str())
+            };
+            let function = &self.function;
+            match level {
+                Level::Trace => tracing::trace!(target: "wasmgate::guest", "{function}: {line}"),
+                Level::Debug => tracing::debug!(target: "wasmgate::guest", "{function}: {line}"),
+                Level::Info => tracing::info!(target: "wasmgate::guest", "{function}: {line}"),
+                Level::Warn => tracing::warn!(target: "wasmgate::guest", "{function}: {line}"),
+                Level::Error | Level::Critical => {
+                    tracing::error!(target: "wasmgate::guest", "{function}: {line}");
+                }
+            }
+            self.keep(LogLine {
+                function: self.function.clone(),
+                timestamp: SystemTime::now(),
+                stream: LogStream::Logging,
+                text: line,
+            });
+        }
+    }
+
     fn push(&self, stream: LogStream, bytes: &[u8]) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         let line = LogLine {
@@ -104,6 +167,11 @@ impl FunctionLogs {
             self.function,
             line.text
         );
+        self.keep(line);
+    }
+
+    /// Keeps a line in the ring and sends it to followers.
+    fn keep(&self, line: LogLine) {
         {
             let mut recent = self.lock();
             if recent.len() == self.capacity {

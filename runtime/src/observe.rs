@@ -18,6 +18,11 @@ pub trait Observer: Send + Sync + 'static {
     fn instance_acquired(&self) {}
     /// A request's store was dropped.
     fn instance_released(&self) {}
+    /// A function called another by name (`http://NAME.NAMESPACE/...`), served in this process.
+    fn call_started(&self, _caller: &str, _callee: &str) {}
+    /// That call answered `status` (the callee's, or the runtime's when it could not run it) after
+    /// `seconds`, its response head included.
+    fn call_finished(&self, _caller: &str, _callee: &str, _status: u16, _seconds: f64) {}
 }
 
 /// The observer used when none is given.

@@ -205,6 +205,11 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
+    /// Whether the function's allowed hosts include `uri`'s host and port.
+    pub(crate) fn allows(&self, uri: &http::Uri) -> bool {
+        is_allowed(&self.allowed, uri)
+    }
+
     pub(crate) fn new(allowed: Arc<[HostPattern]>, client: OutboundClient) -> Self {
         Outbound {
             allowed,

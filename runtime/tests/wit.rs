@@ -46,6 +46,11 @@ fn the_function_world_parses_and_says_what_it_promises() {
         "wasi:filesystem/preopens@0.2.12",
         "wasi:clocks/monotonic-clock@0.2.12",
         "wasi:random/random@0.2.12",
+        "wasi:keyvalue/store@0.2.0-draft",
+        "wasi:keyvalue/atomics@0.2.0-draft",
+        "wasi:keyvalue/batch@0.2.0-draft",
+        "wasi:config/store@0.2.0-rc.1",
+        "wasi:logging/logging@0.1.0-draft",
     ] {
         assert!(
             imports.iter().any(|i| i == expected),

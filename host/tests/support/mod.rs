@@ -30,6 +30,9 @@ pub fn all_guests() -> Vec<String> {
         ("bigstream", wasmgate_guests::BIGSTREAM),
         ("outbound", wasmgate_guests::OUTBOUND),
         ("flaky", wasmgate_guests::FLAKY),
+        ("kvcounter", wasmgate_guests::KVCOUNTER),
+        ("greeter", wasmgate_guests::GREETER),
+        ("pipeline", wasmgate_guests::PIPELINE),
     ]
     .iter()
     .flat_map(|(name, path)| ["--function".to_string(), format!("{name}={path}")])
