@@ -691,6 +691,11 @@ impl Functions {
             .collect();
         for (function, deployment) in users {
             self.build_secrets_dir(&function, &deployment)?;
+            // Its `wasi:config` values include the secret's value.
+            let spec = self.spec_preview(&function, &deployment);
+            if let Err(error) = self.runtime.respecify(&function.key(), spec) {
+                tracing::warn!(function = %function, %error, "could not refresh the function's configuration");
+            }
         }
         Ok(())
     }

@@ -296,6 +296,16 @@ impl Runtime {
         self.write().insert(name.to_string(), Arc::new(entry));
     }
 
+    /// Gives the function `name` a new spec (say, a secret it lists changed) without recompiling: its
+    /// code loads again (from the disk cache) on its next request; requests running keep the old one.
+    pub fn respecify(&self, name: &str, spec: FunctionSpec) -> Result<(), Error> {
+        let old = self.get(name)?;
+        let entry = self.entry(name, old.source.clone(), Arc::new(spec), old.logs.clone());
+        self.write().insert(name.to_string(), Arc::new(entry));
+        self.inner.loaded.invalidate(&old.id);
+        Ok(())
+    }
+
     /// Loads the function `name` if it is not loaded. Not counted as a cold start.
     pub async fn warm(&self, name: &str) -> Result<(), Error> {
         let entry = self.get(name)?;

@@ -159,8 +159,22 @@ async fn configuration_secrets_and_logging() {
         get(&gateway, "/function/greeter/config/nope").await.status,
         404
     );
+    // A changed secret is seen at once, without a redeploy.
+    let changed = json!({"name": "api-key", "value": "n3w"});
+    assert_eq!(
+        api(&gateway, "PUT", "/system/secrets", Some(changed))
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        get(&gateway, "/function/greeter/config/api-key")
+            .await
+            .text(),
+        "n3w\n"
+    );
     let all = get(&gateway, "/function/greeter/config").await.text();
-    assert!(all.contains("api-key=s3cret\n"), "{all}");
+    assert!(all.contains("api-key=n3w\n"), "{all}");
     assert!(all.contains("greeting=Howdy\n"), "{all}");
     assert!(all.contains("name=Bob\n"), "{all}");
 
