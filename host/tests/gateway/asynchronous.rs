@@ -427,7 +427,7 @@ async fn a_crash_loses_no_call() {
         "--state-dir",
         state_arg.as_str(),
         "--async-function-concurrency",
-        "8",
+        "16",
     ];
     let gateway = gateway_with(&args);
     let callbacks = Callbacks::start().await;
@@ -436,14 +436,20 @@ async fn a_crash_loses_no_call() {
     let mut ids = Vec::with_capacity(CALLS);
     let headers = [("x-callback-url", url.as_str())];
     let posts: Vec<_> = (0..CALLS)
-        .map(|_| post(&gateway, "/async-function/flaky?sleep_ms=40", &headers, ""))
+        .map(|_| post(&gateway, "/async-function/flaky?sleep_ms=100", &headers, ""))
         .collect();
     for answer in futures::future::join_all(posts).await {
         assert_eq!(answer.status, 202, "{}", answer.text());
         ids.push(answer.header("x-call-id").to_string());
     }
-    // Kill it while calls are running: some callbacks are in, most are not.
+    // Kill it while calls are running: some callbacks are in, most are not, and the gateway says
+    // calls are running (each takes 100 ms, so they still are a moment later).
     callbacks.wait_for(100).await;
+    let running = "wasmgate_async_running{function_name=\"flaky.openfaas-fn\"} 0";
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while get(&gateway, "/metrics").await.text().contains(running) {
+        assert!(tokio::time::Instant::now() < deadline, "no call ever ran");
+    }
     gateway.signal("KILL");
     let before = callbacks.received().len();
     assert!(before < CALLS, "the kill came before the end");
