@@ -59,8 +59,17 @@ pub enum Command {
         #[arg(long)]
         filter: Vec<String>,
     },
-    /// Build, then deploy (like `faas-cli up`).
+    /// Build, push (functions with an OCI image), then deploy, like `faas-cli up`.
     Up {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Only these functions; repeatable.
+        #[arg(long)]
+        filter: Vec<String>,
+    },
+    /// Publish the components of the functions whose `image` is an OCI reference
+    /// (`registry/repository:tag`) to their registry, with the Docker config file's credentials.
+    Push {
         #[command(flatten)]
         gateway: GatewayArgs,
         /// Only these functions; repeatable.
@@ -585,6 +594,7 @@ fn parse_function_arg(arg: &str) -> anyhow::Result<ResolvedFunction> {
     Ok(ResolvedFunction {
         function,
         wasm: PathBuf::from(path),
+        oci: crate::oci::Reference::looks_like(path).then(|| path.to_string()),
         settings: Default::default(),
     })
 }

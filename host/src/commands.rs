@@ -682,10 +682,13 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
             Ok(uploaded) => format!(
                 "{label}: {}{}",
                 crate::paint::green("deployed", colour),
-                if uploaded {
-                    " (component uploaded)"
-                } else {
-                    " (component already there)"
+                match uploaded {
+                    Uploaded::Now => " (component uploaded)".to_string(),
+                    Uploaded::AlreadyThere => " (component already there)".to_string(),
+                    Uploaded::Pulled => format!(
+                        " (pulled by the gateway from {})",
+                        function.oci.as_deref().unwrap_or_default()
+                    ),
                 }
             ),
             Err(error) => {
@@ -712,11 +715,65 @@ pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()
     Ok(())
 }
 
-/// Uploads (if needed) and deploys one function; returns whether it uploaded.
+/// `wasmgate push`: publishes the component of every function whose `image` is an OCI reference (or
+/// those named), with the credentials of the Docker config file.
+pub async fn push(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> {
+    let (stack, base) = gateway.read_stack()?;
+    let functions = stack.resolve(&base)?;
+    for name in only {
+        if !functions.iter().any(|f| &f.function.name == name) {
+            bail!("no function {name} in {}", gateway.stack.display());
+        }
+    }
+    let client = crate::oci::RegistryClient::new()?;
+    let mut pushed = 0;
+    for function in &functions {
+        if !only.is_empty() && !only.contains(&function.function.name) {
+            continue;
+        }
+        let Some(image) = &function.oci else {
+            println!(
+                "{}: image {} is a file, not an OCI reference; nothing to push",
+                function.function.name,
+                function.wasm.display()
+            );
+            continue;
+        };
+        let reference = crate::oci::Reference::parse(image)?;
+        if function.wasm.as_os_str().is_empty() {
+            bail!(
+                "{}: cannot tell where its component is: give it a handler and a lang",
+                function.function.name
+            );
+        }
+        let wasm = std::fs::read(&function.wasm).with_context(|| {
+            format!(
+                "{}: reading {} (build it first: wasmgate build)",
+                function.function.name,
+                function.wasm.display()
+            )
+        })?;
+        let digest = client
+            .push(&reference, wasm)
+            .await
+            .with_context(|| format!("{}: pushing to {reference}", function.function.name))?;
+        println!("{}: pushed {reference} ({digest})", function.function.name);
+        pushed += 1;
+    }
+    println!("{pushed} pushed");
+    Ok(())
+}
+
+/// Uploads (if needed) and deploys one function; returns how its component got there.
 async fn deploy_one(
     client: &ApiClient,
     function: &crate::stack::ResolvedFunction,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Uploaded> {
+    // An OCI image is pulled by the gateway itself (push it first with `wasmgate push`).
+    if let Some(reference) = &function.oci {
+        send_deployment(client, function, reference.clone()).await?;
+        return Ok(Uploaded::Pulled);
+    }
     let wasm = std::fs::read(&function.wasm)
         .with_context(|| format!("reading {}", function.wasm.display()))?;
     let digest = crate::state::Digest::of(&wasm).to_string();
@@ -729,7 +786,7 @@ async fn deploy_one(
         )
         .await?;
     let uploaded = match known.status {
-        StatusCode::OK => false,
+        StatusCode::OK => Uploaded::AlreadyThere,
         StatusCode::NOT_FOUND => {
             let headers = [("Content-Type".to_string(), "application/wasm".to_string())];
             let reply = client
@@ -746,7 +803,7 @@ async fn deploy_one(
                 &[StatusCode::CREATED, StatusCode::OK],
                 "uploading the component",
             )?;
-            true
+            Uploaded::Now
         }
         _ => {
             expect(
@@ -755,12 +812,33 @@ async fn deploy_one(
                 &[StatusCode::OK],
                 "checking for the component",
             )?;
-            false
+            Uploaded::AlreadyThere
         }
     };
+    send_deployment(client, function, digest).await?;
+    Ok(uploaded)
+}
+
+/// How a function's component reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uploaded {
+    /// Uploaded now.
+    Now,
+    /// The gateway had it (by digest).
+    AlreadyThere,
+    /// The gateway pulls it from its OCI registry.
+    Pulled,
+}
+
+/// PUT, then POST on 404, as faas-cli deploys.
+async fn send_deployment(
+    client: &ApiClient,
+    function: &crate::stack::ResolvedFunction,
+    image: String,
+) -> anyhow::Result<()> {
     let deployment = crate::openfaas::FunctionDeployment {
         service: function.function.name.clone(),
-        image: digest,
+        image,
         namespace: Some(function.function.namespace.clone()),
         settings: function.settings.clone(),
     };
@@ -787,5 +865,5 @@ async fn deploy_one(
         &[StatusCode::OK, StatusCode::ACCEPTED],
         "deploying",
     )?;
-    Ok(uploaded)
+    Ok(())
 }

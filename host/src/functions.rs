@@ -120,6 +120,8 @@ pub struct Functions {
     /// Serialises every change, so records, secrets directories and the runtime move together.
     writes: tokio::sync::Mutex<()>,
     max_artifact_bytes: usize,
+    /// The OCI registry client, made on the first pull (it reads the Docker config file).
+    registries: std::sync::OnceLock<crate::oci::RegistryClient>,
 }
 
 impl std::fmt::Debug for Functions {
@@ -176,6 +178,7 @@ impl Functions {
             namespaces: RwLock::new(namespaces),
             writes: tokio::sync::Mutex::new(()),
             max_artifact_bytes,
+            registries: std::sync::OnceLock::new(),
         });
 
         let (records, problems) = functions
@@ -300,17 +303,10 @@ impl Functions {
             })?;
             return Ok((bytes, Some(digest)));
         }
-        let path = PathBuf::from(image);
-        let looks_like_path = image.ends_with(".wasm")
-            || path.is_absolute()
-            || image.starts_with("./")
-            || image.starts_with("../");
-        if !looks_like_path {
-            return Err(ApiError::bad_request(format!(
-                "image {image:?} looks like an OCI reference, which this gateway cannot pull yet; upload the \
-                 component with POST /system/artifacts and deploy image \"sha256:<digest>\", or give a path to a .wasm file"
-            )));
+        if crate::oci::Reference::looks_like(image) {
+            return self.pull(image).await;
         }
+        let path = PathBuf::from(image);
         let max = self.max_artifact_bytes;
         let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
             let metadata = std::fs::metadata(&path)
@@ -326,6 +322,46 @@ impl Functions {
         .await
         .map_err(|e| ApiError::internal("reading the image", e))?;
         Ok((read.map_err(ApiError::bad_request)?, None))
+    }
+
+    /// Resolves an OCI reference to its component: the manifest is read each time (a tag may have
+    /// moved), the layer is downloaded only when no artifact has its digest yet.
+    async fn pull(&self, image: &str) -> Result<(Vec<u8>, Option<Digest>), ApiError> {
+        let reference = crate::oci::Reference::parse(image)
+            .map_err(|e| ApiError::bad_request(format!("image {image:?}: {e:#}")))?;
+        let client = match self.registries.get() {
+            Some(client) => client,
+            None => {
+                let client = crate::oci::RegistryClient::new().map_err(|e| {
+                    ApiError::internal("reading registry credentials", format!("{e:#}"))
+                })?;
+                self.registries.get_or_init(|| client)
+            }
+        };
+        let state = self.state.clone();
+        let pulled = client
+            .pull(&reference, self.max_artifact_bytes, |layer| {
+                let digest = Digest::parse(layer)?;
+                state.read_artifact(&digest).ok().flatten()
+            })
+            .await
+            .map_err(|e| ApiError::bad_request(format!("pulling {reference}: {e:#}")))?;
+        tracing::info!(image = %reference, manifest = %pulled.manifest_digest,
+            layer = %pulled.layer_digest, "resolved an OCI image");
+        let digest = Digest::parse(&pulled.layer_digest)
+            .ok_or_else(|| ApiError::bad_request(format!("{reference}: unusable layer digest")))?;
+        if !self.state.has_artifact(&digest) {
+            self.runtime
+                .validate(pulled.bytes.clone(), Some(digest.hex()))
+                .await
+                .map_err(invalid_component)?;
+            let state = self.state.clone();
+            let bytes = pulled.bytes.clone();
+            tokio::task::spawn_blocking(move || state.put_artifact(&bytes))
+                .await
+                .map_err(|e| ApiError::internal("storing the artifact", e))??;
+        }
+        Ok((pulled.bytes, Some(digest)))
     }
 
     /// Validates and stores an uploaded component; identical bytes are stored once.

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tracing::Instrument;
-use wasmgate_runtime::{Error as RuntimeError, InflightScope, Runtime};
+use wasmgate_runtime::{ColdStart, Error as RuntimeError, InflightScope, Runtime};
 
 use crate::api::Api;
 use crate::auth::Credentials;
@@ -34,6 +34,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_OPENFAAS_INTERNAL: HeaderName = HeaderName::from_static("x-openfaas-internal");
 const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
+/// On a function's answer: `true` when the function had to be loaded for this request.
+const X_WASMGATE_COLD_START: HeaderName = HeaderName::from_static("x-wasmgate-cold-start");
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection and are never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -56,8 +58,8 @@ const ALLOWED_METHODS: [Method; 7] = [
     Method::HEAD,
 ];
 
-/// Routes requests: functions to the [`Runtime`], `/system/*` to the management [`Api`] behind basic
-/// auth, `/metrics` and `/healthz` to themselves.
+/// Routes requests: functions to the [`Runtime`], `/system/*` to the management [`Api`] and `/ui/` to
+/// the web portal, both behind basic auth, `/metrics` and `/healthz` to themselves.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     runtime: Runtime,
@@ -69,7 +71,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway over `api`'s functions; `auth`, when set, guards `/system/*`.
+    /// A gateway over `api`'s functions; `auth`, when set, guards `/system/*` and `/ui/`.
     pub fn new(api: Api, metrics: Arc<Metrics>, auth: Option<Credentials>) -> Self {
         Gateway {
             runtime: api.functions.runtime().clone(),
@@ -124,7 +126,8 @@ impl Gateway {
             );
             return response;
         }
-        if path == "/system" || path.starts_with("/system/") {
+        let portal = path == "/ui" || path.starts_with("/ui/");
+        if portal || path == "/system" || path.starts_with("/system/") {
             if let Some(credentials) = &self.auth
                 && !credentials.check(request.headers())
             {
@@ -134,6 +137,9 @@ impl Gateway {
                     HeaderValue::from_static("Basic realm=\"Restricted\""),
                 );
                 return response;
+            }
+            if portal {
+                return crate::ui::serve(request.method(), path, request.headers());
             }
             if let Some(id) = path.strip_prefix("/system/async/") {
                 return self.async_status(id, request.method()).await;
@@ -451,6 +457,11 @@ impl Gateway {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    let cold = parts.extensions.get::<ColdStart>().is_some();
+                    parts.headers.insert(
+                        X_WASMGATE_COLD_START,
+                        HeaderValue::from_static(if cold { "true" } else { "false" }),
+                    );
                     if !parts.headers.contains_key(header::CONTENT_TYPE) {
                         let fallback =
                             request_content_type.unwrap_or(HeaderValue::from_static("text/plain"));

@@ -14,6 +14,7 @@ pub mod keyvalue;
 pub mod logwriter;
 pub mod metrics;
 pub mod names;
+pub mod oci;
 pub mod openfaas;
 pub mod paint;
 pub mod quantity;
@@ -23,6 +24,7 @@ pub mod stack;
 pub mod state;
 pub mod templates;
 pub mod time;
+pub mod ui;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -53,9 +55,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => templates::new_function(&gateway, &name, lang),
         Command::Build { gateway, filter } => templates::build(&gateway, &filter),
         Command::Up { gateway, filter } => {
+            // As faas-cli up: build, push (the functions with an OCI image), deploy.
             templates::build(&gateway, &filter)?;
+            let (stack, _) = gateway.read_stack()?;
+            if stack.functions.iter().any(|(name, f)| {
+                (filter.is_empty() || filter.contains(name)) && oci::Reference::looks_like(&f.image)
+            }) {
+                commands::push(&gateway, &filter).await?;
+            }
             commands::deploy(&gateway, &filter).await
         }
+        Command::Push { gateway, filter } => commands::push(&gateway, &filter).await,
         Command::Deploy { gateway, filter } => commands::deploy(&gateway, &filter).await,
         Command::List {
             gateway,
@@ -171,7 +181,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
         let deployment = FunctionDeployment {
             service: function.function.name.clone(),
-            image: function.wasm.display().to_string(),
+            image: function
+                .oci
+                .clone()
+                .unwrap_or_else(|| function.wasm.display().to_string()),
             namespace: Some(namespace.clone()),
             settings: function.settings.clone(),
         };

@@ -112,6 +112,8 @@ impl Histogram {
 struct FunctionStats {
     started: AtomicU64,
     cold_starts: AtomicU64,
+    /// When the last cold start began, in milliseconds since the Unix epoch; 0 if never.
+    last_cold_start_ms: AtomicU64,
     /// Calls it received from other functions (also counted as invocations).
     calls_from_functions: AtomicU64,
     compile: Histogram,
@@ -125,6 +127,7 @@ impl FunctionStats {
         FunctionStats {
             started: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
+            last_cold_start_ms: AtomicU64::new(0),
             calls_from_functions: AtomicU64::new(0),
             compile: Histogram::new(DURATION_BUCKETS),
             by_code: RwLock::new(Vec::new()),
@@ -232,9 +235,15 @@ impl Metrics {
         self.with_stats(function, |s| s.finished(status, seconds));
     }
 
-    /// Records a request that had to load/compile `function` first.
+    /// Records a request that had to load/compile `function` first, and when.
     pub fn cold_start(&self, function: &str) {
-        self.with_stats(function, |s| s.cold_starts.fetch_add(1, Relaxed));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.with_stats(function, |s| {
+            s.cold_starts.fetch_add(1, Relaxed);
+            s.last_cold_start_ms.fetch_max(now_ms, Relaxed);
+        });
     }
 
     /// Records how long compiling `function` took, in seconds.
@@ -352,6 +361,24 @@ impl Metrics {
             "Requests that had to load/compile first.",
         );
         each_fn(&mut out, &fns, name, |s| s.cold_starts.load(Relaxed));
+        let name = "wasmgate_last_cold_start_timestamp_seconds";
+        header(
+            &mut out,
+            name,
+            "gauge",
+            "When the function last had to load/compile for a request, in seconds since the Unix epoch.",
+        );
+        for (f, s) in fns.iter() {
+            let ms = s.last_cold_start_ms.load(Relaxed);
+            if ms > 0 {
+                let _ = writeln!(
+                    out,
+                    "{name}{{function_name=\"{f}\"}} {}.{:03}",
+                    ms / 1000,
+                    ms % 1000
+                );
+            }
+        }
         let name = "wasmgate_function_calls_total";
         header(
             &mut out,
@@ -517,6 +544,7 @@ mod tests {
         ("gateway_function_invocation_started", "counter"),
         ("gateway_service_count", "gauge"),
         ("wasmgate_cold_starts_total", "counter"),
+        ("wasmgate_last_cold_start_timestamp_seconds", "gauge"),
         ("wasmgate_function_calls_total", "counter"),
         ("wasmgate_compile_seconds", "histogram"),
         ("wasmgate_instantiation_seconds", "histogram"),
@@ -686,7 +714,12 @@ mod tests {
         let m = Metrics::new();
         assert_eq!(
             m.render().lines().filter(|l| l.starts_with('#')).count(),
-            24
+            26
+        );
+        assert!(
+            !m.render()
+                .contains("wasmgate_last_cold_start_timestamp_seconds{"),
+            "no cold start yet, no sample"
         );
         m.invocation_started("a.ns");
         m.invocation_finished("a.ns", 200, 0.5);
@@ -727,6 +760,21 @@ mod tests {
         assert!(!text.contains("gateway_service_count{function_name=\"a.ns\"}"));
         assert!(l.contains(&"gateway_function_invocation_started{function_name=\"a.ns\"} 1"));
         assert!(l.contains(&"wasmgate_compile_seconds_count{function_name=\"a.ns\"} 1"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64();
+        let last = value(
+            &text,
+            "wasmgate_last_cold_start_timestamp_seconds{function_name=\"a.ns\"}",
+        );
+        assert!(
+            (now - last).abs() < 60.0,
+            "last cold start {last}, now {now}"
+        );
+        assert!(
+            !text.contains("wasmgate_last_cold_start_timestamp_seconds{function_name=\"b.ns\"}")
+        );
         for want in [
             "wasmgate_instances_in_use 1",
             "wasmgate_cache_hits_total 1",

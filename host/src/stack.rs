@@ -44,7 +44,8 @@ pub struct StackFunction {
     /// The folder with the function's source, relative to the stack file.
     #[serde(default)]
     pub handler: Option<String>,
-    /// Where the component is: a path to a `.wasm` file, relative to the stack file.
+    /// Where the component is: a path to a `.wasm` file, relative to the stack file; or an OCI
+    /// reference (`registry/repository:tag`) that `wasmgate push` publishes and the gateway pulls.
     pub image: String,
     /// The namespace; `openfaas-fn` when absent.
     #[serde(default)]
@@ -82,8 +83,11 @@ pub struct StackLimits {
 pub struct ResolvedFunction {
     /// Name and namespace.
     pub function: FunctionRef,
-    /// The component file.
+    /// The component file: `image` when it is a path; for an OCI `image`, where `build` puts the
+    /// component of the function's `handler` and `lang` (empty when it has neither).
     pub wasm: PathBuf,
+    /// `image`, when it is an OCI reference.
+    pub oci: Option<String>,
     /// What the deployment carries besides name and image: `envVars`, `secrets`, `labels`,
     /// `annotations`, `limits` (each `None` when the stack file leaves it out).
     pub settings: FunctionSettings,
@@ -134,12 +138,24 @@ impl Stack {
                 };
                 Ok(ResolvedFunction {
                     function,
-                    wasm: base.join(&f.image),
+                    wasm: component_path(name, f, base).unwrap_or_default(),
+                    oci: crate::oci::Reference::looks_like(&f.image).then(|| f.image.clone()),
                     settings,
                 })
             })
             .collect()
     }
+}
+
+/// Where a function's component is on disk: its `image` when that is a path, else (an OCI `image`)
+/// where `wasmgate build` puts the component of its `handler` and `lang`.
+pub fn component_path(name: &str, function: &StackFunction, base: &Path) -> Option<PathBuf> {
+    if !crate::oci::Reference::looks_like(&function.image) {
+        return Some(base.join(&function.image));
+    }
+    let lang = crate::templates::Lang::from_stack(function.lang.as_deref()?)?;
+    let handler = function.handler.as_deref()?;
+    Some(base.join(handler).join(lang.component(name)))
 }
 
 fn scalar_text(value: &serde_norway::Value) -> anyhow::Result<String> {

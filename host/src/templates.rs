@@ -96,7 +96,7 @@ impl Lang {
     }
 
     /// Where the built component lands, relative to the function folder.
-    fn component(self, name: &str) -> String {
+    pub fn component(self, name: &str) -> String {
         match self {
             Lang::Rust => format!(
                 "target/wasm32-wasip2/release/{}.wasm",
@@ -254,7 +254,9 @@ pub fn build(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> {
             continue;
         };
         let folder = base.join(handler);
-        let image = base.join(&function.image);
+        let Some(image) = crate::stack::component_path(name, function, &base) else {
+            bail!("{name}: cannot tell where to build it: give it a known lang (rust, js, python)");
+        };
         let lang = function.lang.as_deref().unwrap_or("(none)");
         match Lang::from_stack(lang) {
             Some(Lang::Rust) => build_rust(name, &folder)?,

@@ -8,9 +8,13 @@ mod asynchronous;
 mod cli;
 #[path = "gateway/limits.rs"]
 mod limits;
+#[path = "gateway/oci.rs"]
+mod oci;
 #[path = "gateway/services.rs"]
 mod services;
 mod support;
+#[path = "gateway/ui.rs"]
+mod ui;
 
 use bytes::Bytes;
 use futures::future::join_all;

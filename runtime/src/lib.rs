@@ -73,6 +73,11 @@ pub use crate::outbound::{
     POOL_IDLE_TIMEOUT,
 };
 
+/// Marks a response (in its `http` extensions) whose request found its function not loaded and
+/// waited for it to load first: a cold start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdStart;
+
 /// Loads functions and serves requests with them. Cheap to clone; clones share everything.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -408,7 +413,8 @@ impl Runtime {
     /// Serves `request` with a fresh instance of the function `name`, loading it first if needed.
     ///
     /// The request's URI should carry the path and query the guest is to see, and an authority (or a
-    /// `Host` header). The response is returned as soon as the guest sets it; its body streams.
+    /// `Host` header). The response is returned as soon as the guest sets it; its body streams. When
+    /// the function had to be loaded for this request, the response's extensions hold [`ColdStart`].
     pub async fn invoke<B>(
         &self,
         name: &str,
@@ -453,12 +459,12 @@ impl Runtime {
     {
         let entry = self.get(name)?;
         entry.last_used.store(self.now_millis(), Ordering::Relaxed);
-        let function = match self.inner.loaded.get(&entry.id) {
+        let (function, cold) = match self.inner.loaded.get(&entry.id) {
             Some(function) => {
                 self.inner.observer.warm_start(&entry.name);
-                function
+                (function, false)
             }
-            None => self.load_entry(&entry, true).await?,
+            None => (self.load_entry(&entry, true).await?, true),
         };
         let config = &self.inner.config;
         let limits = entry.spec.limits;
@@ -497,14 +503,18 @@ impl Runtime {
                 left: calls_left,
             },
         };
-        invoke::invoke(
+        let mut response = invoke::invoke(
             &self.inner.engine,
             &self.inner.observer,
             function,
             budget,
             request,
         )
-        .await
+        .await?;
+        if cold {
+            response.extensions_mut().insert(ColdStart);
+        }
+        Ok(response)
     }
 
     /// The entry's compiled function, loading it from its source (or the disk cache) if needed.

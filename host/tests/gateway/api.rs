@@ -470,7 +470,11 @@ async fn bad_artifacts_are_refused_and_leave_nothing() {
             "no artifact",
         ),
         ("sha256:nothex", "not a valid sha256"),
-        ("ghcr.io/acme/hello:1.0", "OCI reference"),
+        // A registry that is not there (nothing listens on port 1).
+        (
+            "127.0.0.1:1/acme/hello:1.0",
+            "pulling 127.0.0.1:1/acme/hello:1.0",
+        ),
         ("/nonexistent/hello.wasm", "cannot read"),
     ] {
         let answer = api(
