@@ -299,6 +299,15 @@ pub struct ServeArgs {
     #[arg(long, default_value = "64Mi", value_parser = parse_memory)]
     pub max_request_body: u64,
 
+    /// Cluster mode: share functions with the other nodes through this NATS JetStream server (e.g.
+    /// nats://nats:4222). Without it, the node keeps everything in its state directory alone.
+    #[arg(long, env = "WASMGATE_NATS")]
+    pub nats: Option<String>,
+
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, env = "WASMGATE_NODE_NAME")]
+    pub node_name: Option<String>,
+
     /// Async calls running at once, gateway-wide.
     #[arg(long, default_value_t = 64)]
     pub async_concurrency: usize,
@@ -428,6 +437,10 @@ pub struct ServeConfig {
     pub max_artifact_bytes: usize,
     /// The async queue's limits.
     pub queue: crate::queue::QueueConfig,
+    /// NATS server of the cluster, if any.
+    pub nats: Option<String>,
+    /// This node's name in the cluster.
+    pub node_name: String,
 }
 
 impl ServeArgs {
@@ -558,6 +571,16 @@ impl ServeArgs {
             state_dir,
             auth,
             max_artifact_bytes: self.max_artifact_bytes,
+            nats: self.nats,
+            node_name: self
+                .node_name
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| format!("node-{}", std::process::id())),
             queue: crate::queue::QueueConfig {
                 concurrency: self.async_concurrency.max(1),
                 per_function: self.async_function_concurrency.max(1),

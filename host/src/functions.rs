@@ -122,6 +122,32 @@ pub struct Functions {
     max_artifact_bytes: usize,
     /// The OCI registry client, made on the first pull (it reads the Docker config file).
     registries: std::sync::OnceLock<crate::oci::RegistryClient>,
+    /// Where deploys and removals made here are published for other nodes (cluster mode).
+    replicator: std::sync::OnceLock<Arc<dyn Replicator>>,
+}
+
+/// Publishes the changes made on this node so that other nodes apply them (see `cluster.rs`).
+pub trait Replicator: Send + Sync + 'static {
+    /// A function was deployed here: its record, and its component (stored by digest).
+    fn function_put(
+        &self,
+        record: FunctionRecord,
+        wasm: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+    /// A function (`name.namespace`) was removed here.
+    fn function_removed(
+        &self,
+        key: String,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+}
+
+/// Where a change comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A client of this node: published to the other nodes after it is applied.
+    Local,
+    /// Another node: applied only (its component is already in the artifact store).
+    Remote,
 }
 
 impl std::fmt::Debug for Functions {
@@ -179,6 +205,7 @@ impl Functions {
             writes: tokio::sync::Mutex::new(()),
             max_artifact_bytes,
             registries: std::sync::OnceLock::new(),
+            replicator: std::sync::OnceLock::new(),
         });
 
         let (records, problems) = functions
@@ -390,8 +417,79 @@ impl Functions {
     /// Deploys or updates a function. Validates everything before anything is stored.
     pub async fn deploy(
         &self,
+        deployment: FunctionDeployment,
+        mode: DeployMode,
+    ) -> Result<(), ApiError> {
+        self.deploy_from(deployment, mode, Origin::Local, None)
+            .await
+    }
+
+    /// Publishes this node's changes through `replicator` from now on (cluster mode).
+    pub fn set_replicator(&self, replicator: Arc<dyn Replicator>) {
+        let _ = self.replicator.set(replicator);
+    }
+
+    /// Applies a function record published by another node, unless this node has it already. Its
+    /// artifact must be in the artifact store (see [`Functions::store_artifact`]); a namespace it
+    /// names is created here if missing.
+    pub async fn apply_remote(&self, record: FunctionRecord) -> Result<bool, ApiError> {
+        let function = FunctionRef::new(
+            &record.deployment.service,
+            record.deployment.namespace.as_deref(),
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(local) = self.read_records().get(&function.key())
+            && local.digest == record.digest
+            && serde_json::to_value(&local.deployment).ok()
+                == serde_json::to_value(&record.deployment).ok()
+        {
+            return Ok(false);
+        }
+        if !self.namespace_exists(&function.namespace) {
+            let namespace = Namespace {
+                name: function.namespace.clone(),
+                ..Namespace::default()
+            };
+            // Another change may have created it meanwhile.
+            let _ = self.put_namespace(namespace, true).await;
+        }
+        let digest = Digest::parse(&record.digest).ok_or_else(|| {
+            ApiError::bad_request(format!("a record with a bad digest {:?}", record.digest))
+        })?;
+        self.deploy_from(
+            record.deployment,
+            DeployMode::Upsert,
+            Origin::Remote,
+            Some(digest),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Removes a function another node removed; nothing if it is not here.
+    pub async fn remove_remote(&self, function: &FunctionRef) -> Result<bool, ApiError> {
+        match self.remove_from(function, Origin::Remote).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.status == http::StatusCode::NOT_FOUND => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Stores a component another node published (verified against `digest` by the caller).
+    pub async fn store_artifact(&self, bytes: Vec<u8>) -> Result<Digest, ApiError> {
+        let state = self.state.clone();
+        let (digest, _) = tokio::task::spawn_blocking(move || state.put_artifact(&bytes))
+            .await
+            .map_err(|e| ApiError::internal("storing the artifact", e))??;
+        Ok(digest)
+    }
+
+    async fn deploy_from(
+        &self,
         mut deployment: FunctionDeployment,
         mode: DeployMode,
+        origin: Origin,
+        remote_digest: Option<Digest>,
     ) -> Result<(), ApiError> {
         let function = FunctionRef::new(&deployment.service, deployment.namespace.as_deref())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -459,7 +557,19 @@ impl Functions {
             None => existing.as_ref().map_or(1, |r| r.replicas.max(1)),
         };
 
-        let (wasm, uploaded) = self.resolve_image(&deployment.image).await?;
+        let (wasm, uploaded) = match &remote_digest {
+            // Another node resolved the image; its component is here by digest.
+            Some(digest) => {
+                let bytes = self.state.read_artifact(digest)?.ok_or_else(|| {
+                    ApiError::internal(
+                        "applying a remote deploy",
+                        format!("artifact {digest} is missing"),
+                    )
+                })?;
+                (bytes, Some(digest.clone()))
+            }
+            None => self.resolve_image(&deployment.image).await?,
+        };
         let digest = uploaded.unwrap_or_else(|| Digest::of(&wasm));
         let spec = self.spec_preview(&function, &deployment);
         let prepared = self
@@ -502,13 +612,34 @@ impl Functions {
         self.metrics.set_replicas(&key, replicas);
         self.metrics
             .set_functions_loaded(self.runtime.loaded_count() as u64);
-        self.write_records().insert(key, record);
-        tracing::info!(function = %function, ?mode, "function deployed");
+        self.write_records().insert(key, record.clone());
+        tracing::info!(function = %function, ?mode, ?origin, "function deployed");
+        if origin == Origin::Local
+            && let Some(replicator) = self.replicator.get()
+        {
+            let wasm = self
+                .state
+                .read_artifact(
+                    &Digest::parse(&record.digest)
+                        .ok_or_else(|| ApiError::internal("publishing", "a bad digest"))?,
+                )?
+                .unwrap_or_default();
+            replicator.function_put(record, wasm).await.map_err(|e| {
+                ApiError::internal(
+                    "publishing the deploy to the cluster (it is live on this node)",
+                    format!("{e:#}"),
+                )
+            })?;
+        }
         Ok(())
     }
 
     /// Removes a function.
     pub async fn remove(&self, function: &FunctionRef) -> Result<(), ApiError> {
+        self.remove_from(function, Origin::Local).await
+    }
+
+    async fn remove_from(&self, function: &FunctionRef, origin: Origin) -> Result<(), ApiError> {
         let key = function.key();
         let _writes = self.writes.lock().await;
         if !self.read_records().contains_key(&key) {
@@ -524,7 +655,17 @@ impl Functions {
         self.metrics.forget_function(&key);
         self.metrics
             .set_functions_loaded(self.runtime.loaded_count() as u64);
-        tracing::info!(function = %function, "function removed");
+        tracing::info!(function = %function, ?origin, "function removed");
+        if origin == Origin::Local
+            && let Some(replicator) = self.replicator.get()
+        {
+            replicator.function_removed(key).await.map_err(|e| {
+                ApiError::internal(
+                    "publishing the removal to the cluster (it is gone from this node)",
+                    format!("{e:#}"),
+                )
+            })?;
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod duration;
 pub mod functions;
@@ -166,6 +167,15 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         metrics.clone(),
         config.max_artifact_bytes,
     )?;
+
+    if let Some(url) = &config.nats {
+        let cluster =
+            cluster::Cluster::connect(url, config.node_name.clone(), config.max_artifact_bytes)
+                .await
+                .context("joining the cluster")?;
+        functions.set_replicator(cluster.clone());
+        cluster.start(functions.clone());
+    }
 
     for function in &config.functions {
         let namespace = &function.function.namespace;

@@ -6,6 +6,8 @@ mod api;
 mod asynchronous;
 #[path = "gateway/cli.rs"]
 mod cli;
+#[path = "gateway/cluster.rs"]
+mod cluster;
 #[path = "gateway/limits.rs"]
 mod limits;
 #[path = "gateway/oci.rs"]

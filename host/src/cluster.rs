@@ -1,0 +1,341 @@
+//! Cluster mode (`wasmgate serve --nats nats://...`): nodes share their functions through NATS
+//! JetStream, with no cluster code of our own.
+//!
+//! - **Function records** live in the key-value bucket `wasmgate-functions`, one key per function
+//!   (`name.namespace`), the JSON of its [`FunctionRecord`]. A deploy on any node is applied and
+//!   persisted there first, then put in the bucket with a compare-and-set on the revision it read
+//!   (a concurrent change makes it read and try again); a removal writes a delete marker.
+//! - **Components** live in the object store `wasmgate-artifacts`, named by digest, uploaded once. A
+//!   node that learns of a function downloads its component only if its own artifact store lacks
+//!   that digest, checks the digest, and keeps its own compiled-code cache: compiled code never
+//!   travels.
+//! - **Every node watches** the bucket and applies what changes (deploy, update, removal). The watch
+//!   starts with the current value of every key, so a node that was down, or new, catches up; a
+//!   change it made itself is recognised (same record) and skipped.
+//! - Debian's nats-server 2.9 lacks the account information async-nats 0.51 asks for when it creates
+//!   a key-value bucket, so the bucket's backing stream is created here with the settings the client
+//!   would use.
+//!
+//! Not yet shared: namespaces and secrets (a function's namespace is created where it is applied),
+//! scaling, the async queue (each node keeps its own) and node heartbeats.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_nats::jetstream::{self, kv, object_store, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt;
+
+use crate::functions::{Functions, Replicator};
+use crate::names::FunctionRef;
+use crate::openfaas::FunctionRecord;
+
+/// The key-value bucket of function records.
+pub const FUNCTIONS_BUCKET: &str = "wasmgate-functions";
+/// The object store of components.
+pub const ARTIFACTS_BUCKET: &str = "wasmgate-artifacts";
+/// Revisions kept per function record.
+const HISTORY: i64 = 5;
+/// Tries of a compare-and-set put before giving up.
+const CAS_TRIES: usize = 5;
+/// Pause before watching again after the watch ended (a leader election, a lost connection).
+const REWATCH_PAUSE: Duration = Duration::from_millis(500);
+
+/// What a node puts in the bucket for a function.
+#[derive(Debug, Serialize, Deserialize)]
+struct Published {
+    /// The node that made the change (for logs).
+    node: String,
+    record: FunctionRecord,
+}
+
+/// This node's connection to the cluster.
+pub struct Cluster {
+    node: String,
+    functions_kv: kv::Store,
+    artifacts: object_store::ObjectStore,
+    max_artifact_bytes: usize,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS at `url` and makes sure the bucket and the object store exist.
+    pub async fn connect(
+        url: &str,
+        node: String,
+        max_artifact_bytes: usize,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("wasmgate {node}"))
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        let js = jetstream::new(client);
+        let functions_kv = key_value(&js, FUNCTIONS_BUCKET).await?;
+        let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: ARTIFACTS_BUCKET.to_string(),
+                    description: Some("wasmgate components, by digest".into()),
+                    ..Default::default()
+                })
+                .await
+                .context("creating the artifacts object store")?,
+        };
+        tracing::info!(%node, "joined the cluster");
+        Ok(Arc::new(Cluster {
+            node,
+            functions_kv,
+            artifacts,
+            max_artifact_bytes,
+        }))
+    }
+
+    /// Watches the function records and applies every change to `functions`, until the process ends.
+    ///
+    /// Changes to different functions are applied side by side (a large component that compiles for
+    /// seconds does not hold up the others); changes to one function in the order they were made.
+    pub fn start(self: &Arc<Self>, functions: Arc<Functions>) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+            loop {
+                match cluster.functions_kv.watch_with_history(">").await {
+                    Ok(mut watch) => {
+                        while let Some(entry) = watch.next().await {
+                            match entry {
+                                Ok(entry) => {
+                                    let lock =
+                                        per_key.entry(entry.key.clone()).or_default().clone();
+                                    // Taken here, in the order of the watch; released when applied.
+                                    let turn = lock.lock_owned().await;
+                                    let (cluster, functions) = (cluster.clone(), functions.clone());
+                                    tokio::spawn(async move {
+                                        cluster.apply(&functions, entry).await;
+                                        drop(turn);
+                                    });
+                                }
+                                Err(error) => {
+                                    tracing::warn!(%error, "the cluster watch failed");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot watch the cluster's functions"),
+                }
+                tokio::time::sleep(REWATCH_PAUSE).await;
+            }
+        });
+    }
+
+    async fn apply(&self, functions: &Functions, entry: kv::Entry) {
+        match entry.operation {
+            kv::Operation::Put => {
+                let published: Published = match serde_json::from_slice(&entry.value) {
+                    Ok(published) => published,
+                    Err(error) => {
+                        tracing::warn!(key = %entry.key, %error, "a function record this node cannot read");
+                        return;
+                    }
+                };
+                let digest = published.record.digest.clone();
+                if let Err(error) = self.fetch_artifact(functions, &digest).await {
+                    tracing::error!(key = %entry.key, %digest, error = %format!("{error:#}"),
+                        "cannot get the component of a function deployed elsewhere");
+                    return;
+                }
+                match functions.apply_remote(published.record).await {
+                    Ok(true) => tracing::info!(key = %entry.key, from = %published.node,
+                        revision = entry.revision, "applied a deploy from the cluster"),
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(key = %entry.key, from = %published.node,
+                        error = %error.message, "cannot apply a deploy from the cluster"),
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                let Ok(function) = FunctionRef::parse(&entry.key) else {
+                    return;
+                };
+                match functions.remove_remote(&function).await {
+                    Ok(true) => {
+                        tracing::info!(key = %entry.key, "applied a removal from the cluster")
+                    }
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(key = %entry.key, error = %error.message,
+                        "cannot apply a removal from the cluster"),
+                }
+            }
+        }
+    }
+
+    /// Makes sure this node's artifact store has `digest` (`sha256:<hex>`), from the object store.
+    async fn fetch_artifact(&self, functions: &Functions, digest: &str) -> anyhow::Result<()> {
+        let parsed = crate::state::Digest::parse(digest).context("a bad digest")?;
+        if functions.has_artifact(&parsed) {
+            return Ok(());
+        }
+        let mut object = self
+            .artifacts
+            .get(object_name(digest))
+            .await
+            .with_context(|| format!("reading {digest} from the object store"))?;
+        let mut bytes = Vec::new();
+        let limit = u64::try_from(self.max_artifact_bytes).unwrap_or(u64::MAX) + 1;
+        (&mut object)
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .await
+            .context("downloading the component")?;
+        if bytes.len() > self.max_artifact_bytes {
+            bail!(
+                "the component is over the {} byte limit",
+                self.max_artifact_bytes
+            );
+        }
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != digest {
+            bail!("the object store's {digest} holds {actual}");
+        }
+        functions
+            .store_artifact(bytes)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        Ok(())
+    }
+
+    async fn put_record(
+        &self,
+        key: String,
+        record: FunctionRecord,
+        wasm: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let name = object_name(&record.digest);
+        if self.artifacts.info(&name).await.is_err() {
+            let mut reader = wasm.as_slice();
+            self.artifacts
+                .put(name.as_str(), &mut reader)
+                .await
+                .context("uploading the component to the object store")?;
+        }
+        let value = Bytes::from(serde_json::to_vec(&Published {
+            node: self.node.clone(),
+            record,
+        })?);
+        // Compare-and-set on the revision read: a concurrent change means read again and retry.
+        for _ in 0..CAS_TRIES {
+            let current = self
+                .functions_kv
+                .entry(&key)
+                .await
+                .context("reading the function's record")?;
+            let written = match current {
+                Some(entry) => self
+                    .functions_kv
+                    .update(&key, value.clone(), entry.revision)
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from),
+                None => self
+                    .functions_kv
+                    .create(&key, value.clone())
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::debug!(%key, error = %format!("{error:#}"), "record changed meanwhile; trying again")
+                }
+            }
+        }
+        bail!("the function's record kept changing; gave up after {CAS_TRIES} tries")
+    }
+}
+
+impl Replicator for Cluster {
+    fn function_put(
+        &self,
+        record: FunctionRecord,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let this = self.clone_handles();
+        Box::pin(async move {
+            let key = FunctionRef::new(
+                &record.deployment.service,
+                record.deployment.namespace.as_deref(),
+            )?
+            .key();
+            this.put_record(key, record, wasm).await
+        })
+    }
+
+    fn function_removed(&self, key: String) -> BoxFuture<'static, anyhow::Result<()>> {
+        let this = self.clone_handles();
+        Box::pin(async move {
+            this.functions_kv
+                .delete(&key)
+                .await
+                .context("writing the removal to the cluster")
+        })
+    }
+}
+
+impl Cluster {
+    /// A copy sharing the same connections (the handles are reference-counted).
+    fn clone_handles(&self) -> Cluster {
+        Cluster {
+            node: self.node.clone(),
+            functions_kv: self.functions_kv.clone(),
+            artifacts: self.artifacts.clone(),
+            max_artifact_bytes: self.max_artifact_bytes,
+        }
+    }
+}
+
+/// Object names cannot hold ':'.
+fn object_name(digest: &str) -> String {
+    digest.replace(':', "-")
+}
+
+/// The key-value bucket `bucket`, creating its backing stream as async-nats would (see the module
+/// documentation for why not through `create_key_value`).
+async fn key_value(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("wasmgate function records".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: HISTORY,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the stream of the {bucket} bucket"))?;
+    js.get_key_value(bucket)
+        .await
+        .with_context(|| format!("opening the {bucket} bucket"))
+}

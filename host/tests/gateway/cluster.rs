@@ -1,0 +1,166 @@
+//! Cluster mode: three gateways and a real NATS JetStream server (Debian's nats-server 2.9) on
+//! loopback. A deploy or a removal on one node is applied by the others; components travel through
+//! the object store; a node that was down catches up.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Gateway, api, deploy, get, temp_dir, upload};
+
+/// A `nats-server -js` on a free loopback port, stopped when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nats-server is missing: run .ci/test, which installs the nats-server package");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let store = temp_dir("nats");
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(nats: &Nats, name: &str, state: &std::path::Path) -> Gateway {
+    Gateway::start(&[
+        "--nats".to_string(),
+        nats.url.clone(),
+        "--node-name".to_string(),
+        name.to_string(),
+        "--state-dir".to_string(),
+        state.display().to_string(),
+    ])
+}
+
+/// Polls `path` on every node until each answers `status`; returns how long it took.
+async fn until_all(nodes: &[&Gateway], path: &str, status: u16) -> Duration {
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            if get(node, path).await.status == status {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{path} never answered {status} on {}",
+                node.addr
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_their_functions() {
+    let nats = Nats::start();
+    let states = [temp_dir("node-a"), temp_dir("node-b"), temp_dir("node-c")];
+    let a = node(&nats, "a", &states[0]);
+    let b = node(&nats, "b", &states[1]);
+    let c = node(&nats, "c", &states[2]);
+
+    // An uploaded component exists only on A: B and C get it from the object store.
+    let digest = upload(
+        &a,
+        std::fs::read(wasmgate_guests::HELLO).expect("read hello"),
+    )
+    .await;
+    let body = json!({"service": "hello", "image": digest});
+    assert_eq!(
+        api(&a, "POST", "/system/functions", Some(body))
+            .await
+            .status,
+        202
+    );
+    let deployed = until_all(&[&b, &c], "/function/hello", 200).await;
+    println!("deploy on A served by B and C after {deployed:?}");
+    assert!(deployed < Duration::from_secs(5), "{deployed:?}");
+    assert_eq!(
+        get(&b, "/function/hello/x").await.text(),
+        "Hello from wasmgate! You asked for /x\n"
+    );
+    b.wait_for_log(&["applied a deploy from the cluster", "hello.openfaas-fn"]);
+
+    // Any node may deploy; an update reaches the others too.
+    deploy(&b, "echo", wasmgate_guests::ECHO, json!({})).await;
+    until_all(&[&a, &c], "/function/echo", 200).await;
+    deploy(
+        &c,
+        "echo",
+        wasmgate_guests::ECHO,
+        json!({"envVars": {"VERSION": "2"}}),
+    )
+    .await;
+    let updated = async {
+        loop {
+            let listed = api(&a, "GET", "/system/function/echo", None).await;
+            let listed: serde_json::Value = serde_json::from_slice(&listed.body).expect("JSON");
+            if listed["envVars"]["VERSION"] == "2" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), updated)
+        .await
+        .expect("the update reached A");
+
+    // A removal on A.
+    let delete = json!({"functionName": "hello"});
+    assert_eq!(
+        api(&a, "DELETE", "/system/functions", Some(delete))
+            .await
+            .status,
+        202
+    );
+    let removed = until_all(&[&b, &c], "/function/hello", 404).await;
+    println!("removal on A gone from B and C after {removed:?}");
+    assert!(removed < Duration::from_secs(5), "{removed:?}");
+
+    // C is down while a function is deployed and another removed; it catches up when it returns.
+    c.signal("KILL");
+    drop(c);
+    deploy(&a, "markdown", wasmgate_guests::MARKDOWN, json!({})).await;
+    let delete = json!({"functionName": "echo"});
+    assert_eq!(
+        api(&b, "DELETE", "/system/functions", Some(delete))
+            .await
+            .status,
+        202
+    );
+    let c = node(&nats, "c", &states[2]);
+    until_all(&[&c], "/function/markdown", 200).await;
+    until_all(&[&c], "/function/echo", 404).await;
+    assert_eq!(get(&c, "/function/hello").await.status, 404);
+}
