@@ -16,8 +16,12 @@
 //!   a key-value bucket, so the bucket's backing stream is created here with the settings the client
 //!   would use.
 //!
-//! Not yet shared: namespaces and secrets (a function's namespace is created where it is applied),
-//! scaling, the async queue (each node keeps its own) and node heartbeats.
+//! - **Namespaces and secrets** live in the buckets `wasmgate-namespaces` and `wasmgate-secrets`
+//!   (key `namespace.name`, value the secret's bytes), watched and applied the same way. A function
+//!   record that arrives before its namespace or secret waits and is applied when they arrive.
+//!   Secrets are stored in JetStream as they are: secure the NATS server (TLS, accounts).
+//!
+//! Not yet shared: scaling, the async queue (each node keeps its own) and node heartbeats.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +44,10 @@ use crate::openfaas::FunctionRecord;
 pub const FUNCTIONS_BUCKET: &str = "wasmgate-functions";
 /// The object store of components.
 pub const ARTIFACTS_BUCKET: &str = "wasmgate-artifacts";
+/// The key-value bucket of namespaces (key: the name; value: its JSON).
+pub const NAMESPACES_BUCKET: &str = "wasmgate-namespaces";
+/// The key-value bucket of secrets (key: `namespace.name`; value: the secret's bytes).
+pub const SECRETS_BUCKET: &str = "wasmgate-secrets";
 /// Revisions kept per function record.
 const HISTORY: i64 = 5;
 /// Tries of a compare-and-set put before giving up.
@@ -59,8 +67,13 @@ struct Published {
 pub struct Cluster {
     node: String,
     functions_kv: kv::Store,
+    namespaces_kv: kv::Store,
+    secrets_kv: kv::Store,
     artifacts: object_store::ObjectStore,
     max_artifact_bytes: usize,
+    /// Function records that could not be applied yet (their secret or namespace had not arrived);
+    /// tried again after each secret or namespace applied.
+    pending: Arc<std::sync::Mutex<HashMap<String, FunctionRecord>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -86,6 +99,8 @@ impl Cluster {
             .with_context(|| format!("connecting to NATS at {url}"))?;
         let js = jetstream::new(client);
         let functions_kv = key_value(&js, FUNCTIONS_BUCKET).await?;
+        let namespaces_kv = key_value(&js, NAMESPACES_BUCKET).await?;
+        let secrets_kv = key_value(&js, SECRETS_BUCKET).await?;
         let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
@@ -101,8 +116,11 @@ impl Cluster {
         Ok(Arc::new(Cluster {
             node,
             functions_kv,
+            namespaces_kv,
+            secrets_kv,
             artifacts,
             max_artifact_bytes,
+            pending: Arc::default(),
         }))
     }
 
@@ -111,11 +129,22 @@ impl Cluster {
     /// Changes to different functions are applied side by side (a large component that compiles for
     /// seconds does not hold up the others); changes to one function in the order they were made.
     pub fn start(self: &Arc<Self>, functions: Arc<Functions>) {
+        for bucket in [NAMESPACES_BUCKET, SECRETS_BUCKET, FUNCTIONS_BUCKET] {
+            self.watch(bucket, functions.clone());
+        }
+    }
+
+    fn watch(self: &Arc<Self>, bucket: &'static str, functions: Arc<Functions>) {
         let cluster = self.clone();
+        let store = match bucket {
+            NAMESPACES_BUCKET => self.namespaces_kv.clone(),
+            SECRETS_BUCKET => self.secrets_kv.clone(),
+            _ => self.functions_kv.clone(),
+        };
         tokio::spawn(async move {
             let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
             loop {
-                match cluster.functions_kv.watch_with_history(">").await {
+                match store.watch_with_history(">").await {
                     Ok(mut watch) => {
                         while let Some(entry) = watch.next().await {
                             match entry {
@@ -126,22 +155,97 @@ impl Cluster {
                                     let turn = lock.lock_owned().await;
                                     let (cluster, functions) = (cluster.clone(), functions.clone());
                                     tokio::spawn(async move {
-                                        cluster.apply(&functions, entry).await;
+                                        match bucket {
+                                            FUNCTIONS_BUCKET => {
+                                                cluster.apply(&functions, entry).await
+                                            }
+                                            NAMESPACES_BUCKET => {
+                                                cluster.apply_namespace(&functions, entry).await;
+                                            }
+                                            _ => cluster.apply_secret(&functions, entry).await,
+                                        }
                                         drop(turn);
                                     });
                                 }
                                 Err(error) => {
-                                    tracing::warn!(%error, "the cluster watch failed");
+                                    tracing::warn!(%error, bucket, "the cluster watch failed");
                                     break;
                                 }
                             }
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "cannot watch the cluster's functions"),
+                    Err(error) => tracing::warn!(%error, bucket, "cannot watch the cluster"),
                 }
                 tokio::time::sleep(REWATCH_PAUSE).await;
             }
         });
+    }
+
+    async fn apply_namespace(&self, functions: &Functions, entry: kv::Entry) {
+        let result = match entry.operation {
+            kv::Operation::Put => {
+                match serde_json::from_slice::<crate::openfaas::Namespace>(&entry.value) {
+                    Ok(namespace) => functions.apply_remote_namespace(namespace).await,
+                    Err(error) => {
+                        tracing::warn!(key = %entry.key, %error, "a namespace record this node cannot read");
+                        return;
+                    }
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                functions.remove_remote_namespace(&entry.key).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(key = %entry.key, error = %error.message, "cannot apply a namespace from the cluster");
+        }
+        self.retry_pending(functions).await;
+    }
+
+    async fn apply_secret(&self, functions: &Functions, entry: kv::Entry) {
+        let Some((namespace, name)) = entry.key.split_once('.') else {
+            return;
+        };
+        let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
+        if let Err(error) = functions.apply_remote_secret(namespace, name, value).await {
+            tracing::warn!(key = %entry.key, error = %error.message, "cannot apply a secret from the cluster");
+        }
+        self.retry_pending(functions).await;
+    }
+
+    /// Applies again the function records that waited for a namespace or a secret.
+    async fn retry_pending(&self, functions: &Functions) {
+        let pending: Vec<(String, FunctionRecord)> = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending.drain().collect()
+        };
+        for (key, record) in pending {
+            self.apply_record(functions, key, record, "pending").await;
+        }
+    }
+
+    async fn apply_record(
+        &self,
+        functions: &Functions,
+        key: String,
+        record: FunctionRecord,
+        from: &str,
+    ) {
+        match functions.apply_remote(record.clone()).await {
+            Ok(true) => tracing::info!(%key, from, "applied a deploy from the cluster"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%key, from, error = %error.message,
+                    "cannot apply a deploy from the cluster yet; trying again when a namespace or secret arrives");
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, record);
+            }
+        }
     }
 
     async fn apply(&self, functions: &Functions, entry: kv::Entry) {
@@ -160,15 +264,23 @@ impl Cluster {
                         "cannot get the component of a function deployed elsewhere");
                     return;
                 }
-                match functions.apply_remote(published.record).await {
-                    Ok(true) => tracing::info!(key = %entry.key, from = %published.node,
-                        revision = entry.revision, "applied a deploy from the cluster"),
-                    Ok(false) => {}
-                    Err(error) => tracing::error!(key = %entry.key, from = %published.node,
-                        error = %error.message, "cannot apply a deploy from the cluster"),
-                }
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&entry.key);
+                self.apply_record(
+                    functions,
+                    entry.key.clone(),
+                    published.record,
+                    &published.node,
+                )
+                .await;
             }
             kv::Operation::Delete | kv::Operation::Purge => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&entry.key);
                 let Ok(function) = FunctionRef::parse(&entry.key) else {
                     return;
                 };
@@ -270,6 +382,54 @@ impl Cluster {
 }
 
 impl Replicator for Cluster {
+    fn namespace_put(
+        &self,
+        namespace: crate::openfaas::Namespace,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let store = self.namespaces_kv.clone();
+        Box::pin(async move {
+            let value = Bytes::from(serde_json::to_vec(&namespace)?);
+            store
+                .put(&namespace.name, value)
+                .await
+                .context("writing the namespace to the cluster")?;
+            Ok(())
+        })
+    }
+
+    fn namespace_removed(&self, name: String) -> BoxFuture<'static, anyhow::Result<()>> {
+        let store = self.namespaces_kv.clone();
+        Box::pin(async move {
+            store
+                .delete(&name)
+                .await
+                .context("writing the namespace's removal to the cluster")
+        })
+    }
+
+    fn secret_changed(
+        &self,
+        namespace: String,
+        name: String,
+        value: Option<Vec<u8>>,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let store = self.secrets_kv.clone();
+        Box::pin(async move {
+            let key = format!("{namespace}.{name}");
+            match value {
+                Some(value) => store
+                    .put(&key, Bytes::from(value))
+                    .await
+                    .map(drop)
+                    .with_context(|| format!("writing the secret {key} to the cluster (its name must be letters, digits, '-', '_', '=', '.')")),
+                None => store
+                    .delete(&key)
+                    .await
+                    .context("writing the secret's removal to the cluster"),
+            }
+        })
+    }
+
     fn function_put(
         &self,
         record: FunctionRecord,
@@ -303,8 +463,11 @@ impl Cluster {
         Cluster {
             node: self.node.clone(),
             functions_kv: self.functions_kv.clone(),
+            namespaces_kv: self.namespaces_kv.clone(),
+            secrets_kv: self.secrets_kv.clone(),
             artifacts: self.artifacts.clone(),
             max_artifact_bytes: self.max_artifact_bytes,
+            pending: self.pending.clone(),
         }
     }
 }

@@ -139,6 +139,23 @@ pub trait Replicator: Send + Sync + 'static {
         &self,
         key: String,
     ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+    /// A namespace was created or updated here.
+    fn namespace_put(
+        &self,
+        namespace: Namespace,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+    /// A namespace was deleted here.
+    fn namespace_removed(
+        &self,
+        name: String,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+    /// A secret was set (`Some`) or deleted (`None`) here.
+    fn secret_changed(
+        &self,
+        namespace: String,
+        name: String,
+        value: Option<Vec<u8>>,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
 }
 
 /// Where a change comes from.
@@ -760,10 +777,39 @@ impl Functions {
 
     /// Creates (`create`) or updates a namespace.
     pub async fn put_namespace(&self, namespace: Namespace, create: bool) -> Result<(), ApiError> {
+        self.put_namespace_from(namespace, Some(create), Origin::Local)
+            .await
+    }
+
+    /// Creates or updates a namespace another node published.
+    pub async fn apply_remote_namespace(&self, namespace: Namespace) -> Result<(), ApiError> {
+        if self.namespace(&namespace.name).as_ref() == Some(&namespace) {
+            return Ok(());
+        }
+        self.put_namespace_from(namespace, None, Origin::Remote)
+            .await
+    }
+
+    /// Deletes a namespace another node deleted (nothing if it is not here or not empty here).
+    pub async fn remove_remote_namespace(&self, name: &str) -> Result<(), ApiError> {
+        if !self.namespace_exists(name) {
+            return Ok(());
+        }
+        self.delete_namespace_from(name, Origin::Remote).await
+    }
+
+    /// `create`: `Some(true)` must not exist, `Some(false)` must exist, `None` either.
+    async fn put_namespace_from(
+        &self,
+        namespace: Namespace,
+        create: Option<bool>,
+        origin: Origin,
+    ) -> Result<(), ApiError> {
         FunctionRef::new("x", Some(&namespace.name))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let _writes = self.writes.lock().await;
         let exists = self.namespace_exists(&namespace.name);
+        let create = create.unwrap_or(!exists);
         if create && exists {
             return Err(ApiError::conflict(format!(
                 "namespace {} already exists",
@@ -778,12 +824,23 @@ impl Functions {
         }
         self.state.put_namespace(&namespace.name, &namespace)?;
         self.write_namespaces()
-            .insert(namespace.name.clone(), namespace);
+            .insert(namespace.name.clone(), namespace.clone());
+        if origin == Origin::Local
+            && let Some(replicator) = self.replicator.get()
+        {
+            replicator.namespace_put(namespace).await.map_err(|e| {
+                ApiError::internal("publishing the namespace to the cluster", format!("{e:#}"))
+            })?;
+        }
         Ok(())
     }
 
     /// Deletes an empty namespace (never the default one).
     pub async fn delete_namespace(&self, name: &str) -> Result<(), ApiError> {
+        self.delete_namespace_from(name, Origin::Local).await
+    }
+
+    async fn delete_namespace_from(&self, name: &str, origin: Origin) -> Result<(), ApiError> {
         let _writes = self.writes.lock().await;
         if !self.namespace_exists(name) {
             return Err(ApiError::not_found(format!("namespace {name} not found")));
@@ -804,6 +861,19 @@ impl Functions {
         }
         self.state.delete_namespace(name)?;
         self.write_namespaces().remove(name);
+        if origin == Origin::Local
+            && let Some(replicator) = self.replicator.get()
+        {
+            replicator
+                .namespace_removed(name.to_string())
+                .await
+                .map_err(|e| {
+                    ApiError::internal(
+                        "publishing the namespace's removal to the cluster",
+                        format!("{e:#}"),
+                    )
+                })?;
+        }
         Ok(())
     }
 
@@ -820,6 +890,44 @@ impl Functions {
         namespace: &str,
         name: &str,
         change: SecretChange,
+    ) -> Result<(), ApiError> {
+        self.change_secret_from(namespace, name, change, Origin::Local)
+            .await
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a secret as another node did; its namespace is created here
+    /// if missing.
+    pub async fn apply_remote_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        let exists = self.state.read_secret(namespace, name)?;
+        let change = match (value, exists) {
+            (None, None) => return Ok(()),
+            (None, Some(_)) => SecretChange::Delete,
+            (Some(value), Some(current)) if value == current => return Ok(()),
+            (Some(value), Some(_)) => SecretChange::Update(value),
+            (Some(value), None) => SecretChange::Create(value),
+        };
+        if !self.namespace_exists(namespace) {
+            let record = Namespace {
+                name: namespace.to_string(),
+                ..Namespace::default()
+            };
+            let _ = self.put_namespace_from(record, None, Origin::Remote).await;
+        }
+        self.change_secret_from(namespace, name, change, Origin::Remote)
+            .await
+    }
+
+    async fn change_secret_from(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: SecretChange,
+        origin: Origin,
     ) -> Result<(), ApiError> {
         if name.is_empty() || name.contains('/') || name.contains("..") {
             return Err(ApiError::bad_request(format!(
@@ -866,6 +974,20 @@ impl Functions {
                     .map(|f| (f, r.deployment.clone()))
             })
             .collect();
+        if origin == Origin::Local
+            && let Some(replicator) = self.replicator.get()
+        {
+            let value = match &change {
+                SecretChange::Create(value) | SecretChange::Update(value) => Some(value.clone()),
+                SecretChange::Delete => None,
+            };
+            replicator
+                .secret_changed(namespace.to_string(), name.to_string(), value)
+                .await
+                .map_err(|e| {
+                    ApiError::internal("publishing the secret to the cluster", format!("{e:#}"))
+                })?;
+        }
         for (function, deployment) in users {
             self.build_secrets_dir(&function, &deployment)?;
             // Its `wasi:config` values include the secret's value.

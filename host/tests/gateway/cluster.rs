@@ -136,6 +136,47 @@ async fn nodes_share_their_functions() {
         .await
         .expect("the update reached A");
 
+    // A namespace and a secret made on A, and a function there that reads the secret: B serves it
+    // with the secret; a new value set on B reaches A.
+    assert_eq!(
+        api(&a, "POST", "/system/namespace/team", None).await.status,
+        201
+    );
+    let secret = json!({"name": "api-key", "value": "s3cret", "namespace": "team"});
+    assert_eq!(
+        api(&a, "POST", "/system/secrets", Some(secret))
+            .await
+            .status,
+        202
+    );
+    deploy(
+        &a,
+        "inspect",
+        wasmgate_guests::INSPECT,
+        json!({"namespace": "team", "secrets": ["api-key"]}),
+    )
+    .await;
+    let path = "/function/inspect.team/file?/var/openfaas/secrets/api-key";
+    until_all(&[&b, &c], path, 200).await;
+    assert_eq!(get(&b, path).await.text(), "s3cret");
+    let changed = json!({"name": "api-key", "value": "n3w", "namespace": "team"});
+    assert_eq!(
+        api(&b, "PUT", "/system/secrets", Some(changed))
+            .await
+            .status,
+        202
+    );
+    let reached = async {
+        while get(&a, path).await.text() != "n3w" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reached)
+        .await
+        .expect("the new secret reached A");
+    let namespaces = api(&c, "GET", "/system/namespaces", None).await.text();
+    assert!(namespaces.contains("\"team\""), "{namespaces}");
+
     // A removal on A.
     let delete = json!({"functionName": "hello"});
     assert_eq!(
