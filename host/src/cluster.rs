@@ -21,7 +21,11 @@
 //!   record that arrives before its namespace or secret waits and is applied when they arrive.
 //!   Secrets are stored in JetStream as they are: secure the NATS server (TLS, accounts).
 //!
-//! Not yet shared: scaling, the async queue (each node keeps its own) and node heartbeats.
+//! - **Heartbeats**: each node writes its name to `wasmgate-nodes` every [`HEARTBEAT`]; entries expire
+//!   after [`HEARTBEAT_EXPIRY`]. The live nodes are counted from the keys left, and every live node is
+//!   a replica of every function.
+//!
+//! Not yet shared: scaling, and the async queue (each node keeps its own).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +52,12 @@ pub const ARTIFACTS_BUCKET: &str = "wasmgate-artifacts";
 pub const NAMESPACES_BUCKET: &str = "wasmgate-namespaces";
 /// The key-value bucket of secrets (key: `namespace.name`; value: the secret's bytes).
 pub const SECRETS_BUCKET: &str = "wasmgate-secrets";
+/// The key-value bucket of node heartbeats (key: the node's name); entries expire.
+pub const NODES_BUCKET: &str = "wasmgate-nodes";
+/// How often a node writes its heartbeat and counts the live nodes.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node whose last heartbeat is older than this is gone.
+pub const HEARTBEAT_EXPIRY: Duration = Duration::from_secs(6);
 /// Revisions kept per function record.
 const HISTORY: i64 = 5;
 /// Tries of a compare-and-set put before giving up.
@@ -74,6 +84,9 @@ pub struct Cluster {
     /// Function records that could not be applied yet (their secret or namespace had not arrived);
     /// tried again after each secret or namespace applied.
     pending: Arc<std::sync::Mutex<HashMap<String, FunctionRecord>>>,
+    nodes_kv: kv::Store,
+    /// Live nodes, counted from the heartbeats.
+    live: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -101,6 +114,7 @@ impl Cluster {
         let functions_kv = key_value(&js, FUNCTIONS_BUCKET).await?;
         let namespaces_kv = key_value(&js, NAMESPACES_BUCKET).await?;
         let secrets_kv = key_value(&js, SECRETS_BUCKET).await?;
+        let nodes_kv = key_value_expiring(&js, NODES_BUCKET, HEARTBEAT_EXPIRY).await?;
         let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
             Ok(store) => store,
             Err(_) => js
@@ -121,6 +135,8 @@ impl Cluster {
             artifacts,
             max_artifact_bytes,
             pending: Arc::default(),
+            nodes_kv,
+            live: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }))
     }
 
@@ -132,6 +148,44 @@ impl Cluster {
         for bucket in [NAMESPACES_BUCKET, SECRETS_BUCKET, FUNCTIONS_BUCKET] {
             self.watch(bucket, functions.clone());
         }
+        functions.set_live_nodes(self.live.clone());
+        self.heartbeat();
+    }
+
+    /// Writes this node's heartbeat every [`HEARTBEAT`] and counts the nodes whose heartbeat has not
+    /// expired.
+    fn heartbeat(self: &Arc<Self>) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let started = crate::time::format_rfc3339(std::time::SystemTime::now(), false);
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                let beat = serde_json::json!({"node": cluster.node, "startedAt": started});
+                if let Err(error) = cluster
+                    .nodes_kv
+                    .put(&cluster.node, Bytes::from(beat.to_string()))
+                    .await
+                {
+                    tracing::warn!(%error, "cannot write this node's heartbeat");
+                    continue;
+                }
+                match cluster.nodes_kv.keys().await {
+                    Ok(keys) => {
+                        let live = keys.filter_map(|k| async move { k.ok() }).count().await;
+                        cluster
+                            .live
+                            .store(live.max(1) as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot count the live nodes"),
+                }
+            }
+        });
+    }
+
+    /// Live nodes, as last counted.
+    pub fn live_nodes(&self) -> u64 {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn watch(self: &Arc<Self>, bucket: &'static str, functions: Arc<Functions>) {
@@ -468,6 +522,8 @@ impl Cluster {
             artifacts: self.artifacts.clone(),
             max_artifact_bytes: self.max_artifact_bytes,
             pending: self.pending.clone(),
+            nodes_kv: self.nodes_kv.clone(),
+            live: self.live.clone(),
         }
     }
 }
@@ -475,6 +531,36 @@ impl Cluster {
 /// Object names cannot hold ':'.
 fn object_name(digest: &str) -> String {
     digest.replace(':', "-")
+}
+
+/// A key-value bucket whose entries expire `ttl` after their last write (heartbeats).
+async fn key_value_expiring(
+    js: &jetstream::Context,
+    bucket: &str,
+    ttl: Duration,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("wasmgate node heartbeats".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        storage: stream::StorageType::Memory,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the stream of the {bucket} bucket"))?;
+    js.get_key_value(bucket)
+        .await
+        .with_context(|| format!("opening the {bucket} bucket"))
 }
 
 /// The key-value bucket `bucket`, creating its backing stream as async-nats would (see the module

@@ -124,6 +124,9 @@ pub struct Functions {
     registries: std::sync::OnceLock<crate::oci::RegistryClient>,
     /// Where deploys and removals made here are published for other nodes (cluster mode).
     replicator: std::sync::OnceLock<Arc<dyn Replicator>>,
+    /// Live nodes of the cluster, from their heartbeats (cluster mode): every node serves every
+    /// function, so each is a replica.
+    live_nodes: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Publishes the changes made on this node so that other nodes apply them (see `cluster.rs`).
@@ -223,6 +226,7 @@ impl Functions {
             max_artifact_bytes,
             registries: std::sync::OnceLock::new(),
             replicator: std::sync::OnceLock::new(),
+            live_nodes: std::sync::OnceLock::new(),
         });
 
         let (records, problems) = functions
@@ -439,6 +443,11 @@ impl Functions {
     ) -> Result<(), ApiError> {
         self.deploy_from(deployment, mode, Origin::Local, None)
             .await
+    }
+
+    /// Counts replicas as the cluster's live nodes (kept up to date in `count`) from now on.
+    pub fn set_live_nodes(&self, count: Arc<std::sync::atomic::AtomicU64>) {
+        let _ = self.live_nodes.set(count);
     }
 
     /// Publishes this node's changes through `replicator` from now on (cluster mode).
@@ -742,8 +751,15 @@ impl Functions {
     }
 
     fn to_status(&self, key: &str, record: FunctionRecord) -> FunctionStatus {
-        let loaded = self.runtime.is_loaded(key).unwrap_or(false);
-        let replicas = if loaded { record.replicas.max(1) } else { 0 };
+        let replicas = match self.live_nodes.get() {
+            // Cluster mode: every live node serves every function not scaled to zero.
+            Some(live) if record.replicas > 0 => live.load(std::sync::atomic::Ordering::Relaxed),
+            Some(_) => 0,
+            None => {
+                let loaded = self.runtime.is_loaded(key).unwrap_or(false);
+                if loaded { record.replicas.max(1) } else { 0 }
+            }
+        };
         let d = record.deployment;
         FunctionStatus {
             name: d.service,

@@ -189,9 +189,14 @@ async fn nodes_share_their_functions() {
     println!("removal on A gone from B and C after {removed:?}");
     assert!(removed < Duration::from_secs(5), "{removed:?}");
 
+    // Every live node is a replica of every function.
+    replicas_become(&a, "echo", 3).await;
+
     // C is down while a function is deployed and another removed; it catches up when it returns.
     c.signal("KILL");
     drop(c);
+    // Its heartbeat expires: two replicas left.
+    replicas_become(&a, "echo", 2).await;
     deploy(&a, "markdown", wasmgate_guests::MARKDOWN, json!({})).await;
     let delete = json!({"functionName": "echo"});
     assert_eq!(
@@ -204,4 +209,28 @@ async fn nodes_share_their_functions() {
     until_all(&[&c], "/function/markdown", 200).await;
     until_all(&[&c], "/function/echo", 404).await;
     assert_eq!(get(&c, "/function/hello").await.status, 404);
+    replicas_become(&b, "markdown", 3).await;
+}
+
+/// Waits until the function's `availableReplicas` (as the node reports it) is `replicas`.
+async fn replicas_become(node: &Gateway, function: &str, replicas: u64) {
+    let wait = async {
+        loop {
+            let answer = api(node, "GET", &format!("/system/function/{function}"), None).await;
+            if answer.status != 200 {
+                // Not applied on this node yet.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let status: serde_json::Value = serde_json::from_slice(&answer.body)
+                .unwrap_or_else(|e| panic!("{e}: {} {:?}", answer.status, answer.text()));
+            if status["availableReplicas"] == replicas && status["replicas"] == replicas {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{function} never had {replicas} replicas"));
 }
