@@ -25,7 +25,9 @@
 //!   after [`HEARTBEAT_EXPIRY`]. The live nodes are counted from the keys left, and every live node is
 //!   a replica of every function.
 //!
-//! Not yet shared: scaling, and the async queue (each node keeps its own).
+//! - **The async queue** is shared too: see `queue/jetstream.rs`.
+//!
+//! Not yet shared: scaling to zero.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,6 +78,7 @@ struct Published {
 /// This node's connection to the cluster.
 pub struct Cluster {
     node: String,
+    js: jetstream::Context,
     functions_kv: kv::Store,
     namespaces_kv: kv::Store,
     secrets_kv: kv::Store,
@@ -129,6 +132,7 @@ impl Cluster {
         tracing::info!(%node, "joined the cluster");
         Ok(Arc::new(Cluster {
             node,
+            js: js.clone(),
             functions_kv,
             namespaces_kv,
             secrets_kv,
@@ -181,6 +185,11 @@ impl Cluster {
                 }
             }
         });
+    }
+
+    /// The JetStream context, for the async queue.
+    pub fn jetstream(&self) -> jetstream::Context {
+        self.js.clone()
     }
 
     /// Live nodes, as last counted.
@@ -516,6 +525,7 @@ impl Cluster {
     fn clone_handles(&self) -> Cluster {
         Cluster {
             node: self.node.clone(),
+            js: self.js.clone(),
             functions_kv: self.functions_kv.clone(),
             namespaces_kv: self.namespaces_kv.clone(),
             secrets_kv: self.secrets_kv.clone(),
@@ -539,16 +549,35 @@ async fn key_value_expiring(
     bucket: &str,
     ttl: Duration,
 ) -> anyhow::Result<kv::Store> {
+    key_value_with(
+        js,
+        bucket,
+        "wasmgate node heartbeats",
+        ttl,
+        stream::StorageType::Memory,
+    )
+    .await
+}
+
+/// A key-value bucket keeping one value per key for `ttl` after its last write, created as
+/// async-nats would create it (see the module documentation).
+pub(crate) async fn key_value_with(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    ttl: Duration,
+    storage: stream::StorageType,
+) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     js.get_or_create_stream(stream::Config {
         name: format!("KV_{bucket}"),
-        description: Some("wasmgate node heartbeats".into()),
+        description: Some(description.into()),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         max_age: ttl,
-        storage: stream::StorageType::Memory,
+        storage,
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,

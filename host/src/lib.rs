@@ -168,14 +168,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         config.max_artifact_bytes,
     )?;
 
-    if let Some(url) = &config.nats {
-        let cluster =
-            cluster::Cluster::connect(url, config.node_name.clone(), config.max_artifact_bytes)
-                .await
-                .context("joining the cluster")?;
-        functions.set_replicator(cluster.clone());
-        cluster.start(functions.clone());
-    }
+    let cluster = match &config.nats {
+        Some(url) => {
+            let cluster =
+                cluster::Cluster::connect(url, config.node_name.clone(), config.max_artifact_bytes)
+                    .await
+                    .context("joining the cluster")?;
+            functions.set_replicator(cluster.clone());
+            cluster.start(functions.clone());
+            Some(cluster)
+        }
+        None => None,
+    };
 
     for function in &config.functions {
         let namespace = &function.function.namespace;
@@ -222,10 +226,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         max_artifact_bytes: config.max_artifact_bytes,
         shutdown: shutdown_watch,
     };
-    let store = queue::SqliteStore::open(&config.state_dir.join("queue.sqlite3"))
-        .context("opening the async queue")?;
-    let async_queue = queue::AsyncQueue::open(Arc::new(store), config.queue.clone())
-        .context("opening the async queue")?;
+    // One queue for the whole cluster in cluster mode; else this node's own, on disk.
+    let store: Arc<dyn queue::CallStore> = match &cluster {
+        Some(cluster) => Arc::new(
+            queue::JetStreamStore::open(cluster.jetstream(), config.queue.max_queued)
+                .await
+                .context("opening the cluster's async queue")?,
+        ),
+        None => Arc::new(
+            queue::SqliteStore::open(&config.state_dir.join("queue.sqlite3"))
+                .context("opening the async queue")?,
+        ),
+    };
+    let async_queue =
+        queue::AsyncQueue::open(store, config.queue.clone()).context("opening the async queue")?;
     let gateway = Gateway::new(api, metrics, config.auth.clone())
         .with_http_limits(config.http_limits)
         .with_queue(async_queue.clone());

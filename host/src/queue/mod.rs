@@ -16,6 +16,7 @@
 //!   POSTed there, retried with backoff, until delivered or given up; a restart resumes deliveries.
 //! - **Bounded history.** Final calls are kept (without their bodies) up to a count, oldest pruned.
 
+mod jetstream;
 mod store;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
+pub use jetstream::JetStreamStore;
 pub use store::{
     Call, CallState, CallStatus, CallStore, CallbackState, CancelOutcome, Depth, Finished, NewCall,
     Outcome, PendingCallback, SqliteStore, StoredResponse,
@@ -325,7 +327,10 @@ impl AsyncQueue {
             );
         }
         let mut counts = Counts::default();
-        for (function, depth) in store.depths()? {
+        // A shared store is read by the dispatcher (and may not be read from here: it answers
+        // through the async runtime).
+        let depths = if store.shared() { Vec::new() } else { store.depths()? };
+        for (function, depth) in depths {
             counts.queued_calls += depth.calls;
             counts.queued_bytes += depth.bytes;
             counts.queued.insert(function, depth);
@@ -504,6 +509,15 @@ impl AsyncQueue {
             let woken = self.inner.wake.notified();
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return;
+            }
+            if self.inner.store.shared() {
+                // Other nodes queue calls too: the store knows what waits.
+                let store = self.inner.store.clone();
+                if let Ok(Ok(depths)) = tokio::task::spawn_blocking(move || store.depths()).await {
+                    let mut counts = self.lock();
+                    counts.queued_calls = depths.iter().map(|(_, d)| d.calls).sum();
+                    counts.queued = depths.into_iter().collect();
+                }
             }
             // Functions with waiting calls, in a rotating order so each gets its turn.
             let (mut functions, free) = {

@@ -288,6 +288,11 @@ pub struct Depth {
 ///
 /// The embedded SQLite store implements it; a distributed backend (NATS JetStream) can replace it.
 pub trait CallStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Whether other nodes take calls from this store too (then the queue's depth is read from it,
+    /// not counted locally).
+    fn shared(&self) -> bool {
+        false
+    }
     /// Stores new calls in one durable commit; for each, whether it was new (an id seen before is
     /// not queued twice).
     fn enqueue(&self, calls: &[NewCall]) -> anyhow::Result<Vec<bool>>;

@@ -234,3 +234,103 @@ async fn replicas_become(node: &Gateway, function: &str, replicas: u64) {
         .await
         .unwrap_or_else(|_| panic!("{function} never had {replicas} replicas"));
 }
+
+/// The async queue is shared: calls queued on one node run on all of them, and a node killed while
+/// it runs calls loses none (JetStream gives them to another node after the ack wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_calls_are_shared_and_survive_a_node() {
+    const CALLS: usize = 120;
+    let nats = Nats::start();
+    let concurrency = ["--async-function-concurrency".to_string(), "4".to_string()];
+    let start = |name: &str| {
+        let state = temp_dir(&format!("async-{name}"));
+        let mut args = vec![
+            "--nats".to_string(),
+            nats.url.clone(),
+            "--node-name".to_string(),
+            name.to_string(),
+            "--state-dir".to_string(),
+            state.display().to_string(),
+        ];
+        args.extend(concurrency.iter().cloned());
+        Gateway::start(&args)
+    };
+    let a = start("a");
+    let b = start("b");
+    let c = start("c");
+    deploy(&a, "flaky", wasmgate_guests::FLAKY, json!({})).await;
+    until_all(&[&b, &c], "/function/flaky", 200).await;
+
+    let callbacks = crate::support::Callbacks::start().await;
+    let url = callbacks.url();
+    let mut ids = Vec::new();
+    for _ in 0..CALLS {
+        let mut request =
+            crate::support::request("POST", &a, "/async-function/flaky?sleep_ms=200", "");
+        request
+            .headers_mut()
+            .insert("x-callback-url", url.parse().expect("a header value"));
+        let answer = crate::support::send(a.addr, request).await;
+        assert_eq!(answer.status, 202, "{}", answer.text());
+        ids.push(answer.header("x-call-id").to_string());
+    }
+
+    // B runs some of A's calls; kill it while it does.
+    let running = |node: &Gateway| {
+        let addr = node.addr;
+        async move {
+            let text = crate::support::send(
+                addr,
+                http::Request::get("/metrics")
+                    .header("host", addr.to_string())
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request"),
+            )
+            .await
+            .text();
+            text.lines()
+                .find(|l| {
+                    l.starts_with("wasmgate_async_running{function_name=\"flaky.openfaas-fn\"}")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(&b).await == 0 {
+        assert!(Instant::now() < deadline, "B never ran a call queued on A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.signal("KILL");
+    drop(b);
+    let before = callbacks.received().len();
+    assert!(before < CALLS, "the kill came before the end");
+
+    let received = callbacks.wait_for(CALLS).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut per_call = std::collections::HashMap::new();
+    for callback in callbacks.received() {
+        *per_call
+            .entry(callback.header("x-call-id").to_string())
+            .or_insert(0usize) += 1;
+    }
+    for id in &ids {
+        assert!(per_call.contains_key(id), "call {id} was lost");
+        let status = api(&c, "GET", &format!("/system/async/{id}"), None).await;
+        let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+        assert_eq!(status["status"], "succeeded", "{status}");
+    }
+    let duplicates = callbacks.received().len() - CALLS;
+    println!(
+        "cluster async: {CALLS} calls queued on A, {before} done when B was killed, {} callbacks, {duplicates} duplicates",
+        received.len().max(callbacks.received().len())
+    );
+    // Both survivors ran calls.
+    for node in [&a, &c] {
+        let metrics = get(node, "/metrics").await.text();
+        assert!(
+            metrics.contains("wasmgate_async_finished_total{function_name=\"flaky.openfaas-fn\",state=\"succeeded\"}"),
+            "{metrics}"
+        );
+    }
+}
