@@ -299,10 +299,16 @@ pub struct ServeArgs {
     #[arg(long, default_value = "64Mi", value_parser = parse_memory)]
     pub max_request_body: u64,
 
-    /// Cluster mode: share functions with the other nodes through this NATS JetStream server (e.g.
-    /// nats://nats:4222). Without it, the node keeps everything in its state directory alone.
+    /// Cluster mode: share functions and the async queue with the other nodes through NATS
+    /// JetStream (e.g. nats://nats:4222; several servers comma-separated). Without it, the node keeps
+    /// everything in its state directory alone.
     #[arg(long, env = "WASMGATE_NATS")]
     pub nats: Option<String>,
+
+    /// Copies of each JetStream stream and bucket wasmgate creates (3 on a three-server NATS
+    /// cluster, so one server can fail).
+    #[arg(long, env = "WASMGATE_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
 
     /// This node's name in the cluster [default: the host name].
     #[arg(long, env = "WASMGATE_NODE_NAME")]
@@ -437,8 +443,10 @@ pub struct ServeConfig {
     pub max_artifact_bytes: usize,
     /// The async queue's limits.
     pub queue: crate::queue::QueueConfig,
-    /// NATS server of the cluster, if any.
+    /// NATS servers of the cluster, if any (comma-separated URLs).
     pub nats: Option<String>,
+    /// Copies of each stream and bucket on the NATS servers.
+    pub nats_replicas: usize,
     /// This node's name in the cluster.
     pub node_name: String,
 }
@@ -572,6 +580,7 @@ impl ServeArgs {
             auth,
             max_artifact_bytes: self.max_artifact_bytes,
             nats: self.nats,
+            nats_replicas: self.nats_replicas.clamp(1, 5),
             node_name: self
                 .node_name
                 .or_else(|| {

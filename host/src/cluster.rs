@@ -64,6 +64,8 @@ pub const HEARTBEAT_EXPIRY: Duration = Duration::from_secs(6);
 const HISTORY: i64 = 5;
 /// Tries of a compare-and-set put before giving up.
 const CAS_TRIES: usize = 5;
+/// How long starting a watch may take.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before watching again after the watch ended (a leader election, a lost connection).
 const REWATCH_PAUSE: Duration = Duration::from_millis(500);
 
@@ -90,6 +92,8 @@ pub struct Cluster {
     nodes_kv: kv::Store,
     /// Live nodes, counted from the heartbeats.
     live: Arc<std::sync::atomic::AtomicU64>,
+    /// Copies of each stream and bucket on the NATS servers.
+    replicas: usize,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -101,34 +105,71 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to NATS at `url` and makes sure the bucket and the object store exist.
+    /// Connects to NATS at `urls` (comma-separated: the client fails over between them and learns
+    /// the rest of a NATS cluster from the server) and makes sure the buckets, streams and object
+    /// store exist, each with `replicas` copies on the NATS servers.
     pub async fn connect(
-        url: &str,
+        urls: &str,
         node: String,
         max_artifact_bytes: usize,
+        replicas: usize,
     ) -> anyhow::Result<Arc<Cluster>> {
+        let addresses = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .with_context(|| format!("{u:?} is not a NATS server address"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let client = async_nats::ConnectOptions::new()
             .name(format!("wasmgate {node}"))
             .retry_on_initial_connect()
-            .connect(url)
+            .connect(addresses)
             .await
-            .with_context(|| format!("connecting to NATS at {url}"))?;
+            .with_context(|| format!("connecting to NATS at {urls}"))?;
         let js = jetstream::new(client);
-        let functions_kv = key_value(&js, FUNCTIONS_BUCKET).await?;
-        let namespaces_kv = key_value(&js, NAMESPACES_BUCKET).await?;
-        let secrets_kv = key_value(&js, SECRETS_BUCKET).await?;
-        let nodes_kv = key_value_expiring(&js, NODES_BUCKET, HEARTBEAT_EXPIRY).await?;
-        let artifacts = match js.get_object_store(ARTIFACTS_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: ARTIFACTS_BUCKET.to_string(),
-                    description: Some("wasmgate components, by digest".into()),
-                    ..Default::default()
-                })
-                .await
-                .context("creating the artifacts object store")?,
-        };
+        let replicas = replicas.max(1);
+        // A NATS cluster that is still electing its leaders refuses for a moment: try again.
+        let functions_kv = retrying("creating buckets", || {
+            key_value(&js, FUNCTIONS_BUCKET, replicas)
+        })
+        .await?;
+        let namespaces_kv = retrying("creating buckets", || {
+            key_value(&js, NAMESPACES_BUCKET, replicas)
+        })
+        .await?;
+        let secrets_kv = retrying("creating buckets", || {
+            key_value(&js, SECRETS_BUCKET, replicas)
+        })
+        .await?;
+        let nodes_kv = retrying("creating buckets", || {
+            key_value_with(
+                &js,
+                NODES_BUCKET,
+                "wasmgate node heartbeats",
+                HEARTBEAT_EXPIRY,
+                stream::StorageType::File,
+                replicas,
+            )
+        })
+        .await?;
+        let artifacts = retrying("creating the artifacts object store", || async {
+            match js.get_object_store(ARTIFACTS_BUCKET).await {
+                Ok(store) => Ok(store),
+                Err(_) => js
+                    .create_object_store(object_store::Config {
+                        bucket: ARTIFACTS_BUCKET.to_string(),
+                        description: Some("wasmgate components, by digest".into()),
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .context("creating the artifacts object store"),
+            }
+        })
+        .await?;
         tracing::info!(%node, "joined the cluster");
         Ok(Arc::new(Cluster {
             node,
@@ -141,6 +182,7 @@ impl Cluster {
             pending: Arc::default(),
             nodes_kv,
             live: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            replicas,
         }))
     }
 
@@ -192,6 +234,11 @@ impl Cluster {
         self.js.clone()
     }
 
+    /// Copies of each stream and bucket on the NATS servers.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
     /// Live nodes, as last counted.
     pub fn live_nodes(&self) -> u64 {
         self.live.load(std::sync::atomic::Ordering::Relaxed)
@@ -207,7 +254,11 @@ impl Cluster {
         tokio::spawn(async move {
             let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
             loop {
-                match store.watch_with_history(">").await {
+                // Asked while the NATS cluster elects a leader, the request may go unanswered.
+                let watch = tokio::time::timeout(WATCH_TIMEOUT, store.watch_with_history(">"))
+                    .await
+                    .unwrap_or_else(|_| Err(kv::WatchError::new(kv::WatchErrorKind::TimedOut)));
+                match watch {
                     Ok(mut watch) => {
                         while let Some(entry) = watch.next().await {
                             match entry {
@@ -322,7 +373,11 @@ impl Cluster {
                     }
                 };
                 let digest = published.record.digest.clone();
-                if let Err(error) = self.fetch_artifact(functions, &digest).await {
+                if let Err(error) = retrying("fetching a component", || {
+                    self.fetch_artifact(functions, &digest)
+                })
+                .await
+                {
                     tracing::error!(key = %entry.key, %digest, error = %format!("{error:#}"),
                         "cannot get the component of a function deployed elsewhere");
                     return;
@@ -452,10 +507,13 @@ impl Replicator for Cluster {
         let store = self.namespaces_kv.clone();
         Box::pin(async move {
             let value = Bytes::from(serde_json::to_vec(&namespace)?);
-            store
-                .put(&namespace.name, value)
-                .await
-                .context("writing the namespace to the cluster")?;
+            retrying("publishing a namespace", || async {
+                store
+                    .put(&namespace.name, value.clone())
+                    .await
+                    .context("writing the namespace to the cluster")
+            })
+            .await?;
             Ok(())
         })
     }
@@ -463,10 +521,13 @@ impl Replicator for Cluster {
     fn namespace_removed(&self, name: String) -> BoxFuture<'static, anyhow::Result<()>> {
         let store = self.namespaces_kv.clone();
         Box::pin(async move {
-            store
-                .delete(&name)
-                .await
-                .context("writing the namespace's removal to the cluster")
+            retrying("publishing a namespace's removal", || async {
+                store
+                    .delete(&name)
+                    .await
+                    .context("writing the namespace's removal to the cluster")
+            })
+            .await
         })
     }
 
@@ -479,7 +540,7 @@ impl Replicator for Cluster {
         let store = self.secrets_kv.clone();
         Box::pin(async move {
             let key = format!("{namespace}.{name}");
-            match value {
+            retrying("publishing a secret", || async { match value.clone() {
                 Some(value) => store
                     .put(&key, Bytes::from(value))
                     .await
@@ -489,7 +550,8 @@ impl Replicator for Cluster {
                     .delete(&key)
                     .await
                     .context("writing the secret's removal to the cluster"),
-            }
+            } })
+            .await
         })
     }
 
@@ -505,17 +567,23 @@ impl Replicator for Cluster {
                 record.deployment.namespace.as_deref(),
             )?
             .key();
-            this.put_record(key, record, wasm).await
+            retrying("publishing a deploy", || {
+                this.put_record(key.clone(), record.clone(), wasm.clone())
+            })
+            .await
         })
     }
 
     fn function_removed(&self, key: String) -> BoxFuture<'static, anyhow::Result<()>> {
         let this = self.clone_handles();
         Box::pin(async move {
-            this.functions_kv
-                .delete(&key)
-                .await
-                .context("writing the removal to the cluster")
+            retrying("publishing a removal", || async {
+                this.functions_kv
+                    .delete(&key)
+                    .await
+                    .context("writing the removal to the cluster")
+            })
+            .await
         })
     }
 }
@@ -534,6 +602,7 @@ impl Cluster {
             pending: self.pending.clone(),
             nodes_kv: self.nodes_kv.clone(),
             live: self.live.clone(),
+            replicas: self.replicas,
         }
     }
 }
@@ -541,22 +610,6 @@ impl Cluster {
 /// Object names cannot hold ':'.
 fn object_name(digest: &str) -> String {
     digest.replace(':', "-")
-}
-
-/// A key-value bucket whose entries expire `ttl` after their last write (heartbeats).
-async fn key_value_expiring(
-    js: &jetstream::Context,
-    bucket: &str,
-    ttl: Duration,
-) -> anyhow::Result<kv::Store> {
-    key_value_with(
-        js,
-        bucket,
-        "wasmgate node heartbeats",
-        ttl,
-        stream::StorageType::Memory,
-    )
-    .await
 }
 
 /// A key-value bucket keeping one value per key for `ttl` after its last write, created as
@@ -567,6 +620,7 @@ pub(crate) async fn key_value_with(
     description: &str,
     ttl: Duration,
     storage: stream::StorageType,
+    replicas: usize,
 ) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
@@ -582,7 +636,7 @@ pub(crate) async fn key_value_with(
         deny_delete: true,
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -594,7 +648,11 @@ pub(crate) async fn key_value_with(
 
 /// The key-value bucket `bucket`, creating its backing stream as async-nats would (see the module
 /// documentation for why not through `create_key_value`).
-async fn key_value(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::Store> {
+async fn key_value(
+    js: &jetstream::Context,
+    bucket: &str,
+    replicas: usize,
+) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
@@ -608,7 +666,7 @@ async fn key_value(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::
         deny_delete: true,
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -616,4 +674,30 @@ async fn key_value(js: &jetstream::Context, bucket: &str) -> anyhow::Result<kv::
     js.get_key_value(bucket)
         .await
         .with_context(|| format!("opening the {bucket} bucket"))
+}
+
+/// How long a JetStream operation is tried again while the NATS cluster elects a leader or a server
+/// comes back.
+pub const RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// Runs `operation` until it succeeds or [`RETRY_FOR`] has passed, waiting 100 ms, then twice as long
+/// each time (at most 2 s), between tries.
+pub(crate) async fn retrying<T, F, Fut>(what: &str, mut operation: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error) if started.elapsed() < RETRY_FOR => {
+                tracing::debug!(what, error = %format!("{error:#}"), ?wait, "a JetStream operation failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error.context(format!("{what} (tried for {RETRY_FOR:?})"))),
+        }
+    }
 }

@@ -170,10 +170,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let cluster = match &config.nats {
         Some(url) => {
-            let cluster =
-                cluster::Cluster::connect(url, config.node_name.clone(), config.max_artifact_bytes)
-                    .await
-                    .context("joining the cluster")?;
+            let cluster = cluster::Cluster::connect(
+                url,
+                config.node_name.clone(),
+                config.max_artifact_bytes,
+                config.nats_replicas,
+            )
+            .await
+            .context("joining the cluster")?;
             functions.set_replicator(cluster.clone());
             cluster.start(functions.clone());
             Some(cluster)
@@ -229,9 +233,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // One queue for the whole cluster in cluster mode; else this node's own, on disk.
     let store: Arc<dyn queue::CallStore> = match &cluster {
         Some(cluster) => Arc::new(
-            queue::JetStreamStore::open(cluster.jetstream(), config.queue.max_queued)
-                .await
-                .context("opening the cluster's async queue")?,
+            queue::JetStreamStore::open(
+                cluster.jetstream(),
+                config.queue.max_queued,
+                cluster.replicas(),
+            )
+            .await
+            .context("opening the cluster's async queue")?,
         ),
         None => Arc::new(
             queue::SqliteStore::open(&config.state_dir.join("queue.sqlite3"))

@@ -32,6 +32,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::cluster::retrying;
+
 use super::store::{
     Call, CallState, CallStatus, CallStore, CallbackState, CancelOutcome, Depth, NewCall, Outcome,
     PendingCallback,
@@ -49,6 +51,8 @@ pub const ACK_WAIT: Duration = Duration::from_secs(10);
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// How long a call's status is kept after its last change.
 pub const STATUS_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest a fetch of calls may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const CALLS_SUBJECT: &str = "wasmgate.calls";
 const DEAD_SUBJECT: &str = "wasmgate.dead";
 /// Failed calls kept in the dead-letter stream.
@@ -181,9 +185,13 @@ fn now_ms() -> u64 {
 
 impl JetStreamStore {
     /// Makes sure the streams and the bucket exist; `max_queued` bounds the calls stream.
-    pub async fn open(js: jetstream::Context, max_queued: u64) -> anyhow::Result<JetStreamStore> {
-        let calls = js
-            .get_or_create_stream(stream::Config {
+    pub async fn open(
+        js: jetstream::Context,
+        max_queued: u64,
+        replicas: usize,
+    ) -> anyhow::Result<JetStreamStore> {
+        let calls = retrying("creating the calls stream", || async {
+            js.get_or_create_stream(stream::Config {
                 name: CALLS_STREAM.to_string(),
                 description: Some("wasmgate async calls".into()),
                 subjects: vec![format!("{CALLS_SUBJECT}.>")],
@@ -192,28 +200,38 @@ impl JetStreamStore {
                 max_messages: i64::try_from(max_queued).unwrap_or(i64::MAX),
                 discard: stream::DiscardPolicy::New,
                 duplicate_window: Duration::from_secs(120),
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
-            .context("creating the calls stream")?;
-        js.get_or_create_stream(stream::Config {
-            name: DEAD_STREAM.to_string(),
-            description: Some("wasmgate async calls that ended failed".into()),
-            subjects: vec![format!("{DEAD_SUBJECT}.>")],
-            storage: stream::StorageType::File,
-            max_messages: DEAD_KEEP,
-            discard: stream::DiscardPolicy::Old,
-            ..Default::default()
+            .context("creating the calls stream")
         })
-        .await
-        .context("creating the dead-letter stream")?;
-        let status = crate::cluster::key_value_with(
-            &js,
-            STATUS_BUCKET,
-            "wasmgate async call status",
-            STATUS_TTL,
-            stream::StorageType::File,
-        )
+        .await?;
+        retrying("creating the dead-letter stream", || async {
+            js.get_or_create_stream(stream::Config {
+                name: DEAD_STREAM.to_string(),
+                description: Some("wasmgate async calls that ended failed".into()),
+                subjects: vec![format!("{DEAD_SUBJECT}.>")],
+                storage: stream::StorageType::File,
+                max_messages: DEAD_KEEP,
+                discard: stream::DiscardPolicy::Old,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .context("creating the dead-letter stream")
+        })
+        .await?;
+        let status = retrying("creating the call status bucket", || {
+            crate::cluster::key_value_with(
+                &js,
+                STATUS_BUCKET,
+                "wasmgate async call status",
+                STATUS_TTL,
+                stream::StorageType::File,
+                replicas,
+            )
+        })
         .await?;
         Ok(JetStreamStore {
             js,
@@ -305,6 +323,7 @@ impl JetStreamStore {
         let mut batch = consumer
             .fetch()
             .max_messages(limit)
+            .expires(Duration::from_secs(1))
             .messages()
             .await
             .context("fetching calls")?;
@@ -466,6 +485,43 @@ impl JetStreamStore {
         }
         Ok(())
     }
+    /// Publishes calls; for each, whether it was new. A call whose id was seen before (its status
+    /// is kept) is not published again; JetStream drops a repeat within its duplicate window.
+    async fn publish(&self, calls: &[NewCall]) -> anyhow::Result<Vec<bool>> {
+        let mut acks = Vec::with_capacity(calls.len());
+        for call in calls {
+            if self.record(&call.id).await?.is_some() {
+                acks.push(None);
+                continue;
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", call.id.as_str());
+            let ack = self
+                .js
+                .publish_with_headers(
+                    format!("{CALLS_SUBJECT}.{}", call.function),
+                    headers,
+                    Bytes::from(serde_json::to_vec(&Wire::from_call(call))?),
+                )
+                .await
+                .context("queueing the call")?;
+            acks.push(Some((ack, call)));
+        }
+        let mut new = Vec::with_capacity(acks.len());
+        for ack in acks {
+            new.push(match ack {
+                None => false,
+                Some((ack, call)) => {
+                    let fresh = !ack.await.context("storing the call")?.duplicate;
+                    if fresh {
+                        self.write(&call.id, &new_record(call)).await?;
+                    }
+                    fresh
+                }
+            });
+        }
+        Ok(new)
+    }
 }
 
 fn new_record(call: &NewCall) -> Record {
@@ -494,41 +550,21 @@ impl CallStore for JetStreamStore {
     }
 
     fn enqueue(&self, calls: &[NewCall]) -> anyhow::Result<Vec<bool>> {
-        self.block(async {
-            let mut acks = Vec::with_capacity(calls.len());
-            for call in calls {
-                // A call id seen before (and still kept) is not queued again.
-                if self.record(&call.id).await?.is_some() {
-                    acks.push(None);
-                    continue;
-                }
-                self.write(&call.id, &new_record(call)).await?;
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", call.id.as_str());
-                let ack = self
-                    .js
-                    .publish_with_headers(
-                        format!("{CALLS_SUBJECT}.{}", call.function),
-                        headers,
-                        Bytes::from(serde_json::to_vec(&Wire::from_call(call))?),
-                    )
-                    .await
-                    .context("queueing the call")?;
-                acks.push(Some(ack));
-            }
-            let mut new = Vec::with_capacity(acks.len());
-            for ack in acks {
-                new.push(match ack {
-                    None => false,
-                    Some(ack) => !ack.await.context("storing the call")?.duplicate,
-                });
-            }
-            Ok(new)
-        })
+        self.block(retrying("queueing calls", || self.publish(calls)))
     }
 
     fn claim(&self, function: &str, now: u64, limit: usize) -> anyhow::Result<Vec<Call>> {
-        self.block(self.take(function, now, limit))
+        // A fetch sent while the NATS cluster elects a leader may never be answered: give up on it
+        // (the calls it may have taken come back after the ack wait) rather than stall the queue.
+        self.block(async {
+            match tokio::time::timeout(FETCH_TIMEOUT, self.take(function, now, limit)).await {
+                Ok(taken) => taken,
+                Err(_) => {
+                    tracing::warn!(function, "fetching calls timed out; trying again");
+                    Ok(Vec::new())
+                }
+            }
+        })
     }
 
     fn next_due(&self) -> anyhow::Result<Option<u64>> {
@@ -539,7 +575,7 @@ impl CallStore for JetStreamStore {
     fn record(&self, outcomes: &[Outcome]) -> anyhow::Result<()> {
         self.block(async {
             for outcome in outcomes {
-                self.apply(outcome).await?;
+                retrying("recording an outcome", || self.apply(outcome)).await?;
             }
             Ok(())
         })
@@ -551,7 +587,7 @@ impl CallStore for JetStreamStore {
     }
 
     fn status(&self, id: &str) -> anyhow::Result<Option<CallStatus>> {
-        let record = self.block(self.record(id))?;
+        let record = self.block(retrying("reading a call's status", || self.record(id)))?;
         Ok(record.map(|(r, _)| CallStatus {
             id: id.to_string(),
             function: r.function,

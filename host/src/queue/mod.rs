@@ -329,7 +329,11 @@ impl AsyncQueue {
         let mut counts = Counts::default();
         // A shared store is read by the dispatcher (and may not be read from here: it answers
         // through the async runtime).
-        let depths = if store.shared() { Vec::new() } else { store.depths()? };
+        let depths = if store.shared() {
+            Vec::new()
+        } else {
+            store.depths()?
+        };
         for (function, depth) in depths {
             counts.queued_calls += depth.calls;
             counts.queued_bytes += depth.bytes;

@@ -72,9 +72,10 @@ async fn until_all(nodes: &[&Gateway], path: &str, status: u16) -> Duration {
                 break;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{path} never answered {status} on {}",
-                node.addr
+                started.elapsed() < crate::support::PATIENCE,
+                "{path} never answered {status} on {}; its log:\n{}",
+                node.addr,
+                node.log_text()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -332,5 +333,129 @@ async fn async_calls_are_shared_and_survive_a_node() {
             metrics.contains("wasmgate_async_finished_total{function_name=\"flaky.openfaas-fn\",state=\"succeeded\"}"),
             "{metrics}"
         );
+    }
+}
+
+/// Three NATS servers in a JetStream cluster (streams and buckets with 3 replicas): one server is
+/// killed, and the gateways keep serving, accepting and running async calls, and accepting deploys
+/// after the leader election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_can_fail() {
+    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nats-server is missing: run .ci/test, which installs the nats-server package");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let clients: Vec<u16> = (0..3).map(|_| free()).collect();
+    let routes: Vec<u16> = (0..3).map(|_| free()).collect();
+    let mut servers: Vec<Child> = (0..3)
+        .map(|i| {
+            let others: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
+                .collect();
+            Command::new(binary)
+                .args(["-js", "-a", "127.0.0.1", "-p", &clients[i].to_string()])
+                .args(["-n", &format!("s{i}"), "--cluster_name", "wasmgate-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                .args(["--routes", &others.join(",")])
+                .arg("-sd")
+                .arg(temp_dir(&format!("nats-s{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nats-server")
+        })
+        .collect();
+    for port in &clients {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let urls = clients
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let start = |name: &str| {
+        Gateway::start(&[
+            "--nats".to_string(),
+            urls.clone(),
+            "--nats-replicas".to_string(),
+            "3".to_string(),
+            "--node-name".to_string(),
+            name.to_string(),
+            "--state-dir".to_string(),
+            temp_dir(&format!("ha-{name}")).display().to_string(),
+        ])
+    };
+    let a = start("a");
+    let b = start("b");
+    deploy(&a, "flaky", wasmgate_guests::FLAKY, json!({})).await;
+    until_all(&[&b], "/function/flaky", 200).await;
+
+    let callbacks = crate::support::Callbacks::start().await;
+    let url = callbacks.url();
+    let queue = |node: &Gateway, n: usize| {
+        let (addr, url) = (node.addr, url.clone());
+        async move {
+            for _ in 0..n {
+                let request = http::Request::post("/async-function/flaky")
+                    .header("host", addr.to_string())
+                    .header("x-callback-url", url.as_str())
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request");
+                let answer = crate::support::send(addr, request).await;
+                assert_eq!(answer.status, 202, "{}", answer.text());
+            }
+        }
+    };
+    queue(&a, 20).await;
+    callbacks.wait_for(20).await;
+
+    // One NATS server goes away for good.
+    let _ = servers[0].kill();
+    let _ = servers[0].wait();
+    let killed_at = Instant::now();
+
+    // Synchronous calls never needed NATS.
+    assert_eq!(get(&a, "/function/flaky").await.status, 200);
+    assert_eq!(get(&b, "/function/flaky").await.status, 200);
+    // Async calls are accepted (once the streams have a leader again) and run.
+    queue(&b, 20).await;
+    let arrived = async {
+        while callbacks.received().len() < 40 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), arrived)
+        .await
+        .is_err()
+    {
+        panic!(
+            "only {} of 40 callbacks arrived\n--- a:\n{}\n--- b:\n{}",
+            callbacks.received().len(),
+            a.log_text(),
+            b.log_text()
+        );
+    }
+    println!(
+        "after a NATS server was killed: 20 more async calls accepted and run within {:?}",
+        killed_at.elapsed()
+    );
+    // Deploys are still accepted (their records are written once the buckets have a leader again).
+    deploy(&b, "hello", wasmgate_guests::HELLO, json!({})).await;
+    assert_eq!(get(&b, "/function/hello").await.status, 200);
+
+    for server in &mut servers[1..] {
+        let _ = server.kill();
+        let _ = server.wait();
     }
 }

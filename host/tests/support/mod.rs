@@ -110,6 +110,11 @@ impl Gateway {
         Gateway::start(&all_guests())
     }
 
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        self.logs.lines.lock().expect("log lock").join("\n")
+    }
+
     /// Waits until a logged line contains every one of `needles`, and returns it.
     pub fn wait_for_log(&self, needles: &[&str]) -> String {
         let mut lines = self.logs.lines.lock().expect("log lock");
