@@ -10,13 +10,13 @@ use serde_json::json;
 use crate::support::{Gateway, api, deploy, get, temp_dir, upload};
 
 /// A `nats-server -js` on a free loopback port, stopped when dropped.
-struct Nats {
+pub(crate) struct Nats {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Nats {
-    fn start() -> Nats {
+    pub(crate) fn start() -> Nats {
         let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -52,7 +52,7 @@ impl Drop for Nats {
     }
 }
 
-fn node(nats: &Nats, name: &str, state: &std::path::Path) -> Gateway {
+pub(crate) fn node(nats: &Nats, name: &str, state: &std::path::Path) -> Gateway {
     Gateway::start(&[
         "--nats".to_string(),
         nats.url.clone(),
@@ -64,7 +64,7 @@ fn node(nats: &Nats, name: &str, state: &std::path::Path) -> Gateway {
 }
 
 /// Polls `path` on every node until each answers `status`; returns how long it took.
-async fn until_all(nodes: &[&Gateway], path: &str, status: u16) -> Duration {
+pub(crate) async fn until_all(nodes: &[&Gateway], path: &str, status: u16) -> Duration {
     let started = Instant::now();
     for node in nodes {
         loop {

@@ -157,3 +157,48 @@ async fn push_then_deploy_by_reference() {
         assert_eq!(get(&gateway, "/function/missing").await.status, 404);
     }
 }
+
+/// In cluster mode, a deploy by OCI reference on one node reaches every node: the node that pulled
+/// it shares the component through JetStream, so the others need no registry access of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_by_reference_on_all_nodes() {
+    let registry = Registry::start();
+    let project = temp_dir("oci-cluster");
+    let component = project.join("fn/target/wasm32-wasip2/release/fn.wasm");
+    std::fs::create_dir_all(component.parent().expect("a folder")).expect("mkdir");
+    std::fs::copy(wasmgate_guests::HELLO, &component).expect("copy the component");
+    let reference = format!("{}/cluster/fn:v1", registry.addr);
+    std::fs::write(
+        project.join("stack.yml"),
+        format!("functions:\n  fn:\n    lang: rust\n    handler: ./fn\n    image: {reference}\n"),
+    )
+    .expect("write stack.yml");
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let project = project.clone();
+        move || wasmgate(&["push"], &project)
+    })
+    .await
+    .expect("push runs");
+    assert!(ok, "{stdout}\n{stderr}");
+
+    let nats = crate::cluster::Nats::start();
+    let a = crate::cluster::node(&nats, "a", &temp_dir("oci-a"));
+    let b = crate::cluster::node(&nats, "b", &temp_dir("oci-b"));
+    let c = crate::cluster::node(&nats, "c", &temp_dir("oci-c"));
+    let body = json!({"service": "fn", "image": reference});
+    let answer = api(&a, "POST", "/system/functions", Some(body)).await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    // The registry goes away: B and C get the component from the cluster, not from it.
+    drop(registry);
+    let took = crate::cluster::until_all(&[&a, &b, &c], "/function/fn/x", 200).await;
+    println!("deploy by OCI reference on A served by all three nodes after {took:?}");
+    for node in [&b, &c] {
+        assert_eq!(
+            get(node, "/function/fn/x").await.text(),
+            "Hello from wasmgate! You asked for /x\n"
+        );
+        let listed = api(node, "GET", "/system/function/fn", None).await;
+        let listed: serde_json::Value = serde_json::from_slice(&listed.body).expect("JSON");
+        assert_eq!(listed["image"], reference.as_str());
+    }
+}
