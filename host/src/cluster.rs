@@ -94,6 +94,8 @@ pub struct Cluster {
     live: Arc<std::sync::atomic::AtomicU64>,
     /// Copies of each stream and bucket on the NATS servers.
     replicas: usize,
+    /// The largest message the NATS server takes.
+    max_payload: usize,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -123,12 +125,26 @@ impl Cluster {
                     .with_context(|| format!("{u:?} is not a NATS server address"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name(format!("wasmgate {node}"))
-            .retry_on_initial_connect()
+            .retry_on_initial_connect();
+        // Credentials in a URL (nats://user:password@host, or nats://token@host) log in.
+        if let Some(first) = addresses.first() {
+            match (first.username(), first.password()) {
+                (Some(user), Some(password)) => {
+                    options = options.user_and_password(user.to_string(), password.to_string());
+                }
+                (Some(token), None) if !token.is_empty() => {
+                    options = options.token(token.to_string());
+                }
+                _ => {}
+            }
+        }
+        let client = options
             .connect(addresses)
             .await
             .with_context(|| format!("connecting to NATS at {urls}"))?;
+        let max_payload = client.server_info().max_payload;
         let js = jetstream::new(client);
         let replicas = replicas.max(1);
         // A NATS cluster that is still electing its leaders refuses for a moment: try again.
@@ -183,6 +199,7 @@ impl Cluster {
             nodes_kv,
             live: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             replicas,
+            max_payload,
         }))
     }
 
@@ -237,6 +254,12 @@ impl Cluster {
     /// Copies of each stream and bucket on the NATS servers.
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// The largest async request body a call message can carry: the server's largest message, less
+    /// the base64 and JSON of the message around it.
+    pub fn max_async_body(&self) -> u64 {
+        (self.max_payload as u64 * 3 / 4).saturating_sub(64 * 1024)
     }
 
     /// Live nodes, as last counted.
@@ -500,6 +523,54 @@ impl Cluster {
 }
 
 impl Replicator for Cluster {
+    fn artifact_put(
+        &self,
+        digest: String,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let artifacts = self.artifacts.clone();
+        Box::pin(async move {
+            let name = object_name(&digest);
+            retrying("sharing an artifact", || async {
+                if artifacts.info(&name).await.is_ok() {
+                    return Ok(());
+                }
+                let mut reader = wasm.as_slice();
+                artifacts
+                    .put(name.as_str(), &mut reader)
+                    .await
+                    .map(drop)
+                    .context("uploading the component to the object store")
+            })
+            .await
+        })
+    }
+
+    fn artifact_get(&self, digest: String) -> BoxFuture<'static, anyhow::Result<Option<Vec<u8>>>> {
+        let artifacts = self.artifacts.clone();
+        let limit = self.max_artifact_bytes;
+        Box::pin(async move {
+            let name = object_name(&digest);
+            if artifacts.info(&name).await.is_err() {
+                return Ok(None);
+            }
+            let mut object = artifacts
+                .get(&name)
+                .await
+                .with_context(|| format!("reading {digest} from the object store"))?;
+            let mut bytes = Vec::new();
+            (&mut object)
+                .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .context("downloading the component")?;
+            if bytes.len() > limit {
+                bail!("{digest} is over the {limit} byte limit");
+            }
+            Ok(Some(bytes))
+        })
+    }
+
     fn namespace_put(
         &self,
         namespace: crate::openfaas::Namespace,
@@ -603,6 +674,7 @@ impl Cluster {
             nodes_kv: self.nodes_kv.clone(),
             live: self.live.clone(),
             replicas: self.replicas,
+            max_payload: self.max_payload,
         }
     }
 }

@@ -152,6 +152,17 @@ pub trait Replicator: Send + Sync + 'static {
         &self,
         name: String,
     ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+    /// A component was uploaded here (`digest` is `sha256:<hex>`).
+    fn artifact_put(
+        &self,
+        digest: String,
+        wasm: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+    /// A component some node has (`None` when no node has it).
+    fn artifact_get(
+        &self,
+        digest: String,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<Option<Vec<u8>>>>;
     /// A secret was set (`Some`) or deleted (`None`) here.
     fn secret_changed(
         &self,
@@ -344,7 +355,38 @@ impl Functions {
             let digest = Digest::parse(image).ok_or_else(|| {
                 ApiError::bad_request(format!("image {image:?} is not a valid sha256 digest"))
             })?;
-            let bytes = self.state.read_artifact(&digest)?.ok_or_else(|| {
+            let bytes = match self.state.read_artifact(&digest)? {
+                Some(bytes) => Some(bytes),
+                // Uploaded to another node of the cluster.
+                None => match self.replicator.get() {
+                    Some(replicator) => {
+                        let bytes =
+                            replicator
+                                .artifact_get(digest.to_string())
+                                .await
+                                .map_err(|e| {
+                                    ApiError::internal(
+                                        "reading the cluster's artifacts",
+                                        format!("{e:#}"),
+                                    )
+                                })?;
+                        if let Some(bytes) = &bytes {
+                            if Digest::of(bytes) != digest {
+                                return Err(ApiError::internal(
+                                    "reading the cluster's artifacts",
+                                    format!(
+                                        "the object store's {digest} does not match its digest"
+                                    ),
+                                ));
+                            }
+                            self.store_artifact(bytes.clone()).await?;
+                        }
+                        bytes
+                    }
+                    None => None,
+                },
+            };
+            let bytes = bytes.ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "no artifact {digest} was uploaded; upload it with POST /system/artifacts first"
                 ))
@@ -429,9 +471,19 @@ impl Functions {
             .await
             .map_err(invalid_component)?;
         let state = self.state.clone();
-        let (digest, _) = tokio::task::spawn_blocking(move || state.put_artifact(&bytes))
+        let stored = bytes.clone();
+        let (digest, _) = tokio::task::spawn_blocking(move || state.put_artifact(&stored))
             .await
             .map_err(|e| ApiError::internal("storing the artifact", e))??;
+        // In a cluster, a deploy of this digest may reach another node.
+        if let Some(replicator) = self.replicator.get() {
+            replicator
+                .artifact_put(digest.to_string(), bytes)
+                .await
+                .map_err(|e| {
+                    ApiError::internal("sharing the artifact with the cluster", format!("{e:#}"))
+                })?;
+        }
         Ok(digest)
     }
 

@@ -246,8 +246,20 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 .context("opening the async queue")?,
         ),
     };
+    let mut queue_config = config.queue.clone();
+    if let Some(cluster) = &cluster {
+        // A call travels in one NATS message: a larger body is refused with 413 at once.
+        let limit = cluster.max_async_body();
+        if queue_config.max_body > limit {
+            tracing::info!(
+                limit,
+                "async request bodies are limited by the NATS server's max_payload"
+            );
+            queue_config.max_body = limit;
+        }
+    }
     let async_queue =
-        queue::AsyncQueue::open(store, config.queue.clone()).context("opening the async queue")?;
+        queue::AsyncQueue::open(store, queue_config).context("opening the async queue")?;
     let gateway = Gateway::new(api, metrics, config.auth.clone())
         .with_http_limits(config.http_limits)
         .with_queue(async_queue.clone());

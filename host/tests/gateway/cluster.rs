@@ -91,27 +91,24 @@ async fn nodes_share_their_functions() {
     let b = node(&nats, "b", &states[1]);
     let c = node(&nats, "c", &states[2]);
 
-    // An uploaded component exists only on A: B and C get it from the object store.
+    // A component uploaded to A and deployed through B (as a load balancer may send the two
+    // requests): B finds it in the object store; C gets it from there too.
     let digest = upload(
         &a,
         std::fs::read(wasmgate_guests::HELLO).expect("read hello"),
     )
     .await;
     let body = json!({"service": "hello", "image": digest});
-    assert_eq!(
-        api(&a, "POST", "/system/functions", Some(body))
-            .await
-            .status,
-        202
-    );
-    let deployed = until_all(&[&b, &c], "/function/hello", 200).await;
-    println!("deploy on A served by B and C after {deployed:?}");
+    let answer = api(&b, "POST", "/system/functions", Some(body)).await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    let deployed = until_all(&[&a, &c], "/function/hello", 200).await;
+    println!("deploy on B served by A and C after {deployed:?}");
     assert!(deployed < Duration::from_secs(5), "{deployed:?}");
     assert_eq!(
         get(&b, "/function/hello/x").await.text(),
         "Hello from wasmgate! You asked for /x\n"
     );
-    b.wait_for_log(&["applied a deploy from the cluster", "hello.openfaas-fn"]);
+    a.wait_for_log(&["applied a deploy from the cluster", "hello.openfaas-fn"]);
 
     // Any node may deploy; an update reaches the others too.
     deploy(&b, "echo", wasmgate_guests::ECHO, json!({})).await;
@@ -261,6 +258,25 @@ async fn async_calls_are_shared_and_survive_a_node() {
     let c = start("c");
     deploy(&a, "flaky", wasmgate_guests::FLAKY, json!({})).await;
     until_all(&[&b, &c], "/function/flaky", 200).await;
+
+    // A call travels in one NATS message (1 MiB by default): a body that cannot fit is refused at once.
+    // (Only the head is sent: the gateway answers from the declared length.)
+    let mut raw = tokio::net::TcpStream::connect(a.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /async-function/flaky HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",
+        a.addr,
+        2 << 20
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut answer)
+        .await
+        .expect("read");
+    assert_eq!(&answer, b"HTTP/1.1 413");
 
     let callbacks = crate::support::Callbacks::start().await;
     let url = callbacks.url();
