@@ -467,6 +467,9 @@ async fn a_nats_server_can_fail() {
         killed_at.elapsed()
     );
     // Deploys are still accepted (their records are written once the buckets have a leader again).
+    // Not checked here: that a node whose watch lived on the killed server sees this deploy. With
+    // nats-server 2.9.10 such a node sometimes cannot create a new watch for minutes (consumer
+    // creation times out); see the README's cluster section.
     deploy(&b, "hello", wasmgate_guests::HELLO, json!({})).await;
     assert_eq!(get(&b, "/function/hello").await.status, 200);
 
