@@ -684,8 +684,9 @@ fn object_name(digest: &str) -> String {
     digest.replace(':', "-")
 }
 
-/// A key-value bucket keeping one value per key for `ttl` after its last write, created as
-/// async-nats would create it (see the module documentation).
+/// A key-value bucket, created as async-nats would create it (see the module documentation): with
+/// a `ttl`, one value per key kept that long after its last write; with `Duration::ZERO`, [`HISTORY`]
+/// revisions per key kept until deleted.
 pub(crate) async fn key_value_with(
     js: &jetstream::Context,
     bucket: &str,
@@ -701,7 +702,7 @@ pub(crate) async fn key_value_with(
         name: format!("KV_{bucket}"),
         description: Some(description.into()),
         subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
+        max_messages_per_subject: if ttl.is_zero() { HISTORY } else { 1 },
         max_age: ttl,
         storage,
         allow_rollup: true,
@@ -718,34 +719,22 @@ pub(crate) async fn key_value_with(
         .with_context(|| format!("opening the {bucket} bucket"))
 }
 
-/// The key-value bucket `bucket`, creating its backing stream as async-nats would (see the module
-/// documentation for why not through `create_key_value`).
+/// The key-value bucket `bucket` of records kept until deleted ([`HISTORY`] revisions of each),
+/// creating its backing stream as async-nats would (see the module documentation).
 async fn key_value(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
 ) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{bucket}"),
-        description: Some("wasmgate function records".into()),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: HISTORY,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas,
-        ..Default::default()
-    })
+    key_value_with(
+        js,
+        bucket,
+        "wasmgate records",
+        Duration::ZERO,
+        stream::StorageType::File,
+        replicas,
+    )
     .await
-    .with_context(|| format!("creating the stream of the {bucket} bucket"))?;
-    js.get_key_value(bucket)
-        .await
-        .with_context(|| format!("opening the {bucket} bucket"))
 }
 
 /// How long a JetStream operation is tried again while the NATS cluster elects a leader or a server

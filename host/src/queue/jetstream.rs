@@ -140,16 +140,6 @@ struct Record {
     body_bytes: u64,
 }
 
-fn state_of(text: &str) -> CallState {
-    match text {
-        "queued" => CallState::Queued,
-        "running" => CallState::Running,
-        "succeeded" => CallState::Succeeded,
-        "cancelled" => CallState::Cancelled,
-        _ => CallState::Failed,
-    }
-}
-
 /// A call this node holds: its message (to acknowledge) and the task that keeps it alive.
 struct Held {
     message: Arc<jetstream::Message>,
@@ -591,7 +581,7 @@ impl CallStore for JetStreamStore {
         Ok(record.map(|(r, _)| CallStatus {
             id: id.to_string(),
             function: r.function,
-            state: state_of(&r.state),
+            state: CallState::parse(&r.state),
             status_code: r.status_code,
             attempts: r.attempts,
             max_attempts: r.max_attempts,
@@ -602,11 +592,7 @@ impl CallStore for JetStreamStore {
             duration_ms: r.duration_ms,
             error: r.error,
             callback_url: r.callback_url,
-            callback_state: r.callback_state.as_deref().map(|s| match s {
-                "pending" => CallbackState::Pending,
-                "delivered" => CallbackState::Delivered,
-                _ => CallbackState::Failed,
-            }),
+            callback_state: r.callback_state.as_deref().map(CallbackState::parse),
             callback_attempts: r.callback_attempts,
         }))
     }
@@ -617,7 +603,7 @@ impl CallStore for JetStreamStore {
                 return Ok(CancelOutcome::NotFound);
             };
             if record.state != "queued" {
-                return Ok(CancelOutcome::NotQueued(state_of(&record.state)));
+                return Ok(CancelOutcome::NotQueued(CallState::parse(&record.state)));
             }
             record.state = "cancelled".into();
             record.finished_at = Some(now);
@@ -632,7 +618,7 @@ impl CallStore for JetStreamStore {
                     let state = self
                         .record(id)
                         .await?
-                        .map_or(CallState::Running, |(r, _)| state_of(&r.state));
+                        .map_or(CallState::Running, |(r, _)| CallState::parse(&r.state));
                     Ok(CancelOutcome::NotQueued(state))
                 }
             }

@@ -87,7 +87,8 @@ impl CallState {
         }
     }
 
-    fn parse(text: &str) -> CallState {
+    /// The state named `text` (as [`CallState::as_str`] writes it).
+    pub(crate) fn parse(text: &str) -> CallState {
         match text {
             "queued" => CallState::Queued,
             "running" => CallState::Running,
@@ -119,7 +120,8 @@ impl CallbackState {
         }
     }
 
-    fn parse(text: &str) -> CallbackState {
+    /// The state named `text` (as [`CallbackState::as_str`] writes it).
+    pub(crate) fn parse(text: &str) -> CallbackState {
         match text {
             "pending" => CallbackState::Pending,
             "delivered" => CallbackState::Delivered,
