@@ -11,7 +11,10 @@
 //!   travels.
 //! - **Every node watches** the bucket and applies what changes (deploy, update, removal). The watch
 //!   starts with the current value of every key, so a node that was down, or new, catches up; a
-//!   change it made itself is recognised (same record) and skipped.
+//!   change it made itself is recognised (same record) and skipped. Every [`RESYNC_EVERY`] (and
+//!   whenever a watch cannot be started) the node also reads each bucket whole with direct gets, which
+//!   need no consumer: a watch that went quiet when its NATS server died delays a change by at most
+//!   that long. Each key's revisions are applied once and in order, whichever path brings them.
 //! - Debian's nats-server 2.9 lacks the account information async-nats 0.51 asks for when it creates
 //!   a key-value bucket, so the bucket's backing stream is created here with the settings the client
 //!   would use.
@@ -64,6 +67,8 @@ pub const HEARTBEAT_EXPIRY: Duration = Duration::from_secs(6);
 const HISTORY: i64 = 5;
 /// Tries of a compare-and-set put before giving up.
 const CAS_TRIES: usize = 5;
+/// How often each bucket is also read whole, in case its watch went quiet.
+const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// How long starting a watch may take.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before watching again after the watch ended (a leader election, a lost connection).
@@ -96,6 +101,8 @@ pub struct Cluster {
     replicas: usize,
     /// The largest message the NATS server takes.
     max_payload: usize,
+    /// The last revision applied, per bucket and key.
+    applied: Arc<std::sync::Mutex<HashMap<(&'static str, String), u64>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -200,6 +207,7 @@ impl Cluster {
             live: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             replicas,
             max_payload,
+            applied: Arc::default(),
         }))
     }
 
@@ -276,46 +284,127 @@ impl Cluster {
         };
         tokio::spawn(async move {
             let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+            let mut resync = tokio::time::interval(RESYNC_EVERY);
+            resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            resync.tick().await;
             loop {
                 // Asked while the NATS cluster elects a leader, the request may go unanswered.
                 let watch = tokio::time::timeout(WATCH_TIMEOUT, store.watch_with_history(">"))
                     .await
                     .unwrap_or_else(|_| Err(kv::WatchError::new(kv::WatchErrorKind::TimedOut)));
                 match watch {
-                    Ok(mut watch) => {
-                        while let Some(entry) = watch.next().await {
-                            match entry {
-                                Ok(entry) => {
-                                    let lock =
-                                        per_key.entry(entry.key.clone()).or_default().clone();
-                                    // Taken here, in the order of the watch; released when applied.
-                                    let turn = lock.lock_owned().await;
-                                    let (cluster, functions) = (cluster.clone(), functions.clone());
-                                    tokio::spawn(async move {
-                                        match bucket {
-                                            FUNCTIONS_BUCKET => {
-                                                cluster.apply(&functions, entry).await
-                                            }
-                                            NAMESPACES_BUCKET => {
-                                                cluster.apply_namespace(&functions, entry).await;
-                                            }
-                                            _ => cluster.apply_secret(&functions, entry).await,
-                                        }
-                                        drop(turn);
-                                    });
+                    Ok(mut watch) => loop {
+                        tokio::select! {
+                            entry = watch.next() => match entry {
+                                Some(Ok(entry)) => {
+                                    cluster
+                                        .dispatch(bucket, &functions, &mut per_key, entry)
+                                        .await;
                                 }
-                                Err(error) => {
+                                Some(Err(error)) => {
                                     tracing::warn!(%error, bucket, "the cluster watch failed");
                                     break;
                                 }
+                                None => break,
+                            },
+                            // A watch can also go quiet without failing (its server went away); a
+                            // periodic read of the bucket bounds how long a change can be missed.
+                            _ = resync.tick() => {
+                                cluster.resync(bucket, &store, &functions, &mut per_key).await;
                             }
                         }
+                    },
+                    Err(error) => {
+                        // A NATS server that went away may leave new watches failing for a while
+                        // (their consumers cannot be created); read the bucket directly meanwhile.
+                        tracing::warn!(%error, bucket, "cannot watch the cluster; reading it directly");
+                        cluster
+                            .resync(bucket, &store, &functions, &mut per_key)
+                            .await;
                     }
-                    Err(error) => tracing::warn!(%error, bucket, "cannot watch the cluster"),
                 }
                 tokio::time::sleep(REWATCH_PAUSE).await;
             }
         });
+    }
+
+    /// Applies one entry of `bucket`, after the changes to the same key that came before it.
+    async fn dispatch(
+        self: &Arc<Self>,
+        bucket: &'static str,
+        functions: &Arc<Functions>,
+        per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+        entry: kv::Entry,
+    ) {
+        // The watch and the periodic read may both bring a change: apply each revision once, and
+        // never an older one after a newer.
+        {
+            let mut applied = self
+                .applied
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let last = applied.entry((bucket, entry.key.clone())).or_insert(0);
+            if entry.revision <= *last {
+                return;
+            }
+            *last = entry.revision;
+        }
+        let lock = per_key.entry(entry.key.clone()).or_default().clone();
+        // Taken here, in order; released when applied.
+        let turn = lock.lock_owned().await;
+        let (cluster, functions) = (self.clone(), functions.clone());
+        tokio::spawn(async move {
+            match bucket {
+                FUNCTIONS_BUCKET => cluster.apply(&functions, entry).await,
+                NAMESPACES_BUCKET => cluster.apply_namespace(&functions, entry).await,
+                _ => cluster.apply_secret(&functions, entry).await,
+            }
+            drop(turn);
+        });
+    }
+
+    /// Reads every key of `bucket` with direct gets (no consumer needed) and applies what changed.
+    async fn resync(
+        self: &Arc<Self>,
+        bucket: &'static str,
+        store: &kv::Store,
+        functions: &Arc<Functions>,
+        per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    ) {
+        let prefix = format!("$KV.{bucket}.");
+        let subjects = async {
+            let mut info = store
+                .stream
+                .info_with_subjects(format!("{prefix}>"))
+                .await?;
+            let mut subjects = Vec::new();
+            while let Some(entry) = info.next().await {
+                subjects.push(entry?.0);
+            }
+            Ok::<_, anyhow::Error>(subjects)
+        };
+        let subjects = match tokio::time::timeout(WATCH_TIMEOUT, subjects).await {
+            Ok(Ok(subjects)) => subjects,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), bucket, "cannot list the bucket's keys");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(bucket, "listing the bucket's keys timed out");
+                return;
+            }
+        };
+        for subject in subjects {
+            let Some(key) = subject.strip_prefix(&prefix) else {
+                continue;
+            };
+            match tokio::time::timeout(WATCH_TIMEOUT, store.entry(key)).await {
+                Ok(Ok(Some(entry))) => self.dispatch(bucket, functions, per_key, entry).await,
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, key, "cannot read a key"),
+                Err(_) => tracing::warn!(key, "reading a key timed out"),
+            }
+        }
     }
 
     async fn apply_namespace(&self, functions: &Functions, entry: kv::Entry) {
@@ -675,6 +764,7 @@ impl Cluster {
             live: self.live.clone(),
             replicas: self.replicas,
             max_payload: self.max_payload,
+            applied: self.applied.clone(),
         }
     }
 }
