@@ -37,7 +37,7 @@ const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
 /// On a function's answer: `true` when the function had to be loaded for this request.
 const X_WASMGATE_COLD_START: HeaderName = HeaderName::from_static("x-wasmgate-cold-start");
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,

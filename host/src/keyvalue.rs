@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
-use wasmgate_runtime::services::{KeyValueStore, parse_counter};
+use wasmgate_runtime::services::{KeyValueStore, add_to_counter};
 
 /// The SQLite [`KeyValueStore`].
 #[derive(Debug)]
@@ -137,13 +137,7 @@ impl KeyValueStore for SqliteKeyValue {
             )
             .optional()
             .map_err(text)?;
-        let current = match current {
-            None => 0,
-            Some(value) => parse_counter(&value)?,
-        };
-        let next = current
-            .checked_add(delta)
-            .ok_or_else(|| format!("incrementing {key:?} overflows"))?;
+        let next = add_to_counter(current.as_deref(), key, delta)?;
         tx.execute(
             "INSERT INTO kv (namespace, bucket, key, value) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (namespace, bucket, key) DO UPDATE SET value = excluded.value",

@@ -140,13 +140,7 @@ impl KeyValueStore for MemoryKeyValue {
         delta: u64,
     ) -> Result<u64, String> {
         self.with(namespace, bucket, |b| {
-            let current = match b.get(key) {
-                None => 0,
-                Some(value) => parse_counter(value)?,
-            };
-            let next = current
-                .checked_add(delta)
-                .ok_or_else(|| format!("incrementing {key:?} overflows"))?;
+            let next = add_to_counter(b.get(key).map(Vec::as_slice), key, delta)?;
             b.insert(key.to_string(), next.to_string().into_bytes());
             Ok(next)
         })
@@ -176,12 +170,19 @@ impl KeyValueStore for MemoryKeyValue {
     }
 }
 
-/// A counter's value as `increment` stores it: decimal text.
-pub fn parse_counter(value: &[u8]) -> Result<u64, String> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|text| text.trim().parse::<u64>().ok())
-        .ok_or_else(|| "the value is not a decimal counter".to_string())
+/// What `increment` stores in `key` after adding `delta` to its `current` value (none: 0). A counter
+/// is kept as decimal text; another value, or an overflow, is an error.
+pub fn add_to_counter(current: Option<&[u8]>, key: &str, delta: u64) -> Result<u64, String> {
+    let current = match current {
+        None => 0,
+        Some(value) => std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("{key:?} does not hold a decimal counter"))?,
+    };
+    current
+        .checked_add(delta)
+        .ok_or_else(|| format!("incrementing {key:?} overflows"))
 }
 
 /// An open bucket, as the guest holds it.

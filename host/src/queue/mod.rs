@@ -984,20 +984,12 @@ pub fn status_json(status: &CallStatus) -> serde_json::Value {
     json
 }
 
+/// Headers a callback does not copy from the function's answer: hop-by-hop ones, and those the
+/// callback request sets itself.
 fn is_hop_or_length(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "host"
-    )
+    crate::gateway::HOP_BY_HOP.contains(name)
+        || name == http::header::CONTENT_LENGTH
+        || name == http::header::HOST
 }
 
 /// Reads a whole body, keeping at most `keep` bytes. Returns what was kept, whether it was cut, and
