@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::limits::InflightPermit;
 
 /// The rest of a guest's run after it answered: writing its body and returning from `handle`.
 /// Its outcome only matters before it answers: a failure after that is logged where it happens.
@@ -21,17 +24,60 @@ pub(crate) type GuestRun = Pin<Box<dyn Future<Output = Result<(), crate::Error>>
 /// of its run moves to a task; when the reader drops the body (the client left), the guest is dropped
 /// with it and its instance ends.
 pub struct ResponseBody {
-    inner: HyperOutgoingBody,
+    inner: Inner,
     guest: Option<Running>,
     /// Set when the guest failed after answering: the body must end with an error, not cleanly, so
     /// the client can tell a cut body from a whole one (hyper then closes the connection instead of
     /// writing the last chunk).
     failed: Option<String>,
+    /// Keeps the request counted in flight while its body streams, when no guest run holds it.
+    permit: Option<InflightPermit>,
+}
+
+/// The body as the guest's world of `wasi:http` produces it. An enum rather than a box, so a 0.2
+/// body is polled as directly as before 0.3 existed.
+pub(crate) enum Inner {
+    /// Fed by a 0.2 guest's `outgoing-body` writes.
+    P2(HyperOutgoingBody),
+    /// Read from a 0.3 guest's body stream (and its trailers future).
+    P3(WasiBody),
+}
+
+impl Inner {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self {
+            Inner::P2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| BodyError(format!("{e:?}"))),
+            Inner::P3(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|e| BodyError(format!("{e:?}"))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::P2(body) => body.is_end_stream(),
+            Inner::P3(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inner::P2(body) => body.size_hint(),
+            Inner::P3(body) => body.size_hint(),
+        }
+    }
 }
 
 /// A guest still writing its body, and when its time runs out.
 struct Running {
-    run: GuestRun,
+    /// The rest of its run, driven from here; `None` when another task drives it (an instance
+    /// shared by concurrent requests), and only the deadline is this body's to enforce.
+    run: Option<GuestRun>,
     deadline: Instant,
     limit: Duration,
     /// Armed on the first poll that finds the guest still running.
@@ -46,19 +92,38 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// `guest`: the rest of the guest's run, the instant its time limit ends, and that limit.
-    pub(crate) fn new(
-        inner: HyperOutgoingBody,
-        guest: Option<(GuestRun, Instant, Duration)>,
-    ) -> Self {
+    pub(crate) fn new(inner: Inner, guest: Option<(GuestRun, Instant, Duration)>) -> Self {
         ResponseBody {
             inner,
             failed: None,
             guest: guest.map(|(run, deadline, limit)| Running {
-                run,
+                run: Some(run),
                 deadline,
                 limit,
                 timer: None,
             }),
+            permit: None,
+        }
+    }
+
+    /// A body written by a guest that another task drives (a shared instance): cut at `deadline`,
+    /// and counted in flight (`permit`) until it is dropped.
+    pub(crate) fn detached(
+        inner: Inner,
+        deadline: Instant,
+        limit: Duration,
+        permit: InflightPermit,
+    ) -> Self {
+        ResponseBody {
+            inner,
+            failed: None,
+            guest: Some(Running {
+                run: None,
+                deadline,
+                limit,
+                timer: None,
+            }),
+            permit: Some(permit),
         }
     }
 }
@@ -76,13 +141,23 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
         // Let the guest write first, so that what it writes in this step is read in this step.
-        if let Some(running) = self.guest.as_mut() {
-            if let Poll::Ready(outcome) = running.run.as_mut().poll(cx) {
-                self.guest = None;
-                if let Err(error) = outcome {
-                    self.failed = Some(error.to_string());
-                }
+        if let Some(running) = this.guest.as_mut() {
+            let finished = match running.run.as_mut() {
+                Some(run) => match run.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => {
+                        if let Err(error) = outcome {
+                            this.failed = Some(error.to_string());
+                        }
+                        true
+                    }
+                    Poll::Pending => false,
+                },
+                None => false,
+            };
+            if finished {
+                this.guest = None;
             } else {
                 let deadline = running.deadline;
                 let timer = running
@@ -92,7 +167,7 @@ impl Body for ResponseBody {
                     // Out of time while streaming: the guest and its instance end here; the client
                     // sees the body end with an error (a cut connection), as the head is already sent.
                     let limit = running.limit;
-                    self.guest = None;
+                    this.guest = None;
                     tracing::warn!(?limit, "function timed out while writing its response body");
                     return Poll::Ready(Some(Err(BodyError(format!(
                         "the function timed out after {limit:?}"
@@ -100,22 +175,27 @@ impl Body for ResponseBody {
                 }
             }
         }
-        let frame = Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(|e| BodyError(format!("{e:?}")));
+        let frame = self.inner.poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.permit = None;
+        }
         if let Poll::Ready(None) = frame
             && let Some(failure) = self.failed.take()
         {
             return Poll::Ready(Some(Err(BodyError(failure))));
         }
         if let Poll::Ready(None) = frame
-            && let Some(running) = self.guest.take()
+            && let Some(Running {
+                run: Some(run),
+                deadline,
+                ..
+            }) = self.guest.take()
         {
             // The body is complete; the guest may still have work after it (or be about to return).
             // Its instance is released when that work ends, or at its deadline, whatever the reader
             // does next.
             tokio::spawn(async move {
-                let _ = tokio::time::timeout_at(running.deadline.into(), running.run).await;
+                let _ = tokio::time::timeout_at(deadline.into(), run).await;
             });
         }
         frame

@@ -90,3 +90,33 @@ impl CodeCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Code compiled by one engine is never offered to an engine whose compiled code differs (another
+    /// wasmtime version, or other compiler settings, as here): each has a folder of its own.
+    #[test]
+    fn code_of_another_engine_is_never_loaded() {
+        let root = std::env::temp_dir().join(format!("wasmgate-cache-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let engine = Engine::new(&wasmtime::Config::new()).expect("engine");
+        let mut other = wasmtime::Config::new();
+        other.cranelift_opt_level(wasmtime::OptLevel::None);
+        let other = Engine::new(&other).expect("other engine");
+
+        let wasm = wat::parse_str("(component (core module))").expect("wat");
+        let component = Component::new(&engine, &wasm).expect("compiles");
+        let ours = CodeCache::open(&root, &engine).expect("cache");
+        ours.store("key", &component);
+        assert!(ours.contains("key"));
+        assert!(ours.load(&engine, "key").is_some());
+
+        let theirs = CodeCache::open(&root, &other).expect("cache");
+        assert_ne!(ours.dir, theirs.dir, "one folder per engine hash");
+        assert!(!theirs.contains("key"));
+        assert!(theirs.load(&other, "key").is_none());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -161,6 +161,8 @@ pub enum AllocatorKind {
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // WASI 0.3 components use the component model's async ABI, streams and futures.
+    config.wasm_component_model_async(true);
     // Guests are interrupted through the epoch, never through fuel: epochs cost a load and a compare
     // at loop heads and function entries, fuel costs far more.
     config.epoch_interruption(true);
@@ -229,11 +231,13 @@ pub(crate) struct EpochTicker {
     // Dropping the sender wakes the thread at once and tells it to stop.
     stop: Option<mpsc::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
+    engine: Engine,
 }
 
 impl EpochTicker {
     pub(crate) fn start(engine: Engine, tick: Duration) -> Result<Self, Error> {
         let (stop, stopped) = mpsc::channel::<()>();
+        let ticking = engine.clone();
         let thread = thread::Builder::new()
             .name("wasmgate-epoch".into())
             .spawn(move || {
@@ -245,6 +249,7 @@ impl EpochTicker {
         Ok(EpochTicker {
             stop: Some(stop),
             thread: Some(thread),
+            engine: ticking,
         })
     }
 }
@@ -255,5 +260,8 @@ impl Drop for EpochTicker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // One last tick, so a guest still running somewhere reaches its epoch callback, finds the
+        // runtime gone and traps (see `guest::yield_while_alive`).
+        self.engine.increment_epoch();
     }
 }

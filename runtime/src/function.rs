@@ -1,11 +1,12 @@
 //! A loaded function: its compiled component, pre-instantiated against the host's imports.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmtime::Engine;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
 use crate::Error;
 use crate::invoke::RequestState;
@@ -34,6 +35,11 @@ pub struct FunctionSpec {
     /// speed: globals, memory and anything a request leaves behind are seen by the next requests on
     /// that instance.
     pub max_instance_reuse: u32,
+    /// How many of those requests one instance may serve at the same time, for a WASI 0.3 function
+    /// (whose `handle` is async) that reuses instances. 0 or 1: one at a time. More lets requests
+    /// that await (a body, a call, a timer) share one instance; they then also share its memory.
+    /// A 0.2 function always serves one request at a time.
+    pub max_instance_concurrency: u32,
     /// What one request of this function may use; unset fields take the runtime's defaults.
     pub limits: Limits,
     /// Hosts its outbound HTTP requests may reach; empty (the default): none.
@@ -65,10 +71,68 @@ pub struct Limits {
 /// is small; more concurrent requests than this simply create more instances.
 const MAX_IDLE_REUSABLE: usize = 16;
 
+/// The world of `wasi:http` a function's component exports, which decides how it is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    /// `wasi:http/incoming-handler@0.2.x`: a synchronous `handle` that answers through a
+    /// `response-outparam` (WASI 0.2, the `wasi:http/proxy` world).
+    P2,
+    /// `wasi:http/handler@0.3.x`: an async `handle` that returns its response, whose body is a
+    /// component-model stream (WASI 0.3, the `wasi:http/service` world).
+    P3,
+}
+
+impl World {
+    /// How it is named in the API and the logs: `wasi:http@0.2` or `wasi:http@0.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::P2 => "wasi:http@0.2",
+            World::P3 => "wasi:http@0.3",
+        }
+    }
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A function's pre-instance, by the world it exports.
+pub(crate) enum Pre {
+    P2(ProxyPre<RequestState>),
+    P3(ServicePre<RequestState>),
+}
+
+/// A live instance of either world.
+pub(crate) enum Instance {
+    P2(Proxy),
+    P3(Service),
+}
+
+impl Pre {
+    pub(crate) fn world(&self) -> World {
+        match self {
+            Pre::P2(_) => World::P2,
+            Pre::P3(_) => World::P3,
+        }
+    }
+
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut Store<RequestState>,
+    ) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Pre::P2(pre) => Instance::P2(pre.instantiate_async(store).await?),
+            Pre::P3(pre) => Instance::P3(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
 /// An instance that served requests and may serve more.
 pub(crate) struct Warm {
     pub(crate) store: Store<RequestState>,
-    pub(crate) proxy: Proxy,
+    pub(crate) instance: Instance,
     /// Requests it has served.
     pub(crate) served: u32,
 }
@@ -119,7 +183,7 @@ impl std::fmt::Debug for WasmSource {
 /// A function ready to serve: everything that does not change from one request to the next.
 pub(crate) struct Function {
     pub(crate) name: Arc<str>,
-    pub(crate) pre: ProxyPre<RequestState>,
+    pub(crate) pre: Pre,
     pub(crate) spec: Arc<FunctionSpec>,
     pub(crate) logs: Arc<FunctionLogs>,
     /// `spec.allowed_hosts`, shared by its requests.
@@ -130,6 +194,9 @@ pub(crate) struct Function {
     pub(crate) config: Arc<[(String, String)]>,
     /// Idle instances, when the function opted into reuse.
     idle: Mutex<Vec<Warm>>,
+    /// Instances shared by concurrent requests, when a 0.3 function opted into concurrency; made on
+    /// its first request.
+    pub(crate) shared: OnceLock<crate::shared::Pool>,
     /// What keeping it loaded costs, in KiB, for the loaded-function budget.
     pub(crate) weight_kib: u32,
 }
@@ -140,6 +207,13 @@ pub(crate) struct Function {
 pub const LOADED_FUNCTION_OVERHEAD: usize = 256 * 1024;
 
 impl Function {
+    /// Whether its requests go to instances shared by concurrent requests (see `shared.rs`).
+    pub(crate) fn shares_instances(&self) -> bool {
+        matches!(self.pre, Pre::P3(_))
+            && self.spec.max_instance_reuse > 1
+            && self.spec.max_instance_concurrency > 1
+    }
+
     /// An idle instance to serve the next request, if reuse is on and one is free.
     pub(crate) fn take_warm(&self) -> Option<Warm> {
         if self.spec.max_instance_reuse <= 1 {
@@ -179,7 +253,8 @@ fn check_header(wasm: &[u8]) -> Result<(), Error> {
     if wasm[..8] == CORE_MODULE_HEADER {
         return Err(Error::invalid(
             "this is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target \
-             (or wrap it with `wasm-tools component new`) so that it exports wasi:http/incoming-handler",
+             (or wrap it with `wasm-tools component new`) so that it exports wasi:http/incoming-handler \
+             (WASI 0.2) or wasi:http/handler (WASI 0.3)",
         ));
     }
     Ok(())
@@ -211,12 +286,18 @@ pub(crate) fn pre_instantiate(
     let instance_pre = linker
         .instantiate_pre(component)
         .map_err(|e| Error::invalid(format!("{e:#}")))?;
-    let pre = ProxyPre::new(instance_pre).map_err(|e| {
-        Error::invalid(format!(
-            "the component does not export wasi:http/incoming-handler (a function must target the \
-             wasi:http/proxy world): {e:#}"
-        ))
-    })?;
+    // A component may only export one of the two handlers in practice; the 0.3 one is tried first,
+    // as `wasmtime serve` does.
+    let pre = match ServicePre::new(instance_pre.clone()) {
+        Ok(pre) => Pre::P3(pre),
+        Err(p3) => Pre::P2(ProxyPre::new(instance_pre).map_err(|p2| {
+            Error::invalid(format!(
+                "the component exports neither wasi:http/incoming-handler@0.2 (the wasi:http/proxy \
+                 world of WASI 0.2) nor wasi:http/handler@0.3 (the wasi:http/service world of WASI \
+                 0.3): as 0.2: {p2:#}; as 0.3: {p3:#}"
+            ))
+        })?),
+    };
     Ok(Function {
         name: name.into(),
         pre,
@@ -227,6 +308,7 @@ pub(crate) fn pre_instantiate(
         spec,
         logs,
         idle: Mutex::new(Vec::new()),
+        shared: OnceLock::new(),
         weight_kib: weight_kib(component),
     })
 }

@@ -1,27 +1,22 @@
-//! Serving one request: a fresh [`Store`] and instance, the guest's `handle` call, and the response.
+//! What one request's [`Store`] holds (WASI, `wasi:http`, the memory limiter, the services) and the
+//! hooks that route a guest's outbound requests: to other functions in process, or out through the
+//! allow-list. Running the guest itself is `guest.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use tokio::sync::oneshot;
-use tracing::Instrument;
-use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::Proxy;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::Error;
-use crate::body::{GuestRun, ResponseBody};
-use crate::function::{Function, SECRETS_GUEST_PATH, Warm};
+use crate::function::{Function, SECRETS_GUEST_PATH};
 use crate::limits::InflightPermit;
 use crate::logs::{GuestOutputFactory, LogStream};
-use crate::observe::{InstanceGuard, Observer};
 use crate::outbound::{Outbound, OutboundClient};
 use crate::services::{KeyValueStore, Services, ServicesCtx};
 
@@ -31,16 +26,16 @@ pub(crate) struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: GuestHooks,
-    limiter: MemoryLimiter,
+    pub(crate) limiter: MemoryLimiter,
     services: ServicesCtx,
 }
 
 /// Holds linear memory to the function's limit and remembers a refusal, so a trap that follows can be
 /// reported as what it is.
-struct MemoryLimiter {
-    limit: usize,
+pub(crate) struct MemoryLimiter {
+    pub(crate) limit: usize,
     /// The size, in bytes, of the last growth refused.
-    refused: Option<usize>,
+    pub(crate) refused: Option<usize>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -77,7 +72,7 @@ impl RequestState {
         }
     }
 
-    fn new(
+    pub(crate) fn new(
         function: &Function,
         memory_limit: u64,
         client: &OutboundClient,
@@ -273,7 +268,7 @@ impl WasiHttpHooks for GuestHooks {
 }
 
 /// Maps a request body's error into the one `wasi:http` understands.
-fn incoming_body_error(
+pub(crate) fn incoming_body_error(
     error: Box<dyn std::error::Error + Send + Sync>,
 ) -> wasmtime_wasi_http::Error {
     match error.downcast::<hyper::Error>() {
@@ -313,186 +308,4 @@ pub(crate) struct Calls {
     pub(crate) depth: u32,
     /// Calls left for the whole tree of calls the outside request started.
     pub(crate) left: Arc<std::sync::atomic::AtomicU32>,
-}
-
-/// Runs `request` on a fresh instance of `function`.
-pub(crate) async fn invoke<B>(
-    engine: &Engine,
-    observer: &Arc<dyn Observer>,
-    function: Arc<Function>,
-    budget: Budget,
-    request: http::Request<B>,
-) -> Result<http::Response<ResponseBody>, Error>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let Budget {
-        memory_bytes,
-        timeout,
-        permit,
-        outbound,
-        keyvalue,
-        calls,
-    } = budget;
-    let deadline = Instant::now() + timeout;
-    let instance = InstanceGuard::acquire(observer.clone());
-    // A function that opted into reuse may have an instance left by an earlier request.
-    let (mut store, warm) = match function.take_warm() {
-        Some(warm) => (warm.store, Some((warm.proxy, warm.served))),
-        None => {
-            let mut store = Store::new(
-                engine,
-                RequestState::new(&function, memory_bytes, &outbound, &keyvalue, calls)?,
-            );
-            store.limiter(|state| &mut state.limiter);
-            // Yield to other requests on every epoch tick. This is also what lets the time limit
-            // reach a guest that never calls the host: its future returns at each tick.
-            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-            (store, None)
-        }
-    };
-    store.set_epoch_deadline(1);
-
-    let request = request.map(|body| body.map_err(|e| incoming_body_error(e.into())));
-    let (sender, receiver) = oneshot::channel();
-    // Set inside the guest's call to `response-outparam.set`, before the response is sent, so the task
-    // knows whether a failure after that point is still the caller's to report.
-    let answered = Arc::new(AtomicBool::new(false));
-    let (incoming, outparam) = {
-        let answered = answered.clone();
-        let mut http = store.data_mut().http();
-        let incoming = http
-            .new_incoming_request(Scheme::Http, request)
-            .map_err(|e| Error::internal("preparing the request", &e))?;
-        let outparam = http
-            .new_response_outparam_from_callback(move |response| {
-                answered.store(true, Ordering::Release);
-                let _ = sender.send(response);
-            })
-            .map_err(|e| Error::internal("preparing the response", &e))?;
-        (incoming, outparam)
-    };
-
-    // The guest runs inside this future until it answers, then inside the response body while it
-    // writes that body (see `ResponseBody`): no task is spawned and no other worker thread is woken
-    // for a request. If the caller stops waiting (the client left), dropping this future or the body
-    // ends the guest.
-    let mut guest: GuestRun = Box::pin(
-        run_guest(
-            function.clone(),
-            store,
-            warm,
-            incoming,
-            outparam,
-            answered,
-            (instance, permit),
-        )
-        .in_current_span(),
-    );
-    let mut receiver = receiver;
-    let mut rest: Option<GuestRun> = None;
-    let answer = tokio::time::timeout_at(deadline.into(), async {
-        tokio::select! {
-            biased;
-            answer = &mut receiver => match answer {
-                // The guest answered and has not finished: the response body drives the rest of it.
-                Ok(answer) => {
-                    rest = Some(guest);
-                    Ok(answer)
-                }
-                // It dropped its response-outparam unused and runs on; its outcome says why.
-                Err(_) => Err(match guest.await {
-                    Ok(()) => Error::NoResponse { function: function.name.to_string() },
-                    Err(error) => error,
-                }),
-            },
-            outcome = &mut guest => match receiver.try_recv() {
-                // It answered and finished in the same step. If it failed, nothing has reached the
-                // client yet, so the failure is the answer.
-                Ok(answer) => outcome.map(|()| answer),
-                // It finished without answering: the outcome says why.
-                Err(_) => Err(match outcome {
-                    Ok(()) => Error::NoResponse { function: function.name.to_string() },
-                    Err(error) => error,
-                }),
-            },
-        }
-    })
-    .await;
-    // Past the deadline the guest (and with it its instance) is dropped here, wherever it was.
-    let answer = answer.map_err(|_| Error::Timeout {
-        function: function.name.to_string(),
-        limit: timeout,
-    })??;
-    match answer {
-        Ok(response) => Ok(response
-            .map(|body| ResponseBody::new(body, rest.map(|guest| (guest, deadline, timeout))))),
-        Err(code) => Err(Error::GuestError {
-            function: function.name.to_string(),
-            code: format!("{code:?}"),
-        }),
-    }
-}
-
-/// Instantiates the function and calls its `handle` export. Owns the store, so the instance lives
-/// exactly as long as this task: until the guest returns, which may be after its response has started.
-async fn run_guest(
-    function: Arc<Function>,
-    mut store: Store<RequestState>,
-    warm: Option<(Proxy, u32)>,
-    incoming: Resource<HostIncomingRequest>,
-    outparam: Resource<HostResponseOutparam>,
-    answered: Arc<AtomicBool>,
-    (instance, _permit): (InstanceGuard, InflightPermit),
-) -> Result<(), Error> {
-    let result = async {
-        let (proxy, served) = match warm {
-            Some(warm) => warm,
-            None => {
-                let started = std::time::Instant::now();
-                let proxy = function.pre.instantiate_async(&mut store).await?;
-                instance
-                    .observer()
-                    .instantiated(started.elapsed().as_secs_f64());
-                (proxy, 0)
-            }
-        };
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, incoming, outparam)
-            .await?;
-        Ok::<_, wasmtime::Error>((proxy, served))
-    }
-    .await;
-    match result {
-        Ok((proxy, served)) => {
-            // Only an instance that returned normally is offered to a later request; one that trapped
-            // is dropped with its store.
-            function.give_back(Warm {
-                store,
-                proxy,
-                served: served + 1,
-            });
-            Ok(())
-        }
-        Err(error) => {
-            let limiter = &store.data().limiter;
-            let error = match limiter.refused {
-                // A guest that could not grow its memory nearly always traps right after (an abort in
-                // its allocator); say which limit it hit rather than which instruction trapped.
-                Some(wanted) => Error::MemoryLimit {
-                    function: function.name.to_string(),
-                    limit: limiter.limit as u64,
-                    wanted: wanted as u64,
-                },
-                None => Error::from_guest_failure(&function.name, &error),
-            };
-            if answered.load(Ordering::Acquire) {
-                // The caller already has the response; its body will end early. Say why here.
-                tracing::warn!(function = %function.name, %error, "function failed after it began to answer");
-            }
-            Err(error)
-        }
-    }
 }

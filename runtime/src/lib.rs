@@ -37,12 +37,14 @@ mod cache;
 mod engine;
 mod error;
 mod function;
+mod guest;
 mod invoke;
 mod limits;
 pub mod logs;
 mod observe;
 mod outbound;
 pub mod services;
+mod shared;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +64,7 @@ pub use crate::engine::{
 pub use crate::error::{Error, InflightScope};
 use crate::function::Function;
 pub use crate::function::{
-    FunctionSpec, LOADED_FUNCTION_OVERHEAD, Limits, SECRETS_GUEST_PATH, WasmSource,
+    FunctionSpec, LOADED_FUNCTION_OVERHEAD, Limits, SECRETS_GUEST_PATH, WasmSource, World,
 };
 use crate::invoke::RequestState;
 use crate::limits::{Inflight, InflightPermit, Refused};
@@ -72,6 +74,7 @@ pub use crate::outbound::{
     HostPattern, MAX_IDLE_PER_HOST, MAX_OUTBOUND_PER_REQUEST, MAX_OUTBOUND_TIMEOUT,
     POOL_IDLE_TIMEOUT,
 };
+pub use crate::shared::SHARED_IDLE_TIMEOUT;
 
 /// Marks a response (in its `http` extensions) whose request found its function not loaded and
 /// waited for it to load first: a cold start.
@@ -126,7 +129,14 @@ struct Entry {
 }
 
 /// A compiled function not yet live; see [`Runtime::prepare`].
-pub struct Prepared(Entry, Option<Arc<Function>>);
+pub struct Prepared(Entry, Option<Arc<Function>>, World);
+
+impl Prepared {
+    /// The world of `wasi:http` the function exports.
+    pub fn world(&self) -> World {
+        self.2
+    }
+}
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,12 +179,18 @@ impl Runtime {
     ) -> Result<Self, Error> {
         let (engine, allocator) = engine::build_engine(&config)?;
         let mut linker = Linker::new(&engine);
-        // All of WASI 0.2 (the `wasi:cli` family that language toolchains import, a filesystem with
-        // only what the function is given, sockets with every address denied) plus `wasi:http`.
+        // All of WASI 0.2 and of WASI 0.3, side by side in one linker (their interfaces are versioned,
+        // so they never clash; a component may import both, as componentize-py's do): the `wasi:cli`
+        // family that language toolchains import, a filesystem with only what the function is given,
+        // sockets with every address denied, plus `wasi:http`.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| Error::internal("adding WASI to the linker", &e))?;
+            .map_err(|e| Error::internal("adding WASI 0.2 to the linker", &e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| Error::internal("adding wasi:http to the linker", &e))?;
+            .map_err(|e| Error::internal("adding wasi:http 0.2 to the linker", &e))?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)
+            .map_err(|e| Error::internal("adding WASI 0.3 to the linker", &e))?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)
+            .map_err(|e| Error::internal("adding wasi:http 0.3 to the linker", &e))?;
         services::add_to_linker(&mut linker, invoke::RequestState::services)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(cache::CodeCache::open(dir, &engine).map_err(|e| {
@@ -221,9 +237,10 @@ impl Runtime {
         self.inner.allocator
     }
 
-    /// Checks that `wasm` is a component this runtime can serve. Nothing is kept but, with a
-    /// `cache_key`, its compiled code, so deploying the same bytes later does not compile again.
-    pub async fn validate(&self, wasm: Vec<u8>, cache_key: Option<&str>) -> Result<(), Error> {
+    /// Checks that `wasm` is a component this runtime can serve, and says which world of `wasi:http`
+    /// it exports. Nothing is kept but, with a `cache_key`, its compiled code, so deploying the same
+    /// bytes later does not compile again.
+    pub async fn validate(&self, wasm: Vec<u8>, cache_key: Option<&str>) -> Result<World, Error> {
         let logs = Arc::new(FunctionLogs::new("validation", 0));
         let mut source = WasmSource::new(|| Err("validation keeps no source".to_string()));
         if let Some(key) = cache_key {
@@ -237,7 +254,7 @@ impl Runtime {
             logs,
         )
         .await
-        .map(drop)
+        .map(|function| function.pre.world())
     }
 
     /// Compiles `wasm` (kept in memory for reloads) and makes it the function `name`.
@@ -279,12 +296,17 @@ impl Runtime {
             .compile(name, Some(wasm), source.clone(), spec.clone(), logs.clone())
             .await?;
         let entry = self.entry(name, source, spec, logs);
-        Ok(Prepared(entry, keep_loaded.then(|| Arc::new(function))))
+        let world = function.pre.world();
+        Ok(Prepared(
+            entry,
+            keep_loaded.then(|| Arc::new(function)),
+            world,
+        ))
     }
 
     /// The second half of [`Runtime::deploy`]: makes a prepared function live, atomically.
     pub fn install(&self, prepared: Prepared) {
-        let Prepared(entry, function) = prepared;
+        let Prepared(entry, function, _) = prepared;
         if let Some(function) = function {
             self.inner.loaded.insert(entry.id, function);
         }
@@ -346,6 +368,16 @@ impl Runtime {
             return false;
         };
         self.inner.loaded.remove(&entry.id).is_some()
+    }
+
+    /// The world of `wasi:http` that `name` exports, if it is loaded (the compiled component says);
+    /// `None` if it is unknown or not loaded.
+    pub fn world(&self, name: &str) -> Option<World> {
+        let id = self.read().get(name)?.id;
+        self.inner
+            .loaded
+            .get(&id)
+            .map(|function| function.pre.world())
     }
 
     /// Whether `name` is loaded (ready to serve without compiling); `None` if unknown.
@@ -503,7 +535,7 @@ impl Runtime {
                 left: calls_left,
             },
         };
-        let mut response = invoke::invoke(
+        let mut response = guest::invoke(
             &self.inner.engine,
             &self.inner.observer,
             function,

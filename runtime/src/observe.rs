@@ -39,10 +39,6 @@ impl InstanceGuard {
         observer.instance_acquired();
         InstanceGuard(observer)
     }
-
-    pub(crate) fn observer(&self) -> &dyn Observer {
-        &*self.0
-    }
 }
 
 impl Drop for InstanceGuard {

@@ -6,6 +6,9 @@ use http_body_util::{BodyExt, Full};
 use wasmgate_runtime::logs::LogStream;
 use wasmgate_runtime::{Allocator, Error, FunctionSpec, Runtime, RuntimeConfig};
 
+#[path = "runtime/p3.rs"]
+mod p3;
+
 fn runtime(allocator: Allocator) -> Runtime {
     Runtime::new(RuntimeConfig {
         max_instances: 16,
@@ -214,6 +217,7 @@ struct Counts {
     cold_starts: std::sync::atomic::AtomicUsize,
     compiles: std::sync::atomic::AtomicUsize,
     in_use: std::sync::atomic::AtomicIsize,
+    instantiations: std::sync::atomic::AtomicUsize,
 }
 
 impl wasmgate_runtime::Observer for Counts {
@@ -227,6 +231,10 @@ impl wasmgate_runtime::Observer for Counts {
     }
     fn instance_acquired(&self) {
         self.in_use
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn instantiated(&self, _seconds: f64) {
+        self.instantiations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
     fn instance_released(&self) {
