@@ -382,10 +382,10 @@ impl Api {
         B::Error: Into<BoxError>,
     {
         let bytes = read_body(request.into_body(), self.max_artifact_bytes).await?;
-        let digest = self.functions.upload(bytes.to_vec()).await?;
+        let (digest, world) = self.functions.upload(bytes.to_vec()).await?;
         json(
             StatusCode::CREATED,
-            &serde_json::json!({ "digest": digest.to_string() }),
+            &serde_json::json!({ "digest": digest.to_string(), "world": world.as_str() }),
         )
     }
 }

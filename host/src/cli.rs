@@ -50,6 +50,10 @@ pub enum Command {
         /// The template.
         #[arg(long, value_enum, default_value = "rust")]
         lang: crate::templates::Lang,
+        /// The wasi:http generation to write it for: 0.3 (Rust's default) or 0.2 (the only one
+        /// the js and python toolchains build).
+        #[arg(long, value_enum)]
+        wasi: Option<crate::templates::Wasi>,
     },
     /// Build the functions of a stack file with their toolchains.
     Build {

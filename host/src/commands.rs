@@ -238,6 +238,9 @@ pub async fn describe(
         ("Image", status.image.clone()),
         ("URL", url),
     ];
+    if let Some(world) = &status.world {
+        rows.push(("World", world.clone()));
+    }
     if let Some(env) = &status.settings.env_vars {
         let text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         rows.push(("Environment", text.join(", ")));

@@ -12,7 +12,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
 use http::StatusCode;
 use wasmgate_runtime::{
-    Error as RuntimeError, FunctionSpec, HostPattern, Limits, Runtime, WasmSource,
+    Error as RuntimeError, FunctionSpec, HostPattern, Limits, Runtime, WasmSource, World,
 };
 
 use crate::quantity::{format_memory, parse_memory};
@@ -32,6 +32,9 @@ const LABEL_SCALE_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
 const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 /// Opt-in instance reuse: the number of requests one instance may serve (see `FunctionSpec`).
 pub const ANNOTATION_INSTANCE_REUSE: &str = "com.wasmgate.instance-reuse";
+/// Opt-in concurrency on a reused instance of a wasi:http 0.3 function: how many requests it may
+/// serve at the same time (see `FunctionSpec::max_instance_concurrency`).
+pub const ANNOTATION_INSTANCE_CONCURRENCY: &str = "com.wasmgate.instance-concurrency";
 /// Hosts a function's outbound HTTP may reach, comma-separated (`api.example.com, *.internal:8443`).
 pub const ANNOTATION_ALLOWED_HOSTS: &str = "com.wasmgate.allowed-hosts";
 /// Annotation: key-value buckets the function may open besides `default`, comma-separated.
@@ -460,13 +463,15 @@ impl Functions {
         self.state.has_artifact(digest)
     }
 
-    pub async fn upload(&self, bytes: Vec<u8>) -> Result<Digest, ApiError> {
+    /// Returns its digest and the world of `wasi:http` it exports.
+    pub async fn upload(&self, bytes: Vec<u8>) -> Result<(Digest, World), ApiError> {
         if bytes.is_empty() {
             return Err(ApiError::bad_request(
                 "the body is empty; send the .wasm component as the request body",
             ));
         }
-        self.runtime
+        let world = self
+            .runtime
             .validate(bytes.clone(), Some(Digest::of(&bytes).hex()))
             .await
             .map_err(invalid_component)?;
@@ -484,7 +489,7 @@ impl Functions {
                     ApiError::internal("sharing the artifact with the cluster", format!("{e:#}"))
                 })?;
         }
-        Ok(digest)
+        Ok((digest, world))
     }
 
     /// Deploys or updates a function. Validates everything before anything is stored.
@@ -618,6 +623,7 @@ impl Functions {
             })?;
         }
         instance_reuse(&deployment)?;
+        instance_concurrency(&deployment)?;
         function_limits(&deployment, self.runtime.config())?;
         allowed_hosts(&deployment)?;
         keyvalue_buckets(&deployment)?;
@@ -661,6 +667,14 @@ impl Functions {
             )
             .await
             .map_err(invalid_component)?;
+        let world = prepared.world();
+        if world != World::P3 && instance_concurrency(&deployment)? > 1 {
+            return Err(ApiError::bad_request(format!(
+                "{ANNOTATION_INSTANCE_CONCURRENCY} needs a wasi:http 0.3 component (whose handler is \
+                 async); {function} exports {world}, which serves one request at a time"
+            )));
+        }
+        tracing::info!(function = %function, %world, "component validated");
 
         // The function's secrets directory is derived data: assemble it before persisting, so a
         // failure here leaves no record behind.
@@ -674,6 +688,7 @@ impl Functions {
                 .map(|r| r.created_at)
                 .unwrap_or_else(|| crate::time::format_rfc3339(SystemTime::now(), false)),
             replicas,
+            world: Some(world.as_str().to_string()),
         };
         let state = self.state.clone();
         let stored = record.clone();
@@ -812,6 +827,9 @@ impl Functions {
                 if loaded { record.replicas.max(1) } else { 0 }
             }
         };
+        let world = record
+            .world
+            .or_else(|| self.runtime.world(key).map(|w| w.as_str().to_string()));
         let d = record.deployment;
         FunctionStatus {
             name: d.service,
@@ -822,6 +840,7 @@ impl Functions {
             replicas,
             available_replicas: replicas,
             created_at: record.created_at,
+            world,
             usage: None,
         }
     }
@@ -1115,6 +1134,7 @@ impl Functions {
             }),
             // Validated at deploy; a record that no longer parses falls back to no reuse.
             max_instance_reuse: instance_reuse(deployment).unwrap_or(0),
+            max_instance_concurrency: instance_concurrency(deployment).unwrap_or(0),
             // Validated at deploy too; a record from a gateway with higher maximums gets the defaults
             // (the runtime clamps what it is given in any case).
             limits: function_limits(deployment, self.runtime.config()).unwrap_or_default(),
@@ -1228,22 +1248,40 @@ fn invalid_component(error: RuntimeError) -> ApiError {
 
 /// `com.wasmgate.instance-reuse` (an annotation, or a label): how many requests one instance may serve.
 fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
+    whole_number_setting(
+        deployment,
+        ANNOTATION_INSTANCE_REUSE,
+        "requests per instance",
+    )
+}
+
+/// `com.wasmgate.instance-concurrency` (an annotation, or a label): how many requests one reused
+/// instance of a wasi:http 0.3 function may serve at once.
+fn instance_concurrency(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
+    whole_number_setting(
+        deployment,
+        ANNOTATION_INSTANCE_CONCURRENCY,
+        "requests served at once per instance",
+    )
+}
+
+/// A whole-number setting given as an annotation or, failing that, a label; 0 when absent.
+fn whole_number_setting(
+    deployment: &FunctionDeployment,
+    key: &str,
+    unit: &str,
+) -> Result<u32, ApiError> {
     let settings = &deployment.settings;
     let value = settings
         .annotations
         .as_ref()
-        .and_then(|a| a.get(ANNOTATION_INSTANCE_REUSE))
-        .or_else(|| {
-            settings
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(ANNOTATION_INSTANCE_REUSE))
-        });
+        .and_then(|a| a.get(key))
+        .or_else(|| settings.labels.as_ref().and_then(|l| l.get(key)));
     match value {
         None => Ok(0),
         Some(value) => value.trim().parse::<u32>().map_err(|_| {
             ApiError::bad_request(format!(
-                "{ANNOTATION_INSTANCE_REUSE} must be a whole number of requests per instance, not {value:?}"
+                "{key} must be a whole number of {unit}, not {value:?}"
             ))
         }),
     }

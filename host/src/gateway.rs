@@ -37,13 +37,14 @@ const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
 /// On a function's answer: `true` when the function had to be loaded for this request.
 const X_WASMGATE_COLD_START: HeaderName = HeaderName::from_static("x-wasmgate-cold-start");
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection and are never forwarded.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Trailer` is not one (RFC 9110 dropped it from RFC 2616's list): it announces the trailers that
+/// follow the body, end to end, and an HTTP/1.1 server sends only the trailers it names.
+pub(crate) const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

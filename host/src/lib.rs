@@ -53,7 +53,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             gateway,
             name,
             lang,
-        } => templates::new_function(&gateway, &name, lang),
+            wasi,
+        } => templates::new_function(&gateway, &name, lang, wasi),
         Command::Build { gateway, filter } => templates::build(&gateway, &filter),
         Command::Up { gateway, filter } => {
             // As faas-cli up: build, push (the functions with an OCI image), deploy.

@@ -95,6 +95,10 @@ pub struct FunctionStatus {
     pub available_replicas: u64,
     /// When the function was first deployed (RFC 3339).
     pub created_at: String,
+    /// The world of `wasi:http` its component exports: `wasi:http@0.2` or `wasi:http@0.3` (a
+    /// wasmgate field; OpenFaaS clients ignore it). Absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<String>,
     /// Resource usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -226,6 +230,10 @@ pub struct FunctionRecord {
     pub created_at: String,
     /// Requested replicas; 0 = scaled to zero.
     pub replicas: u64,
+    /// The world of `wasi:http` its component exports (`wasi:http@0.2` or `wasi:http@0.3`), found
+    /// when it was validated; absent in records written before wasmgate knew two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<String>,
 }
 
 #[cfg(test)]

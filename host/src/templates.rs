@@ -1,11 +1,11 @@
 //! `new` and `build`: function folders from the templates embedded in the binary, and the toolchain
 //! of each language.
 //!
-//! | lang | source | toolchain | component |
-//! |---|---|---|---|
-//! | `rust` | `src/lib.rs` | cargo, target `wasm32-wasip2` | `target/wasm32-wasip2/release/NAME.wasm` |
-//! | `js` | `handler.js` | npm package `@bytecodealliance/componentize-js` | `build/NAME.wasm` |
-//! | `python` | `app.py` | PyPI package `componentize-py` | `build/NAME.wasm` |
+//! | lang | source | toolchain | component | world |
+//! |---|---|---|---|---|
+//! | `rust` | `src/lib.rs` | cargo, target `wasm32-wasip2` | `target/wasm32-wasip2/release/NAME.wasm` | wasi:http 0.3 (`wasip3` crate); 0.2 with `--wasi 0.2` (`wasip2` crate) |
+//! | `js` | `handler.js` | npm package `@bytecodealliance/componentize-js` | `build/NAME.wasm` | wasi:http 0.2 |
+//! | `python` | `app.py` | PyPI package `componentize-py` | `build/NAME.wasm` | wasi:http 0.2 |
 //!
 //! A toolchain that is missing stops `build` with the command that installs it.
 
@@ -36,7 +36,35 @@ pub enum Lang {
     Python,
 }
 
+/// The generation of `wasi:http` a new function is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wasi {
+    /// WASI 0.2: exports `wasi:http/incoming-handler@0.2` (the `wasi:http/proxy` world).
+    #[value(name = "0.2")]
+    P2,
+    /// WASI 0.3: exports `wasi:http/handler@0.3` (the `wasi:http/service` world), async.
+    #[value(name = "0.3")]
+    P3,
+}
+
 impl Lang {
+    /// The world a template of this language is written for, unless `wanted` names one; a world
+    /// its toolchain cannot build is refused with the reason.
+    pub fn world(self, wanted: Option<Wasi>) -> anyhow::Result<Wasi> {
+        match (self, wanted) {
+            (Lang::Rust, wanted) => Ok(wanted.unwrap_or(Wasi::P3)),
+            (Lang::Js | Lang::Python, None | Some(Wasi::P2)) => Ok(Wasi::P2),
+            (Lang::Js, Some(Wasi::P3)) => bail!(
+                "the js template builds with {COMPONENTIZE_JS}, which makes wasi:http 0.2 \
+                 components only; leave out --wasi, or use --lang rust for 0.3"
+            ),
+            (Lang::Python, Some(Wasi::P3)) => bail!(
+                "the python template builds with {COMPONENTIZE_PY}, which makes wasi:http 0.2 \
+                 components only; leave out --wasi, or use --lang rust for 0.3"
+            ),
+        }
+    }
+
     /// The `lang:` of a stack file, as faas-cli templates spell it (with common aliases).
     pub fn from_stack(lang: &str) -> Option<Lang> {
         match lang {
@@ -57,9 +85,9 @@ impl Lang {
     }
 
     /// The files of the template: path in the function folder, text with `{{name}}` to replace.
-    fn files(self) -> Vec<(&'static str, &'static str)> {
-        let mut files = match self {
-            Lang::Rust => vec![
+    fn files(self, wasi: Wasi) -> Vec<(&'static str, &'static str)> {
+        let mut files = match (self, wasi) {
+            (Lang::Rust, Wasi::P3) => vec![
                 (
                     "Cargo.toml",
                     include_str!("../templates/rust/Cargo.toml.tmpl"),
@@ -70,7 +98,18 @@ impl Lang {
                 ),
                 (".gitignore", "target/\n"),
             ],
-            Lang::Js => vec![
+            (Lang::Rust, Wasi::P2) => vec![
+                (
+                    "Cargo.toml",
+                    include_str!("../templates/rust-p2/Cargo.toml.tmpl"),
+                ),
+                (
+                    "src/lib.rs",
+                    include_str!("../templates/rust-p2/src/lib.rs.tmpl"),
+                ),
+                (".gitignore", "target/\n"),
+            ],
+            (Lang::Js, _) => vec![
                 (
                     "handler.js",
                     include_str!("../templates/js/handler.js.tmpl"),
@@ -81,7 +120,7 @@ impl Lang {
                 ),
                 (".gitignore", include_str!("../templates/js/gitignore.tmpl")),
             ],
-            Lang::Python => vec![
+            (Lang::Python, _) => vec![
                 ("app.py", include_str!("../templates/python/app.py.tmpl")),
                 (
                     ".gitignore",
@@ -142,8 +181,14 @@ const WIT_FILES: [(&str, &str); 9] = [
 ];
 
 /// `wasmgate new NAME --lang L`: a function folder from the template, added to the stack file.
-pub fn new_function(gateway: &GatewayArgs, name: &str, lang: Lang) -> anyhow::Result<()> {
+pub fn new_function(
+    gateway: &GatewayArgs,
+    name: &str,
+    lang: Lang,
+    wasi: Option<Wasi>,
+) -> anyhow::Result<()> {
     crate::names::FunctionRef::new(name, None)?;
+    let wasi = lang.world(wasi)?;
     if !name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
@@ -196,16 +241,20 @@ pub fn new_function(gateway: &GatewayArgs, name: &str, lang: Lang) -> anyhow::Re
             stack_path.display()
         );
     }
-    if let Err(error) = write_template(&folder, name, lang) {
+    if let Err(error) = write_template(&folder, name, lang, wasi) {
         let _ = std::fs::remove_dir_all(&folder);
         return Err(error);
     }
     std::fs::write(stack_path, text)
         .with_context(|| format!("writing {}", stack_path.display()))?;
     println!(
-        "Created {} ({}) and added {name} to {}",
+        "Created {} ({}, wasi:http {}) and added {name} to {}",
         folder.display(),
         lang.name(),
+        match wasi {
+            Wasi::P2 => "0.2",
+            Wasi::P3 => "0.3",
+        },
         stack_path.display()
     );
     match lang {
@@ -221,8 +270,8 @@ pub fn new_function(gateway: &GatewayArgs, name: &str, lang: Lang) -> anyhow::Re
     Ok(())
 }
 
-fn write_template(folder: &Path, name: &str, lang: Lang) -> anyhow::Result<()> {
-    for (path, text) in lang.files() {
+fn write_template(folder: &Path, name: &str, lang: Lang, wasi: Wasi) -> anyhow::Result<()> {
+    for (path, text) in lang.files(wasi) {
         let path = folder.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -415,9 +464,28 @@ mod tests {
     }
 
     #[test]
+    fn each_language_gets_a_world_its_toolchain_builds() {
+        assert_eq!(Lang::Rust.world(None).expect("rust"), Wasi::P3);
+        assert_eq!(Lang::Rust.world(Some(Wasi::P2)).expect("rust"), Wasi::P2);
+        for lang in [Lang::Js, Lang::Python] {
+            assert_eq!(lang.world(None).expect("default"), Wasi::P2);
+            let refused = lang.world(Some(Wasi::P3)).expect_err("no 0.3 toolchain");
+            assert!(
+                refused.to_string().contains("0.2 components only"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
     fn every_template_names_the_function() {
-        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
-            let files = lang.files();
+        for (lang, wasi) in [
+            (Lang::Rust, Wasi::P3),
+            (Lang::Rust, Wasi::P2),
+            (Lang::Js, Wasi::P2),
+            (Lang::Python, Wasi::P2),
+        ] {
+            let files = lang.files(wasi);
             assert!(
                 files.iter().any(|(_, text)| text.contains("{{name}}")),
                 "{lang:?}"

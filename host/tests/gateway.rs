@@ -12,6 +12,8 @@ mod cluster;
 mod limits;
 #[path = "gateway/oci.rs"]
 mod oci;
+#[path = "gateway/p3.rs"]
+mod p3;
 #[path = "gateway/services.rs"]
 mod services;
 mod support;
@@ -35,6 +37,11 @@ wasmgate_guests::foreach_guest!(require_test);
 /// One test per guest function.
 mod guests {
     use super::*;
+    // The wasi:http 0.3 guests' tests live with the other 0.3 tests.
+    pub use crate::p3::{
+        p3_caller, p3_echo, p3_hello, p3_inspect, p3_memhog, p3_outbound, p3_sleep, p3_spin,
+        p3_stream_forever, p3_trailers, spin7_hello,
+    };
 
     /// `flaky` fails while `X-Retry` is below `?fail=N`, sleeps for `?sleep_ms`, and answers any status.
     #[tokio::test]

@@ -298,6 +298,7 @@ function makeRow(key) {
     name: el('th', { scope: 'row' }, open),
     namespace: el('td'),
     image: el('td', { className: 'mono' }),
+    world: el('td', { className: 'mono' }),
     replicas: el('td', { className: 'num' }),
     invocations: el('td', { className: 'num' }),
     cold: el('td'),
@@ -314,6 +315,7 @@ function fillRow(tr, f, m) {
   setText(c.namespace, f.namespace);
   setText(c.image, shortImage(f.image || ''));
   c.image.title = f.image || '';
+  setText(c.world, f.world || '');
   setText(c.replicas, `${f.availableReplicas}/${f.replicas}`);
   c.replicas.title = `${f.availableReplicas} ready of ${f.replicas}`;
   setText(c.invocations, String(f.invocationCount));

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::support::{Gateway, all_guests, deploy, get, temp_dir};
+use crate::support::{Gateway, all_guests, api, deploy, get, temp_dir};
 
 /// What one run of `wasmgate` printed.
 struct Run {
@@ -428,7 +428,7 @@ async fn deploy_uploads_only_what_is_missing_and_reports_failures() {
 /// `new`, `build`, `deploy`, `invoke` for one template against a gateway started by the test: from
 /// nothing to the template's answer. `up` (build then deploy) afterwards deploys it again (the JS and
 /// Python toolchains do not build byte-for-byte the same component twice, so it may upload again).
-async fn new_build_deploy_invoke(lang: &str) {
+async fn new_build_deploy_invoke(lang: &str, wasi: Option<&str>, world: &str) {
     let gateway = Gateway::start(&[]);
     let config = temp_dir("cli-config");
     let project = temp_dir(&format!("cli-new-{lang}"));
@@ -439,9 +439,16 @@ async fn new_build_deploy_invoke(lang: &str) {
         all.extend(["-f".into(), stack.clone(), "--gateway".into(), gw.clone()]);
         all
     };
-    let name = format!("greeter-{lang}");
+    let name = format!(
+        "greeter-{lang}{}",
+        wasi.map_or(String::new(), |w| w.replace('.', ""))
+    );
 
-    let created = run(&config, cmd(&["new", &name, "--lang", lang]), b"").await;
+    let mut new = vec!["new", &name, "--lang", lang];
+    if let Some(wasi) = wasi {
+        new.extend(["--wasi", wasi]);
+    }
+    let created = run(&config, cmd(&new), b"").await;
     assert!(created.ok, "{}", created.stderr);
     let again = run(&config, cmd(&["new", &name, "--lang", lang]), b"").await;
     assert!(
@@ -461,6 +468,10 @@ async fn new_build_deploy_invoke(lang: &str) {
         "{}",
         deployed.stdout
     );
+
+    let status = api(&gateway, "GET", &format!("/system/function/{name}"), None).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+    assert_eq!(status["world"], world, "{status}");
 
     let invoked = run(&config, cmd(&["invoke", &name]), b"four").await;
     assert!(invoked.ok, "{}", invoked.stderr);
@@ -484,19 +495,25 @@ async fn new_build_deploy_invoke(lang: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_build_deploy_invoke_rust() {
-    new_build_deploy_invoke("rust").await;
+    new_build_deploy_invoke("rust", None, "wasi:http@0.3").await;
+}
+
+/// The Rust template for the older world, `--wasi 0.2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_build_deploy_invoke_rust_wasi_0_2() {
+    new_build_deploy_invoke("rust", Some("0.2"), "wasi:http@0.2").await;
 }
 
 /// Needs componentize-js (`.ci/run` installs it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_build_deploy_invoke_js() {
-    new_build_deploy_invoke("js").await;
+    new_build_deploy_invoke("js", None, "wasi:http@0.2").await;
 }
 
 /// Needs componentize-py (`.ci/run` installs it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_build_deploy_invoke_python() {
-    new_build_deploy_invoke("python").await;
+    new_build_deploy_invoke("python", None, "wasi:http@0.2").await;
 }
 
 /// `new` refuses a bad name; `build` without the toolchain stops with the command that installs it.
