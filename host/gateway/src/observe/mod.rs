@@ -1,0 +1,3 @@
+//! What the gateway tells operators: Prometheus metrics ([`metrics`]).
+
+pub mod metrics;
