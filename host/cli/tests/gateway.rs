@@ -1,4 +1,5 @@
-//! End to end: the real `wasmgate` binary, real sockets, real components from `guests/`.
+//! The gateway from outside: routes, the API and every guest in process (`InProcess`, on `App::handle`),
+//! and what needs a real `wasmgate` process (signals, the printed address, sockets, the CLI) end to end.
 
 #[path = "gateway/api.rs"]
 mod api;
@@ -21,7 +22,7 @@ mod ui;
 use bytes::Bytes;
 use futures::future::join_all;
 use http_body_util::BodyExt;
-use support::{Gateway, get, request, run_to_exit, send, temp_dir};
+use support::{Gateway, InProcess, Target, get, request, run_to_exit, send, temp_dir};
 
 /// Every guest in `guests/functions` must have a test of its own name in [`guests`]; a guest added
 /// without one stops this file from compiling.
@@ -39,18 +40,16 @@ mod guests {
     /// `flaky` fails while `X-Retry` is below `?fail=N`, sleeps for `?sleep_ms`, and answers any status.
     #[tokio::test]
     pub async fn flaky() {
-        let gateway = Gateway::with_all_guests();
-        let failing = send(
-            gateway.addr,
-            request("POST", &gateway, "/function/flaky?fail=1", "b"),
-        )
-        .await;
+        let gateway = InProcess::with_all_guests().await;
+        let failing = gateway
+            .send(request("POST", &gateway, "/function/flaky?fail=1", "b"))
+            .await;
         assert_eq!(failing.status, 503);
         let mut retried = request("POST", &gateway, "/function/flaky?fail=1", "b");
         retried
             .headers_mut()
             .insert("x-retry", http::HeaderValue::from_static("1"));
-        let retried = send(gateway.addr, retried).await;
+        let retried = gateway.send(retried).await;
         assert_eq!(retried.status, 200);
         assert_eq!(retried.text(), "ok after 1 retries\nb");
         let started = std::time::Instant::now();
@@ -62,12 +61,10 @@ mod guests {
     /// `kvcounter` counts in its bucket (fully tested in `services.rs`).
     #[tokio::test]
     pub async fn kvcounter() {
-        let gateway = Gateway::with_all_guests();
-        let first = send(
-            gateway.addr,
-            request("POST", &gateway, "/function/kvcounter", ""),
-        )
-        .await;
+        let gateway = InProcess::with_all_guests().await;
+        let first = gateway
+            .send(request("POST", &gateway, "/function/kvcounter", ""))
+            .await;
         assert_eq!(first.text(), "count 1\n");
         assert_eq!(
             get(&gateway, "/function/kvcounter").await.text(),
@@ -78,7 +75,7 @@ mod guests {
     /// `greeter` greets from its configuration (fully tested in `services.rs`).
     #[tokio::test]
     pub async fn greeter() {
-        let gateway = Gateway::with_all_guests();
+        let gateway = InProcess::with_all_guests().await;
         assert_eq!(
             get(&gateway, "/function/greeter").await.text(),
             "Hello, world!\n"
@@ -88,12 +85,15 @@ mod guests {
     /// `pipeline` calls other functions by name (fully tested in `services.rs`).
     #[tokio::test]
     pub async fn pipeline() {
-        let gateway = Gateway::with_all_guests();
-        let answer = send(
-            gateway.addr,
-            request("POST", &gateway, "/function/pipeline?steps=echo", "x"),
-        )
-        .await;
+        let gateway = InProcess::with_all_guests().await;
+        let answer = gateway
+            .send(request(
+                "POST",
+                &gateway,
+                "/function/pipeline?steps=echo",
+                "x",
+            ))
+            .await;
         assert_eq!(answer.text(), "== echo (200)\nx\n");
     }
 
@@ -660,7 +660,7 @@ mod guests {
 
     #[tokio::test]
     pub async fn counter() {
-        let gateway = Gateway::with_all_guests();
+        let gateway = InProcess::with_all_guests().await;
         for _ in 0..3 {
             let answer = get(&gateway, "/function/counter").await;
             assert_eq!(answer.text(), "1", "an instance was reused");
@@ -670,7 +670,7 @@ mod guests {
 
 #[tokio::test]
 async fn namespace_suffix_addresses_the_default_namespace() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     let answer = get(&gateway, "/function/hello.openfaas-fn").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text(), "Hello from wasmgate! You asked for /\n");
@@ -685,7 +685,7 @@ async fn namespace_suffix_addresses_the_default_namespace() {
 
 #[tokio::test]
 async fn unknown_functions_get_404() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     for path in [
         "/function/nope",
         "/function/nope/x",
@@ -705,7 +705,7 @@ async fn unknown_functions_get_404() {
 
 #[tokio::test]
 async fn call_id_start_time_and_duration_headers() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     let answer = get(&gateway, "/function/hello").await;
     assert_eq!(answer.header("x-call-id").len(), 36, "a UUID");
     let start: u128 = answer
@@ -722,7 +722,7 @@ async fn call_id_start_time_and_duration_headers() {
     let mut req = request("GET", &gateway, "/function/hello", Bytes::new());
     req.headers_mut()
         .insert("x-call-id", "client-chosen-id".parse().expect("header"));
-    let answer = send(gateway.addr, req).await;
+    let answer = gateway.send(req).await;
     assert_eq!(answer.header("x-call-id"), "client-chosen-id");
     // Errors carry them too.
     let answer = get(&gateway, "/function/nope").await;
@@ -732,13 +732,13 @@ async fn call_id_start_time_and_duration_headers() {
 
 #[tokio::test]
 async fn content_type_falls_back_to_the_request_then_text_plain() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     // echo copies the request's content type only when there is one; counter never sets one.
     let mut req = request("POST", &gateway, "/function/counter", "x");
     req.headers_mut()
         .insert("content-type", "application/json".parse().expect("header"));
     assert_eq!(
-        send(gateway.addr, req).await.header("content-type"),
+        gateway.send(req).await.header("content-type"),
         "application/json"
     );
     assert_eq!(
@@ -751,27 +751,21 @@ async fn content_type_falls_back_to_the_request_then_text_plain() {
 
 #[tokio::test]
 async fn methods_outside_the_contract_get_405() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
-        let answer = send(
-            gateway.addr,
-            request(method, &gateway, "/function/echo", Bytes::new()),
-        )
-        .await;
+        let answer = gateway
+            .send(request(method, &gateway, "/function/echo", Bytes::new()))
+            .await;
         assert_eq!(answer.status, 200, "{method}");
         assert_eq!(answer.header("x-echo-method"), method);
     }
-    let head = send(
-        gateway.addr,
-        request("HEAD", &gateway, "/function/hello", Bytes::new()),
-    )
-    .await;
+    let head = gateway
+        .send(request("HEAD", &gateway, "/function/hello", Bytes::new()))
+        .await;
     assert_eq!(head.status, 200);
-    let answer = send(
-        gateway.addr,
-        request("TRACE", &gateway, "/function/echo", Bytes::new()),
-    )
-    .await;
+    let answer = gateway
+        .send(request("TRACE", &gateway, "/function/echo", Bytes::new()))
+        .await;
     assert_eq!(answer.status, 405);
     assert_eq!(answer.header("x-openfaas-internal"), "wasmgate");
     assert!(answer.header("allow").contains("POST"));
@@ -779,14 +773,14 @@ async fn methods_outside_the_contract_get_405() {
 
 #[tokio::test]
 async fn healthz_answers_200() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     let answer = get(&gateway, "/healthz").await;
     assert_eq!(answer.status, 200);
 }
 
 #[tokio::test]
 async fn two_hundred_concurrent_requests_all_succeed() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     let requests = (0..200).map(|i| {
         let gateway = &gateway;
         async move {
@@ -798,7 +792,9 @@ async fn two_hundred_concurrent_requests_all_succeed() {
                 1 => (format!("/function/echo/{i}"), String::new()),
                 _ => ("/function/counter".to_string(), "1".to_string()),
             };
-            let answer = send(gateway.addr, request("GET", gateway, &path, Bytes::new())).await;
+            let answer = gateway
+                .send(request("GET", gateway, &path, Bytes::new()))
+                .await;
             (i, answer.status, answer.text(), expected)
         }
     });
@@ -877,7 +873,7 @@ async fn serves_the_functions_of_a_stack_file() {
     )
     .expect("write stack.yml");
     let stack = dir.join("stack.yml").display().to_string();
-    let gateway = Gateway::start(&["-f".to_string(), stack]);
+    let gateway = InProcess::start(&["-f".to_string(), stack]).await;
     // The stack's limits and labels apply to what serve deploys.
     assert_eq!(get(&gateway, "/function/hog?mb=4").await.status, 200);
     let answer = get(&gateway, "/function/hog?mb=32").await;

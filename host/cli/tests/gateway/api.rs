@@ -8,7 +8,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::support::{
-    self, Gateway, api, deploy, eventually, get, request, run_to_exit, send, upload,
+    self, Gateway, InProcess, Target, api, deploy, eventually, get, request, run_to_exit, send,
+    upload,
 };
 
 fn json_of(answer: &support::Answer) -> Value {
@@ -229,7 +230,7 @@ async fn functions_endpoints_follow_the_contract() {
 
 #[tokio::test]
 async fn info_namespaces_and_secrets() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     let info = json_of(&api(&gateway, "GET", "/system/info", None).await);
     assert_eq!(info["provider"]["provider"], "wasmgate");
     assert!(info["provider"]["version"]["release"].is_string(), "{info}");
@@ -426,7 +427,7 @@ async fn info_namespaces_and_secrets() {
 
 #[tokio::test]
 async fn bad_artifacts_are_refused_and_leave_nothing() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     let empty_component = wat::parse_str("(component)").expect("wat");
     let unknown_import =
         wat::parse_str(r#"(component (import "acme:missing/thing" (func)))"#).expect("wat");
@@ -447,11 +448,14 @@ async fn bad_artifacts_are_refused_and_leave_nothing() {
     ];
     let dir = support::temp_dir("artifacts");
     for (what, bytes, reason) in cases {
-        let answer = send(
-            gateway.addr,
-            request("POST", &gateway, "/system/artifacts", bytes.clone()),
-        )
-        .await;
+        let answer = gateway
+            .send(request(
+                "POST",
+                &gateway,
+                "/system/artifacts",
+                bytes.clone(),
+            ))
+            .await;
         assert_eq!(answer.status, 400, "{what}: {}", answer.text());
         assert!(answer.text().contains(reason), "{what}: {}", answer.text());
         // The same bytes deployed from a path are refused the same way.
@@ -873,7 +877,7 @@ async fn logs_tail_and_follow() {
 
 #[tokio::test]
 async fn metrics_count_real_calls() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     deploy(&gateway, "hello", wasmgate_guests::HELLO, json!({})).await;
     deploy(&gateway, "trap", wasmgate_guests::TRAP, json!({})).await;
     for _ in 0..3 {
@@ -944,7 +948,7 @@ async fn idle_functions_scale_to_zero_and_back() {
 
 #[tokio::test]
 async fn instance_reuse_is_opt_in_and_bounded() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     deploy(&gateway, "fresh", wasmgate_guests::COUNTER, json!({})).await;
     let reuse = json!({"annotations": {"com.wasmgate.instance-reuse": "2"}});
     deploy(&gateway, "reused", wasmgate_guests::COUNTER, reuse).await;

@@ -1,14 +1,16 @@
 //! `/async-function`: the durable queue, callbacks, retries, status, cancel and crash recovery, against
-//! the real binary.
+//! the real binary where a test needs a process (crashes, restarts), in process otherwise.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Callbacks, Gateway, api, deploy, get, request, send, temp_dir};
+use crate::support::{
+    Callbacks, Gateway, InProcess, Target, api, deploy, get, request, send, temp_dir,
+};
 
 /// Queues a call with `headers` and `body`; returns the answer.
 async fn post(
-    gateway: &Gateway,
+    gateway: &impl Target,
     path: &str,
     headers: &[(&str, &str)],
     body: &'static str,
@@ -20,18 +22,18 @@ async fn post(
             value.parse().expect("value"),
         );
     }
-    send(gateway.addr, request).await
+    gateway.send(request).await
 }
 
 /// A call's status, as JSON.
-async fn status(gateway: &Gateway, id: &str) -> serde_json::Value {
+async fn status(gateway: &impl Target, id: &str) -> serde_json::Value {
     let answer = get(gateway, &format!("/system/async/{id}")).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     serde_json::from_slice(&answer.body).expect("status JSON")
 }
 
 /// Waits until the call is in `state`.
-async fn wait_for_state(gateway: &Gateway, id: &str, state: &str) -> serde_json::Value {
+async fn wait_for_state(gateway: &impl Target, id: &str, state: &str) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
     loop {
         let now = status(gateway, id).await;
@@ -46,7 +48,7 @@ async fn wait_for_state(gateway: &Gateway, id: &str, state: &str) -> serde_json:
     }
 }
 
-fn gateway_with(args: &[&str]) -> Gateway {
+fn flaky_and_echo(args: &[&str]) -> Vec<String> {
     let mut all: Vec<String> = vec![
         "--function".into(),
         format!("flaky={}", wasmgate_guests::FLAKY),
@@ -54,14 +56,24 @@ fn gateway_with(args: &[&str]) -> Gateway {
         format!("echo={}", wasmgate_guests::ECHO),
     ];
     all.extend(args.iter().map(|a| a.to_string()));
-    Gateway::start(&all)
+    all
+}
+
+/// A gateway process serving `flaky` and `echo`, with `args`.
+fn gateway_with(args: &[&str]) -> Gateway {
+    Gateway::start(&flaky_and_echo(args))
+}
+
+/// The same gateway in this process.
+async fn app_with(args: &[&str]) -> InProcess {
+    InProcess::start(&flaky_and_echo(args)).await
 }
 
 /// 202 at once with an empty body, `X-Call-Id` and `X-Start-Time`; the call runs as the synchronous
 /// route would run it (method, path, query, headers, body), and its callback carries every header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_run_as_queued_and_called_back() {
-    let gateway = gateway_with(&[]);
+    let gateway = app_with(&[]).await;
     let callbacks = Callbacks::start().await;
     let url = callbacks.url();
     let headers = [
@@ -161,7 +173,7 @@ async fn accepted_run_as_queued_and_called_back() {
 /// A client's own `X-Call-Id` names the call; sending it again does not queue it twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_call_id_is_queued_once() {
-    let gateway = gateway_with(&[]);
+    let gateway = app_with(&[]).await;
     let headers = [("x-call-id", "order-42")];
     for _ in 0..3 {
         let answer = post(&gateway, "/async-function/flaky?sleep_ms=300", &headers, "").await;
@@ -252,7 +264,7 @@ async fn refusals() {
 /// a call that keeps failing ends as failed after its attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_then_success_and_exhausted_retries() {
-    let gateway = gateway_with(&[]);
+    let gateway = app_with(&[]).await;
     let annotations = serde_json::json!({"annotations": {
         "com.openfaas.retry.attempts": "3",
         "com.openfaas.retry.min_wait": "100ms",
@@ -304,7 +316,7 @@ async fn retries_then_success_and_exhausted_retries() {
 /// A callback that fails is delivered again later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_are_retried() {
-    let gateway = gateway_with(&[]);
+    let gateway = app_with(&[]).await;
     let callbacks = Callbacks::start().await;
     callbacks.fail_next(2);
     let url = callbacks.url();
@@ -333,7 +345,7 @@ async fn callbacks_are_retried() {
 /// A queued call can be cancelled; a running or finished one cannot. The queue depth is in /metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_a_queued_call() {
-    let gateway = gateway_with(&["--async-function-concurrency", "1"]);
+    let gateway = app_with(&["--async-function-concurrency", "1"]).await;
     let first = post(&gateway, "/async-function/flaky?sleep_ms=3000", &[], "").await;
     let first_id = first.header("x-call-id").to_string();
     wait_for_state(&gateway, &first_id, "running").await;
@@ -353,11 +365,14 @@ async fn cancel_a_queued_call() {
     let delete = |id: String| {
         let gateway = &gateway;
         async move {
-            send(
-                gateway.addr,
-                request("DELETE", gateway, &format!("/async-function/{id}"), ""),
-            )
-            .await
+            gateway
+                .send(request(
+                    "DELETE",
+                    gateway,
+                    &format!("/async-function/{id}"),
+                    "",
+                ))
+                .await
         }
     };
     let cancelled = delete(second_id.clone()).await;
@@ -379,7 +394,7 @@ async fn cancel_a_queued_call() {
 /// A call that runs longer than anything the queue times (there is no lease to expire) runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_call_runs_once() {
-    let gateway = gateway_with(&[]);
+    let gateway = app_with(&[]).await;
     deploy(
         &gateway,
         "slow",

@@ -68,7 +68,7 @@ pub(crate) async fn until_all(nodes: &[&Gateway], path: &str, status: u16) -> Du
     let started = Instant::now();
     for node in nodes {
         loop {
-            if get(node, path).await.status == status {
+            if get(*node, path).await.status == status {
                 break;
             }
             assert!(

@@ -5,43 +5,40 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::StreamBody;
 
-use crate::support::{Gateway, all_guests, api, deploy, get, request, send};
+use crate::support::{Gateway, InProcess, Target, all_guests, api, deploy, get, request, send};
 
 /// Sends slow requests until the limit is reached, then checks the refusal.
-async fn refused_past_limit(gateway: &Gateway, path: &str, expected: &str) {
+async fn refused_past_limit(gateway: &impl Target, path: &str, expected: &str) {
     // One slow request holds the only place; the next is refused at once.
-    let slow = {
-        let (addr, host) = (gateway.addr, gateway.addr.to_string());
+    let slow = async {
         let path = format!("{path}?ms=3000");
-        tokio::spawn(async move {
-            loop {
-                let request = http::Request::get(&path)
-                    .header(http::header::HOST, &host)
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .expect("request");
-                let answer = crate::support::send(addr, request).await;
-                // A quick request may have held the place when this one arrived; it tries again.
-                if answer.status != 429 {
-                    return answer;
-                }
+        loop {
+            let answer = gateway
+                .send(request("GET", gateway, &path, Bytes::new()))
+                .await;
+            // A quick request may have held the place when this one arrived; it tries again.
+            if answer.status != 429 {
+                return answer;
             }
-        })
-    };
-    let deadline = std::time::Instant::now() + crate::support::PATIENCE;
-    let refused = loop {
-        let answer = get(gateway, &format!("{path}?ms=1")).await;
-        if answer.status == 429 {
-            break answer;
         }
-        assert_eq!(answer.status, 200, "{}", answer.text());
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never refused with 429"
-        );
     };
+    let refused = async {
+        let deadline = std::time::Instant::now() + crate::support::PATIENCE;
+        loop {
+            let answer = get(gateway, &format!("{path}?ms=1")).await;
+            if answer.status == 429 {
+                break answer;
+            }
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never refused with 429"
+            );
+        }
+    };
+    let (slow, refused) = tokio::join!(slow, refused);
     assert_eq!(refused.header("x-openfaas-internal"), "wasmgate");
     assert!(refused.text().contains(expected), "{}", refused.text());
-    let slow = slow.await.expect("slow request");
     assert_eq!(slow.status, 200, "{}", slow.text());
     // With the place free again, it is served.
     let answer = get(gateway, &format!("{path}?ms=1")).await;
@@ -50,7 +47,7 @@ async fn refused_past_limit(gateway: &Gateway, path: &str, expected: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_inflight_of_a_function_answers_429() {
-    let gateway = Gateway::with_all_guests();
+    let gateway = InProcess::with_all_guests().await;
     deploy(
         &gateway,
         "one-at-a-time",
@@ -72,7 +69,7 @@ async fn max_inflight_of_a_function_answers_429() {
 async fn max_inflight_of_the_gateway_answers_429() {
     let mut args = all_guests();
     args.extend(["--max-inflight".to_string(), "1".to_string()]);
-    let gateway = Gateway::start(&args);
+    let gateway = InProcess::start(&args).await;
     refused_past_limit(
         &gateway,
         "/function/spin",
@@ -83,12 +80,13 @@ async fn max_inflight_of_the_gateway_answers_429() {
 
 #[tokio::test]
 async fn deployments_beyond_the_gateway_limits_are_refused() {
-    let gateway = Gateway::start(&[
+    let gateway = InProcess::start(&[
         "--max-memory".to_string(),
         "64Mi".to_string(),
         "--max-timeout".to_string(),
         "10s".to_string(),
-    ]);
+    ])
+    .await;
     let cases = [
         (
             serde_json::json!({"limits": {"memory": "128Mi"}}),

@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::support::{Gateway, api, deploy, get, request, send, temp_dir};
+use crate::support::{Gateway, InProcess, Target, api, deploy, get, request, temp_dir};
 
-async fn post(gateway: &Gateway, path: &str, body: &'static str) -> crate::support::Answer {
-    send(gateway.addr, request("POST", gateway, path, body)).await
+async fn post(gateway: &impl Target, path: &str, body: &'static str) -> crate::support::Answer {
+    gateway.send(request("POST", gateway, path, body)).await
 }
 
 fn gateway_in(state: &std::path::Path) -> Gateway {
@@ -60,7 +60,7 @@ async fn the_counter_is_atomic_and_durable() {
 /// only when the function lists it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_belong_to_a_namespace() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     deploy(&gateway, "kvcounter", wasmgate_guests::KVCOUNTER, json!({})).await;
     assert_eq!(
         api(&gateway, "POST", "/system/namespace/team-b", None)
@@ -126,7 +126,7 @@ async fn buckets_belong_to_a_namespace() {
 /// `/system/logs` with their level and context.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_secrets_and_logging() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     let secret = json!({"name": "api-key", "value": "s3cret"});
     assert_eq!(
         api(&gateway, "POST", "/system/secrets", Some(secret))
@@ -206,7 +206,7 @@ async fn configuration_secrets_and_logging() {
 /// reached only when the caller's allowed hosts list it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_call_functions() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     deploy(&gateway, "hello", wasmgate_guests::HELLO, json!({})).await;
     deploy(&gateway, "echo", wasmgate_guests::ECHO, json!({})).await;
     deploy(&gateway, "pipeline", wasmgate_guests::PIPELINE, json!({})).await;
@@ -293,7 +293,7 @@ async fn functions_call_functions() {
 /// the message names the import.
 #[tokio::test]
 async fn an_unprovided_service_is_named_at_deploy() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     let wasm = wat::parse_str(
         r#"(component (import "wasi:keyvalue/store@0.2.0-draft2" (instance (export "open" (func)))))"#,
     )

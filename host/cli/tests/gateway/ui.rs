@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::support::{self, Gateway, api, deploy, get, request, send};
+use crate::support::{self, Gateway, InProcess, Target, api, deploy, get, request};
 
 /// How long the browser script may take; it needs about ten seconds.
 const BROWSER_PATIENCE: Duration = Duration::from_secs(240);
 const USER: &str = "admin";
 const PASSWORD: &str = "portal-pa55";
 
-/// A gateway whose `/system/*` and `/ui/` need `USER` and `PASSWORD`, serving `args` too.
-fn gateway_with_auth(args: &[String]) -> (Gateway, PathBuf) {
+/// The arguments of a gateway whose `/system/*` and `/ui/` need `USER` and `PASSWORD`, serving `args`
+/// too, and the folder of those credentials.
+fn auth_args(args: &[String]) -> (Vec<String>, PathBuf) {
     let secrets = support::temp_dir("ui-auth");
     std::fs::write(secrets.join("basic-auth-user"), USER).expect("write the user");
     std::fs::write(secrets.join("basic-auth-password"), PASSWORD).expect("write the password");
@@ -26,6 +27,12 @@ fn gateway_with_auth(args: &[String]) -> (Gateway, PathBuf) {
         secrets.display().to_string(),
     ];
     all.extend_from_slice(args);
+    (all, secrets)
+}
+
+/// A gateway process whose `/system/*` and `/ui/` need `USER` and `PASSWORD`, serving `args` too.
+fn gateway_with_auth(args: &[String]) -> (Gateway, PathBuf) {
+    let (all, secrets) = auth_args(args);
     (Gateway::start(&all), secrets)
 }
 
@@ -37,7 +44,11 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
-async fn get_with(gateway: &Gateway, path: &str, authorization: Option<&str>) -> support::Answer {
+async fn get_with(
+    gateway: &impl Target,
+    path: &str,
+    authorization: Option<&str>,
+) -> support::Answer {
     let mut req = request("GET", gateway, path, Bytes::new());
     if let Some(value) = authorization {
         req.headers_mut().insert(
@@ -45,7 +56,7 @@ async fn get_with(gateway: &Gateway, path: &str, authorization: Option<&str>) ->
             value.parse().expect("a header value"),
         );
     }
-    send(gateway.addr, req).await
+    gateway.send(req).await
 }
 
 /// What the browser test needs, or a failure that says how to get it. Never a silent skip.
@@ -167,7 +178,8 @@ fn portal_in_a_real_browser() {
 
 #[tokio::test]
 async fn portal_is_behind_the_same_auth_as_the_api() {
-    let (gateway, secrets) = gateway_with_auth(&[]);
+    let (args, secrets) = auth_args(&[]);
+    let gateway = InProcess::start(&args).await;
     let good = basic(USER, PASSWORD);
     let wrong = basic(USER, "nope");
     for path in ["/ui", "/ui/", "/ui/app.js", "/ui/style.css", "/ui/missing"] {
@@ -204,7 +216,7 @@ async fn portal_is_behind_the_same_auth_as_the_api() {
     drop(gateway);
     let _ = std::fs::remove_dir_all(secrets);
 
-    let open = Gateway::start(&[]);
+    let open = InProcess::start(&[]).await;
     let page = get(&open, "/ui/").await;
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
@@ -226,7 +238,7 @@ async fn portal_is_behind_the_same_auth_as_the_api() {
 /// keep when that last happened (the list's "last cold start").
 #[tokio::test]
 async fn invocations_say_whether_they_were_a_cold_start() {
-    let gateway = Gateway::start(&[]);
+    let gateway = InProcess::start(&[]).await;
     deploy(&gateway, "hello", wasmgate_guests::HELLO, json!({})).await;
     let warm = get(&gateway, "/function/hello/x").await;
     assert_eq!(warm.status, 200);

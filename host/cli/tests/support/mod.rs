@@ -1,4 +1,6 @@
-//! Helpers for the end-to-end tests: a real `wasmgate` process on a free port, and an HTTP client.
+//! Helpers for the tests: a real `wasmgate` process on a free port ([`Gateway`]), a gateway built in
+//! this process and called without a socket ([`InProcess`]), and requests that go to either
+//! ([`Target`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -51,8 +53,6 @@ pub struct Gateway {
     /// The address it listens on.
     pub addr: SocketAddr,
     logs: Arc<LogBuffer>,
-    /// Its state directory (a fresh one unless the test gave `--state-dir`).
-    pub state_dir: PathBuf,
 }
 
 impl Gateway {
@@ -97,12 +97,7 @@ impl Gateway {
             panic!("wasmgate did not start; stdout: {first:?}\nstderr:\n{text}");
         };
         let addr = addr.parse().expect("a socket address");
-        Gateway {
-            child,
-            addr,
-            logs,
-            state_dir,
-        }
+        Gateway { child, addr, logs }
     }
 
     /// Starts a gateway serving every guest.
@@ -226,6 +221,95 @@ pub fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
+/// What a test sends requests to: a [`Gateway`] process over a socket, or an [`InProcess`] app.
+pub trait Target {
+    /// The `Host` a client would send.
+    fn host(&self) -> String;
+
+    /// Sends one request and reads the whole answer.
+    fn send<B>(&self, request: http::Request<B>) -> impl std::future::Future<Output = Answer>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl Target for Gateway {
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn send<B>(&self, request: http::Request<B>) -> impl std::future::Future<Output = Answer>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        send(self.addr, request)
+    }
+}
+
+/// A gateway built in this process from `serve`'s arguments ([`wasmgate_gateway::App::build`]) and
+/// called without a socket ([`wasmgate_gateway::App::handle`]): for tests of routes and the API,
+/// which need no process, signal or connection of their own.
+pub struct InProcess {
+    app: wasmgate_gateway::App,
+    /// Its state directory (a fresh one unless the test gave `--state-dir`).
+    pub state_dir: PathBuf,
+}
+
+impl InProcess {
+    /// Builds the gateway `wasmgate serve` would run with `args` (and a fresh state directory).
+    pub async fn start(args: &[String]) -> InProcess {
+        use clap::Parser;
+        let state_dir = match args.iter().position(|a| a == "--state-dir") {
+            Some(i) => PathBuf::from(&args[i + 1]),
+            None => temp_dir("state"),
+        };
+        let mut words: Vec<String> = ["wasmgate", "serve", "--listen", "127.0.0.1:0"]
+            .map(String::from)
+            .to_vec();
+        words.extend(args.iter().cloned());
+        if !args.iter().any(|a| a == "--state-dir") {
+            words.push("--state-dir".to_string());
+            words.push(state_dir.display().to_string());
+        }
+        let cli = wasmgate::cli::Cli::try_parse_from(&words).expect("valid arguments");
+        let wasmgate::cli::Command::Serve(serve) = cli.command else {
+            panic!("serve parses as serve");
+        };
+        let config = serve.into_config().expect("a valid configuration");
+        let app = wasmgate_gateway::App::build(config)
+            .await
+            .expect("the gateway starts");
+        InProcess { app, state_dir }
+    }
+
+    /// A gateway serving every guest.
+    pub async fn with_all_guests() -> InProcess {
+        InProcess::start(&all_guests()).await
+    }
+}
+
+impl Target for InProcess {
+    fn host(&self) -> String {
+        "127.0.0.1:8080".to_string()
+    }
+
+    async fn send<B>(&self, request: http::Request<B>) -> Answer
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let response = self.app.handle(request).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("the whole body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
 /// A response with its whole body.
 pub struct Answer {
     pub status: http::StatusCode,
@@ -285,36 +369,38 @@ where
 /// A request with an empty or full body, with `Host` set as a client would.
 pub fn request(
     method: &str,
-    gateway: &Gateway,
+    gateway: &impl Target,
     path: &str,
     body: impl Into<Bytes>,
 ) -> http::Request<http_body_util::Full<Bytes>> {
     http::Request::builder()
         .method(method)
         .uri(path)
-        .header(http::header::HOST, gateway.addr.to_string())
+        .header(http::header::HOST, gateway.host())
         .body(http_body_util::Full::new(body.into()))
         .expect("valid request")
 }
 
 /// GET `path`.
-pub async fn get(gateway: &Gateway, path: &str) -> Answer {
-    send(gateway.addr, request("GET", gateway, path, Bytes::new())).await
+pub async fn get(gateway: &impl Target, path: &str) -> Answer {
+    gateway
+        .send(request("GET", gateway, path, Bytes::new()))
+        .await
 }
 
 /// A `/system/*` call with an optional JSON body and optional basic credentials.
 pub async fn api(
-    gateway: &Gateway,
+    gateway: &impl Target,
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Answer {
     let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    send(gateway.addr, request(method, gateway, path, body)).await
+    gateway.send(request(method, gateway, path, body)).await
 }
 
 /// Deploys `image` as `name` with PUT then POST, as faas-cli does; panics unless accepted.
-pub async fn deploy(gateway: &Gateway, name: &str, image: &str, extra: serde_json::Value) {
+pub async fn deploy(gateway: &impl Target, name: &str, image: &str, extra: serde_json::Value) {
     let mut body =
         serde_json::json!({"service": name, "image": image, "labels": {}, "annotations": {}});
     if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
@@ -330,12 +416,10 @@ pub async fn deploy(gateway: &Gateway, name: &str, image: &str, extra: serde_jso
 }
 
 /// Uploads a component and returns its digest.
-pub async fn upload(gateway: &Gateway, wasm: Vec<u8>) -> String {
-    let answer = send(
-        gateway.addr,
-        request("POST", gateway, "/system/artifacts", wasm),
-    )
-    .await;
+pub async fn upload(gateway: &impl Target, wasm: Vec<u8>) -> String {
+    let answer = gateway
+        .send(request("POST", gateway, "/system/artifacts", wasm))
+        .await;
     assert_eq!(answer.status, 201, "upload: {}", answer.text());
     let json: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
     json["digest"].as_str().expect("a digest").to_string()
