@@ -18,7 +18,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::Error;
 use crate::body::{GuestRun, ResponseBody};
-use crate::function::{Function, SECRETS_GUEST_PATH, Warm};
+use crate::function::{Function, Warm};
 use crate::limits::InflightPermit;
 use crate::logs::{GuestOutputFactory, LogStream};
 use crate::observe::{InstanceGuard, Observer};
@@ -89,8 +89,8 @@ impl RequestState {
         wasi.stdout(GuestOutputFactory::new(logs.clone(), LogStream::Stdout))
             .stderr(GuestOutputFactory::new(logs.clone(), LogStream::Stderr))
             .envs(&function.spec.env);
-        if let Some(dir) = &function.spec.secrets_dir {
-            wasi.preopened_dir(dir, SECRETS_GUEST_PATH, FsPerms::ReadOnly)
+        if let Some(dir) = &function.spec.secrets {
+            wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
                 .map_err(|e| Error::internal("opening the secrets directory", &e))?;
         }
         Ok(RequestState {

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::FunctionRef;
 
+/// Where a function finds its secrets, one file per secret, as OpenFaaS mounts them.
+pub const SECRETS_GUEST_PATH: &str = "/var/openfaas/secrets";
+
 /// `limits` and `requests` of a deployment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {

@@ -12,7 +12,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
 use http::StatusCode;
 use wasmgate_runtime::{
-    Error as RuntimeError, FunctionSpec, HostPattern, Limits, Runtime, WasmSource,
+    Error as RuntimeError, FunctionSpec, GuestDir, HostPattern, Limits, Runtime, WasmSource,
 };
 
 use wasmgate_openfaas::quantity::{format_memory, parse_memory};
@@ -22,7 +22,9 @@ use crate::storage::state::{StateDir, StateError};
 use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::duration::parse_duration;
 use wasmgate_openfaas::names::{DEFAULT_NAMESPACE, FunctionRef};
-use wasmgate_openfaas::types::{FunctionDeployment, FunctionRecord, FunctionStatus, Namespace};
+use wasmgate_openfaas::types::{
+    FunctionDeployment, FunctionRecord, FunctionStatus, Namespace, SECRETS_GUEST_PATH,
+};
 
 /// Largest component accepted by upload or from a path, when nothing else is said.
 pub const DEFAULT_MAX_ARTIFACT_BYTES: usize = 64 * 1024 * 1024;
@@ -1111,10 +1113,12 @@ impl Functions {
             .is_some_and(|s| !s.is_empty());
         FunctionSpec {
             env,
-            secrets_dir: has_secrets.then(|| {
-                self.run_secrets_path
+            secrets: has_secrets.then(|| GuestDir {
+                host: self
+                    .run_secrets_path
                     .join(&function.namespace)
-                    .join(&function.name)
+                    .join(&function.name),
+                guest: SECRETS_GUEST_PATH.to_string(),
             }),
             // Validated at deploy; a record that no longer parses falls back to no reuse.
             max_instance_reuse: instance_reuse(deployment).unwrap_or(0),
