@@ -8,17 +8,22 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use wasmgate_runtime::{
-    Allocator, DEFAULT_LOADED_MEMORY_BUDGET, DEFAULT_MAX_INSTANCES, DEFAULT_MEMORY_BYTES,
-    DEFAULT_TIMEOUT, RuntimeConfig,
+    Allocator, DEFAULT_LOADED_MEMORY_BUDGET, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_MEMORY_BYTES,
+    DEFAULT_MAX_TIMEOUT, DEFAULT_MEMORY_BYTES, DEFAULT_TIMEOUT, RuntimeConfig,
 };
 
 use wasmgate_gateway::ServeConfig;
 use wasmgate_gateway::control::functions::DEFAULT_MAX_ARTIFACT_BYTES;
 use wasmgate_gateway::http::auth::Credentials;
-use wasmgate_gateway::http::limits::{DEFAULT_MAX_HEADERS, HttpLimits};
-use wasmgate_gateway::http::server::{DEFAULT_MAX_CONNECTIONS, ServerConfig};
-use wasmgate_gateway::queue::QueueConfig;
-use wasmgate_openfaas::duration::parse_duration;
+use wasmgate_gateway::http::limits::{
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_MAX_REQUEST_BODY, DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT, HttpLimits,
+};
+use wasmgate_gateway::http::server::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, ServerConfig,
+};
+use wasmgate_gateway::queue::{self, QueueConfig};
+use wasmgate_openfaas::duration::{format_duration, parse_duration};
 use wasmgate_openfaas::names::{DEFAULT_NAMESPACE, FunctionRef};
 use wasmgate_openfaas::quantity::{format_memory, parse_memory};
 use wasmgate_openfaas::types::ResolvedFunction;
@@ -313,7 +318,7 @@ pub struct ServeArgs {
     pub functions: Vec<String>,
 
     /// How long requests in flight may take to finish after SIGINT or SIGTERM (e.g. 30s, 1m).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = format_duration(DEFAULT_SHUTDOWN_TIMEOUT), value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// Connections served at once.
@@ -336,7 +341,7 @@ pub struct ServeArgs {
 
     /// The largest `limits.memory` a deployment may ask for; also the size of a memory slot of the
     /// pool (address space, not memory).
-    #[arg(long, default_value = "512Mi", value_parser = parse_memory)]
+    #[arg(long, default_value = format_memory(DEFAULT_MAX_MEMORY_BYTES), value_parser = parse_memory)]
     pub max_memory: u64,
 
     /// Time one request may take when its function sets no `exec_timeout` in envVars (e.g. 30s)
@@ -345,11 +350,11 @@ pub struct ServeArgs {
     pub default_timeout: Option<Duration>,
 
     /// The largest `exec_timeout` a deployment may ask for.
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, default_value = format_duration(DEFAULT_MAX_TIMEOUT), value_parser = parse_duration)]
     pub max_timeout: Duration,
 
     /// Largest request body (e.g. 64Mi); past it, 413.
-    #[arg(long, default_value = "64Mi", value_parser = parse_memory)]
+    #[arg(long, default_value = format_memory(DEFAULT_MAX_REQUEST_BODY), value_parser = parse_memory)]
     pub max_request_body: u64,
 
     /// Cluster mode: share functions and the async queue with the other nodes through NATS
@@ -368,32 +373,32 @@ pub struct ServeArgs {
     pub node_name: Option<String>,
 
     /// Async calls running at once, gateway-wide.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = queue::DEFAULT_CONCURRENCY)]
     pub async_concurrency: usize,
 
     /// Async calls of one function running at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = queue::DEFAULT_PER_FUNCTION)]
     pub async_function_concurrency: usize,
 
     /// Async calls waiting at most; past it, 429.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = queue::DEFAULT_MAX_QUEUED)]
     pub async_max_queued: u64,
 
     /// Bytes of waiting async request bodies at most (e.g. 1Gi); past it, 429.
-    #[arg(long, default_value = "1Gi", value_parser = parse_memory)]
+    #[arg(long, default_value = format_memory(queue::DEFAULT_MAX_QUEUED_BYTES), value_parser = parse_memory)]
     pub async_max_queued_bytes: u64,
 
     /// Largest async request body (e.g. 16Mi); past it, 413. Also kept: the response, for its
     /// callback, up to this size.
-    #[arg(long, default_value = "16Mi", value_parser = parse_memory)]
+    #[arg(long, default_value = format_memory(queue::DEFAULT_MAX_BODY), value_parser = parse_memory)]
     pub async_max_body: u64,
 
     /// Finished async calls kept for `GET /system/async/{call-id}`; the oldest are deleted.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = queue::DEFAULT_KEEP_FINISHED)]
     pub async_keep_finished: u64,
 
     /// Largest request line plus headers (at least 8Ki); past it, 431.
-    #[arg(long, default_value = "64Ki", value_parser = parse_memory)]
+    #[arg(long, default_value = format_memory(DEFAULT_MAX_HEADER_BYTES as u64), value_parser = parse_memory)]
     pub max_header_bytes: u64,
 
     /// Most header fields in one request; past it, 431.
@@ -401,15 +406,15 @@ pub struct ServeArgs {
     pub max_headers: usize,
 
     /// How long a client may take to send a request's headers (the connection is closed past it).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = format_duration(DEFAULT_HEADER_READ_TIMEOUT), value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
     /// How long a request body may stop arriving (408 past it).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = format_duration(DEFAULT_READ_TIMEOUT), value_parser = parse_duration)]
     pub read_timeout: Duration,
 
     /// How long a client may stop reading a response before its connection is closed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = format_duration(DEFAULT_WRITE_TIMEOUT), value_parser = parse_duration)]
     pub write_timeout: Duration,
 
     /// How instances get memory: a pool reserved at start-up (fast), on demand, or pooling when the

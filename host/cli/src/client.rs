@@ -9,9 +9,6 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 /// The gateway when nothing else names one, as faas-cli assumes.
 pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
@@ -130,7 +127,7 @@ pub struct ApiClient {
     /// The gateway's base URL, without a trailing slash.
     pub gateway: String,
     login: Option<Login>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: wasmgate_net::HttpClient,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -150,18 +147,10 @@ impl ApiClient {
         if uri.scheme().is_none() || uri.authority().is_none() {
             bail!("the gateway {gateway:?} must be a URL such as http://127.0.0.1:8080");
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(ApiClient {
             gateway: gateway.to_string(),
             login,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: wasmgate_net::http_client(std::time::Duration::from_secs(10)),
         })
     }
 

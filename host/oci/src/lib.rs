@@ -22,9 +22,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use sha2::{Digest as _, Sha256};
 
 /// The media type of a component layer (CNCF Wasm OCI artifact layout).
@@ -185,7 +182,7 @@ struct Credentials {
 
 /// A client of OCI registries.
 pub struct RegistryClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: wasmgate_net::HttpClient,
     credentials: HashMap<String, Credentials>,
     /// Bearer tokens by registry and scope.
     tokens: tokio::sync::Mutex<HashMap<(String, String), String>>,
@@ -202,16 +199,8 @@ impl std::fmt::Debug for RegistryClient {
 impl RegistryClient {
     /// A client with the credentials of the Docker config file, if there is one.
     pub fn new() -> anyhow::Result<RegistryClient> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(15)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(RegistryClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: wasmgate_net::http_client(Duration::from_secs(15)),
             credentials: docker_credentials()?,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         })

@@ -57,9 +57,52 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Writes a duration back the Go way, as [`parse_duration`] reads it: `30s`, `15m`, `1h30m`, `250ms`
+/// (whole milliseconds; below a millisecond, nanoseconds).
+pub fn format_duration(duration: Duration) -> String {
+    if duration.is_zero() {
+        return "0s".to_string();
+    }
+    let nanos = duration.subsec_nanos();
+    if nanos != 0 {
+        let total = duration.as_nanos();
+        return if total.is_multiple_of(1_000_000) {
+            format!("{}ms", total / 1_000_000)
+        } else {
+            format!("{total}ns")
+        };
+    }
+    let seconds = duration.as_secs();
+    let mut text = String::new();
+    for (unit, size) in [("h", 3600), ("m", 60), ("s", 1)] {
+        let count = (seconds / size) % if unit == "h" { u64::MAX } else { 60 };
+        if count > 0 {
+            text.push_str(&format!("{count}{unit}"));
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_read_back() {
+        for (text, duration) in [
+            ("30s", Duration::from_secs(30)),
+            ("15m", Duration::from_secs(15 * 60)),
+            ("1h30m", Duration::from_secs(90 * 60)),
+            ("1m5s", Duration::from_secs(65)),
+            ("250ms", Duration::from_millis(250)),
+            ("1500ms", Duration::from_millis(1500)),
+            ("7ns", Duration::from_nanos(7)),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(text), Ok(duration), "{text}");
+        }
+    }
 
     #[test]
     fn parses_go_durations() {

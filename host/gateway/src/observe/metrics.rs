@@ -21,6 +21,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
 
+use super::prometheus::{escape_label, float, header, sample};
+
 /// Content type of the output of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -91,20 +93,17 @@ impl Histogram {
         for (i, c) in self.counts.iter().enumerate() {
             cumulative += c.load(Relaxed);
             let le = self.bounds.get(i).map_or(f64::INFINITY, |b| *b);
-            let le = fmt_f64(le);
-            let _ = writeln!(
+            let le = float(le);
+            sample(
                 out,
-                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+                &format!("{name}_bucket"),
+                &format!("{labels}{sep}le=\"{le}\""),
+                cumulative,
             );
         }
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let sum = fmt_f64(f64::from_bits(self.sum_bits.load(Relaxed)));
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+        let sum = float(f64::from_bits(self.sum_bits.load(Relaxed)));
+        sample(out, &format!("{name}_sum"), labels, sum);
+        sample(out, &format!("{name}_count"), labels, cumulative);
     }
 }
 
@@ -330,7 +329,7 @@ impl Metrics {
             "Function invocations by HTTP status code.",
         );
         each_code(&fns, |labels, h| {
-            let _ = writeln!(out, "{name}{{{labels}}} {}", h.count());
+            sample(&mut out, name, &labels, h.count());
         });
         let name = "gateway_functions_seconds";
         header(
@@ -351,7 +350,8 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let _ = writeln!(out, "{name}{{function_name=\"{}\"}} {v}", escape_label(f));
+            let labels = format!("function_name=\"{}\"", escape_label(f));
+            sample(&mut out, name, &labels, v);
         }
         let name = "wasmgate_cold_starts_total";
         header(
@@ -438,7 +438,7 @@ impl Metrics {
         ];
         for (name, kind, help, value) in plain {
             header(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
+            sample(&mut out, name, "", value);
         }
         out
     }
@@ -462,39 +462,8 @@ fn each_fn(
     value: impl Fn(&FunctionStats) -> u64,
 ) {
     for (name, s) in fns {
-        let _ = writeln!(out, "{metric}{{function_name=\"{name}\"}} {}", value(s));
+        sample(out, metric, &format!("function_name=\"{name}\""), value(s));
     }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Formats a float so Prometheus parses it (`+Inf`/`-Inf`/`NaN` spelled its way).
-fn fmt_f64(v: f64) -> String {
-    if v == f64::INFINITY {
-        "+Inf".to_string()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else if v.is_nan() {
-        "NaN".to_string()
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Escapes a label value: backslash, double quote and newline.
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
 }
 
 /// The runtime reports its events straight into the metrics.

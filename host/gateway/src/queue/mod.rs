@@ -28,9 +28,6 @@ use futures::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 pub use store::{
@@ -41,6 +38,20 @@ pub use store::{
 use crate::http::body::GatewayBody;
 use wasmgate_openfaas::headers;
 use wasmgate_openfaas::retry::{RetryPolicy, backoff};
+
+/// Async calls running at once, gateway-wide, unless configured (`--async-concurrency`).
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Async calls of one function running at once (`--async-function-concurrency`).
+pub const DEFAULT_PER_FUNCTION: usize = 16;
+/// Async calls waiting at most (`--async-max-queued`).
+pub const DEFAULT_MAX_QUEUED: u64 = 100_000;
+/// Bytes of waiting request bodies at most (`--async-max-queued-bytes`).
+pub const DEFAULT_MAX_QUEUED_BYTES: u64 = 1024 * 1024 * 1024;
+/// The largest async request body, and the most of a response kept for its callback
+/// (`--async-max-body`).
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+/// Finished calls kept for the status API (`--async-keep-finished`).
+pub const DEFAULT_KEEP_FINISHED: u64 = 100_000;
 
 /// Writes that arrive together share one commit; at most this many.
 const WRITE_BATCH: usize = 256;
@@ -81,13 +92,13 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            concurrency: 64,
-            per_function: 16,
-            max_queued: 100_000,
-            max_queued_bytes: 1024 * 1024 * 1024,
-            max_body: 16 * 1024 * 1024,
-            max_response: 16 * 1024 * 1024,
-            keep_finished: 100_000,
+            concurrency: DEFAULT_CONCURRENCY,
+            per_function: DEFAULT_PER_FUNCTION,
+            max_queued: DEFAULT_MAX_QUEUED,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_body: DEFAULT_MAX_BODY,
+            max_response: DEFAULT_MAX_BODY as usize,
+            keep_finished: DEFAULT_KEEP_FINISHED,
             callback_attempts: 8,
             callback_min_wait: Duration::from_secs(1),
         }
@@ -185,7 +196,7 @@ struct Inner {
     stopping: AtomicBool,
     stopped: Notify,
     callbacks: Semaphore,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: wasmgate_net::HttpClient,
 }
 
 /// The async queue; cheap to clone.
@@ -243,14 +254,6 @@ impl AsyncQueue {
             );
         }
         let (writer, requests) = mpsc::channel(WRITE_BACKLOG);
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         let inner = Arc::new(Inner {
             store,
             config,
@@ -260,7 +263,7 @@ impl AsyncQueue {
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
             callbacks: Semaphore::new(CALLBACKS_IN_FLIGHT),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: wasmgate_net::http_client(Duration::from_secs(10)),
         });
         let for_writer = inner.clone();
         std::thread::Builder::new()
@@ -752,12 +755,12 @@ impl AsyncQueue {
 
     /// The queue's lines for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+        use crate::observe::prometheus;
         let counts = self.lock();
         let mut gauge = |name: &str, help: &str, values: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            prometheus::header(out, name, "gauge", help);
             for (function, value) in values {
-                let _ = writeln!(out, "{name}{{function_name=\"{function}\"}} {value}");
+                prometheus::sample(out, name, &format!("function_name=\"{function}\""), value);
             }
         };
         let mut queued: Vec<_> = counts
@@ -782,16 +785,15 @@ impl AsyncQueue {
             "Async calls running now.",
             running,
         );
-        let _ = writeln!(
-            out,
-            "# HELP wasmgate_async_queue_bytes Bytes of request bodies waiting in the async queue.\n# TYPE wasmgate_async_queue_bytes gauge\nwasmgate_async_queue_bytes {}",
-            counts.queued_bytes
-        );
+        let name = "wasmgate_async_queue_bytes";
+        let help = "Bytes of request bodies waiting in the async queue.";
+        prometheus::header(out, name, "gauge", help);
+        prometheus::sample(out, name, "", counts.queued_bytes);
         let mut counter = |name: &str, help: &str, mut values: Vec<(String, u64)>| {
             values.sort();
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            prometheus::header(out, name, "counter", help);
             for (labels, value) in values {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                prometheus::sample(out, name, &labels, value);
             }
         };
         counter(
