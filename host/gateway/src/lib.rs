@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use wasmgate_openfaas::types::{FunctionDeployment, Namespace};
 use wasmgate_runtime::Runtime;
 
@@ -49,9 +49,10 @@ pub struct App {
     queue: AsyncQueue,
     /// Connection limits, timeouts and the drain deadline of [`App::serve`].
     server: ServerConfig,
-    /// Set when the gateway stops: log followers end and the idle sweeper stops. Dropping the `App`
-    /// does the same.
-    stopping: watch::Sender<bool>,
+    /// The one shutdown signal of the gateway's background tasks: log followers end, the idle
+    /// sweeper and the cluster's watches and heartbeat stop. [`App::serve`] cancels it when its
+    /// shutdown comes; dropping the `App` cancels it too (through this guard).
+    stopping: DropGuard,
 }
 
 impl std::fmt::Debug for App {
@@ -67,6 +68,7 @@ impl App {
     /// Opens (or creates) the state directory, restores its functions and deploys `config`'s, joins
     /// the cluster when `config.nats` names one, and opens and starts the async queue.
     pub async fn build(config: ServeConfig) -> anyhow::Result<App> {
+        let stopping = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
         // Compiled code is kept beside the state, so a restart never recompiles what it compiled before.
         let mut runtime_config = config.runtime.clone();
@@ -101,7 +103,7 @@ impl App {
                 .await
                 .context("joining the cluster")?;
                 functions.set_replicator(cluster.clone());
-                cluster.start(functions.clone());
+                cluster.start(functions.clone(), stopping.clone());
                 Some(cluster)
             }
             None => None,
@@ -141,8 +143,7 @@ impl App {
         }
         functions.precompile_in_background();
 
-        let (stopping, shutdown_watch) = watch::channel(false);
-        functions.sweep_idle(IDLE_SWEEP_INTERVAL, shutdown_watch.clone());
+        functions.sweep_idle(IDLE_SWEEP_INTERVAL, stopping.clone());
         if config.auth.is_none() {
             tracing::info!(
                 "basic auth is off for /system/* (loopback address, no credentials given)"
@@ -151,7 +152,7 @@ impl App {
         let api = Api {
             functions,
             max_artifact_bytes: config.max_artifact_bytes,
-            shutdown: shutdown_watch,
+            shutdown: stopping.clone(),
         };
         // One queue for the whole cluster in cluster mode; else this node's own, on disk.
         let store: Arc<dyn crate::queue::CallStore> = match &cluster {
@@ -191,7 +192,7 @@ impl App {
             gateway,
             queue: async_queue,
             server: config.server,
-            stopping,
+            stopping: stopping.drop_guard(),
         })
     }
 
@@ -218,16 +219,20 @@ impl App {
             server,
             stopping,
         } = self;
+        let token = stopping.disarm();
         let queue_on_shutdown = queue.clone();
+        let stop = token.clone();
         let shutdown = async move {
             shutdown.await;
             // No new async calls start; those running finish while connections drain.
             queue_on_shutdown.stop();
-            let _ = stopping.send(true);
+            stop.cancel();
         };
         let shutdown_timeout = server.shutdown_timeout;
         let served = server::serve(listener, gateway, server, shutdown).await;
         queue.drain(shutdown_timeout).await;
+        // Also when serving failed before the shutdown came.
+        token.cancel();
         served
     }
 }

@@ -46,6 +46,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::control::functions::{Functions, Replicator};
 use wasmgate_openfaas::names::FunctionRef;
@@ -217,19 +218,20 @@ impl Cluster {
     ///
     /// Changes to different functions are applied side by side (a large component that compiles for
     /// seconds does not hold up the others); changes to one function in the order they were made.
-    pub fn start(self: &Arc<Self>, functions: Arc<Functions>) {
+    /// The watches and the heartbeat run until `stop` is cancelled.
+    pub fn start(self: &Arc<Self>, functions: Arc<Functions>, stop: CancellationToken) {
         for bucket in [NAMESPACES_BUCKET, SECRETS_BUCKET, FUNCTIONS_BUCKET] {
-            self.watch(bucket, functions.clone());
+            self.watch(bucket, functions.clone(), stop.clone());
         }
         functions.set_live_nodes(self.live.clone());
-        self.heartbeat();
+        self.heartbeat(stop);
     }
 
     /// Writes this node's heartbeat every [`HEARTBEAT`] and counts the nodes whose heartbeat has not
     /// expired.
-    fn heartbeat(self: &Arc<Self>) {
+    fn heartbeat(self: &Arc<Self>, stop: CancellationToken) {
         let cluster = self.clone();
-        tokio::spawn(async move {
+        spawn_until(stop, async move {
             let started =
                 wasmgate_openfaas::time::format_rfc3339(std::time::SystemTime::now(), false);
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -278,14 +280,19 @@ impl Cluster {
         self.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn watch(self: &Arc<Self>, bucket: &'static str, functions: Arc<Functions>) {
+    fn watch(
+        self: &Arc<Self>,
+        bucket: &'static str,
+        functions: Arc<Functions>,
+        stop: CancellationToken,
+    ) {
         let cluster = self.clone();
         let store = match bucket {
             NAMESPACES_BUCKET => self.namespaces_kv.clone(),
             SECRETS_BUCKET => self.secrets_kv.clone(),
             _ => self.functions_kv.clone(),
         };
-        tokio::spawn(async move {
+        spawn_until(stop, async move {
             let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
             let mut resync = tokio::time::interval(RESYNC_EVERY);
             resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -854,4 +861,14 @@ where
             Err(error) => return Err(error.context(format!("{what} (tried for {RETRY_FOR:?})"))),
         }
     }
+}
+
+/// Runs `task` on its own until it ends or `stop` is cancelled, whichever comes first.
+fn spawn_until(stop: CancellationToken, task: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = task => {}
+        }
+    });
 }

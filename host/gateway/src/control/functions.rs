@@ -316,11 +316,11 @@ impl Functions {
     }
 
     /// Unloads, every `interval`, the functions that opted into scale to zero and sat idle longer
-    /// than their `com.openfaas.scale.zero-duration`. Stops when `stop` resolves.
+    /// than their `com.openfaas.scale.zero-duration`. Stops when `stop` is cancelled.
     pub fn sweep_idle(
         self: &Arc<Self>,
         interval: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio_util::sync::CancellationToken,
     ) {
         let functions = self.clone();
         tokio::spawn(async move {
@@ -328,7 +328,7 @@ impl Functions {
             loop {
                 tokio::select! {
                     _ = ticker.tick() => functions.unload_idle(),
-                    _ = stop.changed() => return,
+                    () = stop.cancelled() => return,
                 }
             }
         });

@@ -31,7 +31,7 @@ pub struct Api {
     /// Largest artifact upload.
     pub max_artifact_bytes: usize,
     /// Becomes `true` when the gateway shuts down; ends log followers.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 type Reply = Result<Response<GatewayBody>, ApiError>;
@@ -327,9 +327,9 @@ impl Api {
                 let shutdown = self.shutdown.clone();
                 let live = futures::stream::unfold(
                     (receiver, shutdown, render),
-                    move |(mut receiver, mut shutdown, render)| async move {
+                    move |(mut receiver, shutdown, render)| async move {
                         loop {
-                            if *shutdown.borrow() {
+                            if shutdown.is_cancelled() {
                                 return None;
                             }
                             tokio::select! {
@@ -343,7 +343,7 @@ impl Api {
                                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                                 },
-                                _ = shutdown.changed() => return None,
+                                () = shutdown.cancelled() => return None,
                             }
                         }
                     },
