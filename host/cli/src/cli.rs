@@ -1,5 +1,8 @@
 //! The command line. clap types stop here: [`ServeArgs::into_config`] turns them into a validated
 //! [`ServeConfig`].
+//!
+//! Over 600 lines: clap's derive types are the help text, one documented field per flag; their
+//! validation into a `ServeConfig` follows, then its tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,6 +98,11 @@ pub struct Cli {
 }
 
 /// The subcommands.
+#[allow(
+    missing_docs,
+    reason = "the undocumented fields are the flattened `GatewayArgs`, whose flags document themselves; \
+              a doc comment on them would be clap help text"
+)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load functions and serve them at /function/<name>.
@@ -255,6 +263,11 @@ pub enum Command {
 }
 
 /// `wasmgate secret ...`.
+#[allow(
+    missing_docs,
+    reason = "the undocumented fields are the flattened `GatewayArgs`, whose flags document themselves; \
+              a doc comment on them would be clap help text"
+)]
 #[derive(Debug, Subcommand)]
 pub enum SecretAction {
     /// Create a secret; the value from --from-literal, else standard input.

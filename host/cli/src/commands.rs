@@ -4,6 +4,9 @@
 //! Output is for people by default (aligned columns; colour on a terminal unless `NO_COLOR` is set;
 //! a progress bar on stderr while deploying many functions) and JSON with `--json` where scripts need
 //! it. Failures exit non-zero with one line that says what went wrong.
+//!
+//! Over 600 lines: one short function per client command with its output, sharing the error helpers
+//! at the top.
 
 use std::io::{Read, Write};
 

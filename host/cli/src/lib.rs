@@ -6,6 +6,8 @@
 //! command), project files ([`stack`], [`lang`], [`templates`]), and terminal output ([`paint`],
 //! [`logwriter`]).
 
+#![deny(missing_docs)]
+
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -1,5 +1,8 @@
 //! The gateway from outside: routes, the API and every guest in process (`InProcess`, on `App::handle`),
 //! and what needs a real `wasmgate` process (signals, the printed address, sockets, the CLI) end to end.
+//!
+//! Over 600 lines: one test per guest (which the `foreach_guest!` check requires) and the routing
+//! tests.
 
 #[path = "gateway/api.rs"]
 mod api;

@@ -6,6 +6,8 @@
 //! (the function registry), [`queue`] (async calls), [`storage`] (state directory, key-value),
 //! [`cluster`] (NATS replication and the cluster's call store), [`observe`] (metrics).
 
+#![deny(missing_docs)]
+
 pub mod cluster;
 pub mod config;
 pub mod control;

@@ -1,6 +1,8 @@
 //! What the host crates share about talking HTTP (the gateway's server and callbacks, the registry
 //! client, the command-line client): the one outbound client ([`http_client`]) and error chains.
 
+#![deny(missing_docs)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -13,6 +13,11 @@
 //!   those credentials when there are any. Credential helpers (`credsStore`) are not run.
 //! - **Integrity**: a pulled layer must match its digest and be at most the artifact size limit; blob
 //!   redirects (to object storage) are followed, at most 5, without the registry's credentials.
+//!
+//! Over 600 lines: one small protocol client (references, credentials, the token exchange, pull and
+//! push) and its tests.
+
+#![deny(missing_docs)]
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -8,6 +8,8 @@
 //! - units: [`duration`] (Go durations), [`quantity`] (Kubernetes memory), [`time`] (RFC 3339);
 //! - [`digest`]: `sha256:<hex>` content digests.
 
+#![deny(missing_docs)]
+
 pub mod digest;
 pub mod duration;
 pub mod headers;

@@ -1,5 +1,7 @@
 //! The management API end to end: every endpoint and status of the contract, durable state across
 //! restarts and SIGKILL, auth, logs and metrics.
+//!
+//! Over 600 lines: one test per behaviour of the management API, each with its own gateway.
 
 use std::time::SystemTime;
 

@@ -1,4 +1,6 @@
 //! The client subcommands, run as the real binary against a gateway started by the test.
+//!
+//! Over 600 lines: the command-line client's tests, end to end (templates, toolchains, the binary).
 
 use std::io::Write;
 use std::process::{Command, Stdio};

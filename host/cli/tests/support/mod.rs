@@ -1,6 +1,9 @@
 //! Helpers for the tests: a real `wasmgate` process on a free port ([`Gateway`]), a gateway built in
 //! this process and called without a socket ([`InProcess`]), and requests that go to either
 //! ([`Target`]).
+//!
+//! Over 600 lines: the two harnesses (a process, in process) and the servers tests talk to (upstream,
+//! callbacks).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
