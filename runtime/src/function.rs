@@ -18,8 +18,14 @@ const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// The magic shared by every WebAssembly binary.
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
 
-/// The directory, inside the guest, where a function finds its secrets (as OpenFaaS mounts them).
-pub const SECRETS_GUEST_PATH: &str = "/var/openfaas/secrets";
+/// A host directory that a guest sees, read-only, at a path the embedder chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDir {
+    /// The directory on the host.
+    pub host: std::path::PathBuf,
+    /// Where the guest sees it: an absolute path.
+    pub guest: String,
+}
 
 /// What a function is given besides its code.
 #[derive(Debug, Clone, Default)]
@@ -27,9 +33,9 @@ pub struct FunctionSpec {
     /// Environment variables the guest sees through `wasi:cli/environment`. Nothing else of the host's
     /// environment reaches the guest.
     pub env: Vec<(String, String)>,
-    /// A host directory holding exactly this function's secrets, one file each; the guest sees it
-    /// read-only at [`SECRETS_GUEST_PATH`]. `None`: no filesystem at all.
-    pub secrets_dir: Option<std::path::PathBuf>,
+    /// A host directory holding exactly this function's secrets, one file each, and where the guest
+    /// sees it (read-only). `None`: no filesystem at all.
+    pub secrets: Option<GuestDir>,
     /// How many requests one instance may serve, one after the other. 0 or 1: a fresh instance for
     /// every request (the default and the isolation wasmgate promises). More trades isolation for
     /// speed: globals, memory and anything a request leaves behind are seen by the next requests on

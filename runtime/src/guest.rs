@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 use wasmtime::component::Resource;
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
@@ -29,7 +29,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 use crate::Error;
 use crate::body::{GuestRun, Inner, ResponseBody};
 use crate::function::{Function, Instance, Pre, Warm};
-use crate::invoke::{Budget, RequestState, incoming_body_error};
+use crate::invoke::{Budget, RequestState, incoming_body_error, yield_while_alive};
 use crate::limits::InflightPermit;
 use crate::observe::{InstanceGuard, Observer};
 use crate::shared::{Pool, Settings};
@@ -192,24 +192,6 @@ where
                     code: format!("{code:?}"),
                 }),
             }
-        }
-    }
-}
-
-/// The epoch callback of every store: yield to other tasks at each tick while the runtime lives;
-/// trap once it is gone, so a guest still spinning in a task nobody drives stops at the last tick
-/// (the epoch thread gives one as it stops) instead of holding its thread for ever.
-pub(crate) fn yield_while_alive(
-    runtime: std::sync::Weak<crate::Inner>,
-) -> impl FnMut(wasmtime::StoreHookState<'_, RequestState>) -> wasmtime::Result<UpdateDeadline>
-+ Send
-+ Sync
-+ 'static {
-    move |_| {
-        if runtime.strong_count() > 0 {
-            Ok(UpdateDeadline::Yield(1))
-        } else {
-            Err(wasmtime::format_err!("the runtime stopped"))
         }
     }
 }

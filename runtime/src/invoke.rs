@@ -14,7 +14,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::Error;
-use crate::function::{Function, SECRETS_GUEST_PATH};
+use crate::function::Function;
 use crate::limits::InflightPermit;
 use crate::logs::{GuestOutputFactory, LogStream};
 use crate::outbound::{Outbound, OutboundClient};
@@ -84,8 +84,8 @@ impl RequestState {
         wasi.stdout(GuestOutputFactory::new(logs.clone(), LogStream::Stdout))
             .stderr(GuestOutputFactory::new(logs.clone(), LogStream::Stderr))
             .envs(&function.spec.env);
-        if let Some(dir) = &function.spec.secrets_dir {
-            wasi.preopened_dir(dir, SECRETS_GUEST_PATH, FsPerms::ReadOnly)
+        if let Some(dir) = &function.spec.secrets {
+            wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
                 .map_err(|e| Error::internal("opening the secrets directory", &e))?;
         }
         Ok(RequestState {
@@ -308,4 +308,22 @@ pub(crate) struct Calls {
     pub(crate) depth: u32,
     /// Calls left for the whole tree of calls the outside request started.
     pub(crate) left: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// The epoch callback of every store: yield to other tasks at each tick while the runtime lives;
+/// trap once it is gone, so a guest still spinning in a task nobody drives stops at the last tick
+/// (the epoch thread gives one as it stops) instead of holding its thread for ever.
+pub(crate) fn yield_while_alive(
+    runtime: std::sync::Weak<crate::Inner>,
+) -> impl FnMut(wasmtime::StoreHookState<'_, RequestState>) -> wasmtime::Result<wasmtime::UpdateDeadline>
++ Send
++ Sync
++ 'static {
+    move |_| {
+        if runtime.strong_count() > 0 {
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        } else {
+            Err(wasmtime::format_err!("the runtime stopped"))
+        }
+    }
 }

@@ -64,7 +64,7 @@ pub use crate::engine::{
 pub use crate::error::{Error, InflightScope};
 use crate::function::Function;
 pub use crate::function::{
-    FunctionSpec, LOADED_FUNCTION_OVERHEAD, Limits, SECRETS_GUEST_PATH, WasmSource, World,
+    FunctionSpec, GuestDir, LOADED_FUNCTION_OVERHEAD, Limits, WasmSource, World,
 };
 use crate::invoke::RequestState;
 use crate::limits::{Inflight, InflightPermit, Refused};

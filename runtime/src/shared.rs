@@ -284,7 +284,7 @@ async fn serve(
     .map_err(|e| e.to_string())?;
     let mut store = Store::new(&settings.engine, state);
     store.limiter(|state| &mut state.limiter);
-    store.epoch_deadline_callback(crate::guest::yield_while_alive(settings.runtime.clone()));
+    store.epoch_deadline_callback(crate::invoke::yield_while_alive(settings.runtime.clone()));
     store.set_epoch_deadline(1);
     let started = Instant::now();
     let service = pre

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use wasmgate_runtime::logs::LogStream;
-use wasmgate_runtime::{Allocator, Error, FunctionSpec, Runtime, RuntimeConfig};
+use wasmgate_runtime::{Allocator, Error, FunctionSpec, GuestDir, Runtime, RuntimeConfig};
 
 #[path = "runtime/p3.rs"]
 mod p3;
@@ -319,7 +319,10 @@ async fn a_function_sees_its_environment_and_secrets_only() {
     let wasm = std::fs::read(wasmgate_guests::INSPECT).expect("built");
     let spec = FunctionSpec {
         env: vec![("GREETING".into(), "hi".into())],
-        secrets_dir: Some(secrets.clone()),
+        secrets: Some(GuestDir {
+            host: secrets.clone(),
+            guest: "/var/openfaas/secrets".into(),
+        }),
         ..FunctionSpec::default()
     };
     runtime.load("inspect", wasm, spec).await.expect("loads");

@@ -277,7 +277,10 @@ async fn a_p3_function_sees_its_environment_and_secrets_only() {
     let runtime = runtime_with(Arc::default());
     let spec = FunctionSpec {
         env: vec![("MODE".into(), "p3".into())],
-        secrets_dir: Some(secrets.clone()),
+        secrets: Some(wasmgate_runtime::GuestDir {
+            host: secrets.clone(),
+            guest: "/var/openfaas/secrets".into(),
+        }),
         ..FunctionSpec::default()
     };
     load_with(&runtime, "inspect", wasmgate_guests::P3_INSPECT, spec).await;

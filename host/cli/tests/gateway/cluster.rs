@@ -1,0 +1,480 @@
+//! Cluster mode: three gateways and a real NATS JetStream server (Debian's nats-server 2.9) on
+//! loopback. A deploy or a removal on one node is applied by the others; components travel through
+//! the object store; a node that was down catches up.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Gateway, api, deploy, get, temp_dir, upload};
+
+/// A `nats-server -js` on a free loopback port, stopped when dropped.
+pub(crate) struct Nats {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl Nats {
+    pub(crate) fn start() -> Nats {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nats-server is missing: run .ci/test, which installs the nats-server package");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let store = temp_dir("nats");
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn node(nats: &Nats, name: &str, state: &std::path::Path) -> Gateway {
+    Gateway::start(&[
+        "--nats".to_string(),
+        nats.url.clone(),
+        "--node-name".to_string(),
+        name.to_string(),
+        "--state-dir".to_string(),
+        state.display().to_string(),
+    ])
+}
+
+/// Polls `path` on every node until each answers `status`; returns how long it took.
+pub(crate) async fn until_all(nodes: &[&Gateway], path: &str, status: u16) -> Duration {
+    let started = Instant::now();
+    for node in nodes {
+        loop {
+            if get(*node, path).await.status == status {
+                break;
+            }
+            assert!(
+                started.elapsed() < crate::support::PATIENCE,
+                "{path} never answered {status} on {}; its log:\n{}",
+                node.addr,
+                node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_their_functions() {
+    let nats = Nats::start();
+    let states = [temp_dir("node-a"), temp_dir("node-b"), temp_dir("node-c")];
+    let a = node(&nats, "a", &states[0]);
+    let b = node(&nats, "b", &states[1]);
+    let c = node(&nats, "c", &states[2]);
+
+    // A component uploaded to A and deployed through B (as a load balancer may send the two
+    // requests): B finds it in the object store; C gets it from there too.
+    let digest = upload(
+        &a,
+        std::fs::read(wasmgate_guests::HELLO).expect("read hello"),
+    )
+    .await;
+    let body = json!({"service": "hello", "image": digest});
+    let answer = api(&b, "POST", "/system/functions", Some(body)).await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    let deployed = until_all(&[&a, &c], "/function/hello", 200).await;
+    println!("deploy on B served by A and C after {deployed:?}");
+    assert!(deployed < Duration::from_secs(5), "{deployed:?}");
+    assert_eq!(
+        get(&b, "/function/hello/x").await.text(),
+        "Hello from wasmgate! You asked for /x\n"
+    );
+    a.wait_for_log(&["applied a deploy from the cluster", "hello.openfaas-fn"]);
+
+    // Any node may deploy; an update reaches the others too.
+    deploy(&b, "echo", wasmgate_guests::ECHO, json!({})).await;
+    until_all(&[&a, &c], "/function/echo", 200).await;
+    deploy(
+        &c,
+        "echo",
+        wasmgate_guests::ECHO,
+        json!({"envVars": {"VERSION": "2"}}),
+    )
+    .await;
+    let updated = async {
+        loop {
+            let listed = api(&a, "GET", "/system/function/echo", None).await;
+            let listed: serde_json::Value = serde_json::from_slice(&listed.body).expect("JSON");
+            if listed["envVars"]["VERSION"] == "2" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), updated)
+        .await
+        .expect("the update reached A");
+
+    // A namespace and a secret made on A, and a function there that reads the secret: B serves it
+    // with the secret; a new value set on B reaches A.
+    assert_eq!(
+        api(&a, "POST", "/system/namespace/team", None).await.status,
+        201
+    );
+    let secret = json!({"name": "api-key", "value": "s3cret", "namespace": "team"});
+    assert_eq!(
+        api(&a, "POST", "/system/secrets", Some(secret))
+            .await
+            .status,
+        202
+    );
+    deploy(
+        &a,
+        "inspect",
+        wasmgate_guests::INSPECT,
+        json!({"namespace": "team", "secrets": ["api-key"]}),
+    )
+    .await;
+    let path = "/function/inspect.team/file?/var/openfaas/secrets/api-key";
+    until_all(&[&b, &c], path, 200).await;
+    assert_eq!(get(&b, path).await.text(), "s3cret");
+    let changed = json!({"name": "api-key", "value": "n3w", "namespace": "team"});
+    assert_eq!(
+        api(&b, "PUT", "/system/secrets", Some(changed))
+            .await
+            .status,
+        202
+    );
+    let reached = async {
+        while get(&a, path).await.text() != "n3w" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), reached)
+        .await
+        .expect("the new secret reached A");
+    let namespaces = api(&c, "GET", "/system/namespaces", None).await.text();
+    assert!(namespaces.contains("\"team\""), "{namespaces}");
+
+    // A removal on A.
+    let delete = json!({"functionName": "hello"});
+    assert_eq!(
+        api(&a, "DELETE", "/system/functions", Some(delete))
+            .await
+            .status,
+        202
+    );
+    let removed = until_all(&[&b, &c], "/function/hello", 404).await;
+    println!("removal on A gone from B and C after {removed:?}");
+    assert!(removed < Duration::from_secs(5), "{removed:?}");
+
+    // Every live node is a replica of every function.
+    replicas_become(&a, "echo", 3).await;
+
+    // C is down while a function is deployed and another removed; it catches up when it returns.
+    c.signal("KILL");
+    drop(c);
+    // Its heartbeat expires: two replicas left.
+    replicas_become(&a, "echo", 2).await;
+    deploy(&a, "markdown", wasmgate_guests::MARKDOWN, json!({})).await;
+    let delete = json!({"functionName": "echo"});
+    assert_eq!(
+        api(&b, "DELETE", "/system/functions", Some(delete))
+            .await
+            .status,
+        202
+    );
+    let c = node(&nats, "c", &states[2]);
+    until_all(&[&c], "/function/markdown", 200).await;
+    until_all(&[&c], "/function/echo", 404).await;
+    assert_eq!(get(&c, "/function/hello").await.status, 404);
+    replicas_become(&b, "markdown", 3).await;
+}
+
+/// Waits until the function's `availableReplicas` (as the node reports it) is `replicas`.
+async fn replicas_become(node: &Gateway, function: &str, replicas: u64) {
+    let wait = async {
+        loop {
+            let answer = api(node, "GET", &format!("/system/function/{function}"), None).await;
+            if answer.status != 200 {
+                // Not applied on this node yet.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let status: serde_json::Value = serde_json::from_slice(&answer.body)
+                .unwrap_or_else(|e| panic!("{e}: {} {:?}", answer.status, answer.text()));
+            if status["availableReplicas"] == replicas && status["replicas"] == replicas {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{function} never had {replicas} replicas"));
+}
+
+/// The async queue is shared: calls queued on one node run on all of them, and a node killed while
+/// it runs calls loses none (JetStream gives them to another node after the ack wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_calls_are_shared_and_survive_a_node() {
+    const CALLS: usize = 120;
+    let nats = Nats::start();
+    let concurrency = ["--async-function-concurrency".to_string(), "4".to_string()];
+    let start = |name: &str| {
+        let state = temp_dir(&format!("async-{name}"));
+        let mut args = vec![
+            "--nats".to_string(),
+            nats.url.clone(),
+            "--node-name".to_string(),
+            name.to_string(),
+            "--state-dir".to_string(),
+            state.display().to_string(),
+        ];
+        args.extend(concurrency.iter().cloned());
+        Gateway::start(&args)
+    };
+    let a = start("a");
+    let b = start("b");
+    let c = start("c");
+    deploy(&a, "flaky", wasmgate_guests::FLAKY, json!({})).await;
+    until_all(&[&b, &c], "/function/flaky", 200).await;
+
+    // A call travels in one NATS message (1 MiB by default): a body that cannot fit is refused at once.
+    // (Only the head is sent: the gateway answers from the declared length.)
+    let mut raw = tokio::net::TcpStream::connect(a.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /async-function/flaky HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n\r\n",
+        a.addr,
+        2 << 20
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut answer)
+        .await
+        .expect("read");
+    assert_eq!(&answer, b"HTTP/1.1 413");
+
+    let callbacks = crate::support::Callbacks::start().await;
+    let url = callbacks.url();
+    let mut ids = Vec::new();
+    for _ in 0..CALLS {
+        let mut request =
+            crate::support::request("POST", &a, "/async-function/flaky?sleep_ms=200", "");
+        request
+            .headers_mut()
+            .insert("x-callback-url", url.parse().expect("a header value"));
+        let answer = crate::support::send(a.addr, request).await;
+        assert_eq!(answer.status, 202, "{}", answer.text());
+        ids.push(answer.header("x-call-id").to_string());
+    }
+
+    // B runs some of A's calls; kill it while it does.
+    let running = |node: &Gateway| {
+        let addr = node.addr;
+        async move {
+            let text = crate::support::send(
+                addr,
+                http::Request::get("/metrics")
+                    .header("host", addr.to_string())
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request"),
+            )
+            .await
+            .text();
+            text.lines()
+                .find(|l| {
+                    l.starts_with("wasmgate_async_running{function_name=\"flaky.openfaas-fn\"}")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(&b).await == 0 {
+        assert!(Instant::now() < deadline, "B never ran a call queued on A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.signal("KILL");
+    drop(b);
+    let before = callbacks.received().len();
+    assert!(before < CALLS, "the kill came before the end");
+
+    let received = callbacks.wait_for(CALLS).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut per_call = std::collections::HashMap::new();
+    for callback in callbacks.received() {
+        *per_call
+            .entry(callback.header("x-call-id").to_string())
+            .or_insert(0usize) += 1;
+    }
+    for id in &ids {
+        assert!(per_call.contains_key(id), "call {id} was lost");
+        let status = api(&c, "GET", &format!("/system/async/{id}"), None).await;
+        let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+        assert_eq!(status["status"], "succeeded", "{status}");
+    }
+    let duplicates = callbacks.received().len() - CALLS;
+    println!(
+        "cluster async: {CALLS} calls queued on A, {before} done when B was killed, {} callbacks, {duplicates} duplicates",
+        received.len().max(callbacks.received().len())
+    );
+    // Both survivors ran calls.
+    for node in [&a, &c] {
+        let metrics = get(node, "/metrics").await.text();
+        assert!(
+            metrics.contains("wasmgate_async_finished_total{function_name=\"flaky.openfaas-fn\",state=\"succeeded\"}"),
+            "{metrics}"
+        );
+    }
+}
+
+/// Three NATS servers in a JetStream cluster (streams and buckets with 3 replicas): one server is
+/// killed, and the gateways keep serving, accepting and running async calls, and sharing deploys
+/// after the leader election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_can_fail() {
+    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nats-server is missing: run .ci/test, which installs the nats-server package");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let clients: Vec<u16> = (0..3).map(|_| free()).collect();
+    let routes: Vec<u16> = (0..3).map(|_| free()).collect();
+    let mut servers: Vec<Child> = (0..3)
+        .map(|i| {
+            let others: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
+                .collect();
+            Command::new(binary)
+                .args(["-js", "-a", "127.0.0.1", "-p", &clients[i].to_string()])
+                .args(["-n", &format!("s{i}"), "--cluster_name", "wasmgate-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                .args(["--routes", &others.join(",")])
+                .arg("-sd")
+                .arg(temp_dir(&format!("nats-s{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nats-server")
+        })
+        .collect();
+    for port in &clients {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let urls = clients
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let start = |name: &str| {
+        Gateway::start(&[
+            "--nats".to_string(),
+            urls.clone(),
+            "--nats-replicas".to_string(),
+            "3".to_string(),
+            "--node-name".to_string(),
+            name.to_string(),
+            "--state-dir".to_string(),
+            temp_dir(&format!("ha-{name}")).display().to_string(),
+        ])
+    };
+    let a = start("a");
+    let b = start("b");
+    deploy(&a, "flaky", wasmgate_guests::FLAKY, json!({})).await;
+    until_all(&[&b], "/function/flaky", 200).await;
+
+    let callbacks = crate::support::Callbacks::start().await;
+    let url = callbacks.url();
+    let queue = |node: &Gateway, n: usize| {
+        let (addr, url) = (node.addr, url.clone());
+        async move {
+            for _ in 0..n {
+                let request = http::Request::post("/async-function/flaky")
+                    .header("host", addr.to_string())
+                    .header("x-callback-url", url.as_str())
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("request");
+                let answer = crate::support::send(addr, request).await;
+                assert_eq!(answer.status, 202, "{}", answer.text());
+            }
+        }
+    };
+    queue(&a, 20).await;
+    callbacks.wait_for(20).await;
+
+    // One NATS server goes away for good.
+    let _ = servers[0].kill();
+    let _ = servers[0].wait();
+    let killed_at = Instant::now();
+
+    // Synchronous calls never needed NATS.
+    assert_eq!(get(&a, "/function/flaky").await.status, 200);
+    assert_eq!(get(&b, "/function/flaky").await.status, 200);
+    // Async calls are accepted (once the streams have a leader again) and run.
+    queue(&b, 20).await;
+    let arrived = async {
+        while callbacks.received().len() < 40 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), arrived)
+        .await
+        .is_err()
+    {
+        panic!(
+            "only {} of 40 callbacks arrived\n--- a:\n{}\n--- b:\n{}",
+            callbacks.received().len(),
+            a.log_text(),
+            b.log_text()
+        );
+    }
+    println!(
+        "after a NATS server was killed: 20 more async calls accepted and run within {:?}",
+        killed_at.elapsed()
+    );
+    // Deploys still reach the other node. If its watch was served by the killed server and a new one
+    // cannot be started yet, its periodic read of the buckets (every 10 s) brings the deploy.
+    deploy(&b, "hello", wasmgate_guests::HELLO, json!({})).await;
+    assert_eq!(get(&b, "/function/hello").await.status, 200);
+    let shared = until_all(&[&a], "/function/hello", 200).await;
+    println!("a deploy on B after the NATS server was killed reached A after {shared:?}");
+
+    for server in &mut servers[1..] {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}

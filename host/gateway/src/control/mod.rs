@@ -1,0 +1,3 @@
+//! The control plane: the function registry, namespaces and secrets ([`functions`]).
+
+pub mod functions;
