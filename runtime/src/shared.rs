@@ -77,7 +77,8 @@ pub(crate) struct Settings {
 
 /// The shared instances of one function version.
 pub(crate) struct Pool {
-    settings: Settings,
+    /// Shared with the workers, which may outlive the pool.
+    settings: Arc<Settings>,
     workers: Mutex<Vec<Handle>>,
 }
 
@@ -104,7 +105,7 @@ struct Load {
 impl Pool {
     pub(crate) fn new(settings: Settings) -> Self {
         Pool {
-            settings,
+            settings: Arc::new(settings),
             workers: Mutex::new(Vec::new()),
         }
     }
@@ -163,25 +164,11 @@ impl Pool {
         });
         tokio::spawn(run_worker(
             function.clone(),
-            self.worker_settings(),
+            self.settings.clone(),
             queue,
             load,
         ));
         Ok(())
-    }
-
-    fn worker_settings(&self) -> WorkerSettings {
-        let s = &self.settings;
-        WorkerSettings {
-            engine: s.engine.clone(),
-            observer: s.observer.clone(),
-            memory_bytes: s.memory_bytes,
-            timeout: s.timeout,
-            outbound: s.outbound.clone(),
-            keyvalue: s.keyvalue.clone(),
-            runtime: s.runtime.clone(),
-            reuse: s.reuse,
-        }
     }
 }
 
@@ -225,22 +212,10 @@ async fn wait(answered: oneshot::Receiver<SharedAnswer>) -> SharedAnswer {
         .unwrap_or_else(|_| Err("the shared instance ended before it answered".into()))
 }
 
-/// A worker's own copy of the settings (the pool may be dropped while it runs).
-struct WorkerSettings {
-    engine: Engine,
-    observer: Arc<dyn Observer>,
-    memory_bytes: u64,
-    timeout: Duration,
-    outbound: OutboundClient,
-    keyvalue: Arc<dyn KeyValueStore>,
-    runtime: Weak<crate::Inner>,
-    reuse: u32,
-}
-
 /// One shared instance: made, then serving until one of its ends (see the module docs).
 async fn run_worker(
     function: Arc<Function>,
-    settings: WorkerSettings,
+    settings: Arc<Settings>,
     mut queue: mpsc::Receiver<Job>,
     load: Arc<Load>,
 ) {
@@ -258,7 +233,7 @@ async fn run_worker(
 
 async fn serve(
     function: Arc<Function>,
-    settings: &WorkerSettings,
+    settings: &Settings,
     queue: &mut mpsc::Receiver<Job>,
     load: &Arc<Load>,
 ) -> Result<(), String> {
