@@ -410,6 +410,23 @@ async fn p2_and_p3_functions_call_each_other() {
         ),
         "{text}"
     );
+
+    // Callees that answer without reading a large body: the caller's writes meet a closed stream,
+    // and it still gets their answers.
+    let request = http::Request::post("http://localhost/?steps=p3-hello,caller")
+        .body(Full::new(Bytes::from(vec![b'x'; 1 << 20])))
+        .expect("request");
+    let answer = runtime.invoke("pipeline", request).await.expect("answers");
+    assert_eq!(answer.status(), 200);
+    let text = body_text(answer).await;
+    assert!(
+        text.starts_with("== p3-hello (200)\nHello from wasmgate (wasi:http 0.3)!"),
+        "{text}"
+    );
+    assert!(
+        text.contains("== caller (200)\n== p3-hello (200)\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -56,20 +56,28 @@ fn call(step: &str, body: &[u8]) -> Result<(u16, String), String> {
         .map_err(|()| "path")?;
     let outgoing = request.body().map_err(|()| "body")?;
     let future = outgoing_handler::handle(request, None).map_err(|code| format!("{code:?}"))?;
+    // A callee may answer without reading the body (HTTP allows it): the stream then closes under
+    // us. Stop writing and take its answer; an error only counts when no answer comes.
+    let mut write_error = None;
     {
         let stream = outgoing.write().map_err(|()| "stream")?;
         for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| format!("{e:?}"))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                write_error = Some(format!("{e:?}"));
+                break;
+            }
         }
     }
-    OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
+    if write_error.is_none() {
+        OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
+    } else {
+        drop(outgoing);
+    }
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(code))) => return Err(format!("{code:?}")),
-        Some(Err(())) | None => return Err("no response".to_string()),
+        Some(Ok(Err(code))) => return Err(write_error.unwrap_or(format!("{code:?}"))),
+        Some(Err(())) | None => return Err(write_error.unwrap_or("no response".to_string())),
     };
     let status = response.status();
     let body = response.consume().map_err(|()| "consume")?;
