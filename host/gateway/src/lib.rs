@@ -169,6 +169,7 @@ impl App {
             ),
             None => Arc::new(
                 crate::queue::SqliteStore::open(&config.state_dir.join("queue.sqlite3"))
+                    .await
                     .context("opening the async queue")?,
             ),
         };
@@ -184,8 +185,11 @@ impl App {
                 queue_config.max_body = limit;
             }
         }
-        let async_queue = crate::queue::AsyncQueue::open(store, queue_config)
-            .context("opening the async queue")?;
+        // Its own signal, so `AsyncQueue::stop` stops only the queue; the gateway's stops it too.
+        let async_queue =
+            crate::queue::AsyncQueue::open(store, queue_config, stopping.child_token())
+                .await
+                .context("opening the async queue")?;
         let gateway = Gateway::new(api, metrics, config.auth.clone())
             .with_http_limits(config.http_limits)
             .with_queue(async_queue.clone());

@@ -18,7 +18,9 @@
 //!   expiring after [`STATUS_TTL`]); cancel is a compare-and-set from `queued` to `cancelled`, and a
 //!   node that then receives the call drops it.
 //!
-//! Every method blocks (the [`CallStore`] contract) by running its future on the runtime's handle.
+//! Every [`CallStore`] method is a future that awaits JetStream on the caller's task; nothing here
+//! blocks a thread. The task that keeps a held call alive is owned by its [`Held`] entry: it stops
+//! when the call is released, or when the store is dropped.
 //!
 //! Over 600 lines: one `CallStore` over JetStream (stream, consumers, progress acks, delayed naks,
 //! dead letters, status records); no smaller part of it stands alone.
@@ -32,6 +34,7 @@ use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -39,7 +42,7 @@ use crate::cluster::retrying;
 
 use crate::queue::{
     Call, CallState, CallStatus, CallStore, CallbackState, CancelOutcome, Depth, NewCall, Outcome,
-    PendingCallback,
+    PendingCallback, now_ms,
 };
 
 /// The stream of queued calls.
@@ -143,11 +146,18 @@ struct Record {
     body_bytes: u64,
 }
 
-/// A call this node holds: its message (to acknowledge) and the task that keeps it alive.
+/// A call this node holds: its message (to acknowledge) and the task that keeps it alive, which
+/// ends with it.
 struct Held {
     message: Arc<jetstream::Message>,
     progress: tokio::task::JoinHandle<()>,
     call: NewCall,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.progress.abort();
+    }
 }
 
 /// The JetStream [`CallStore`].
@@ -155,7 +165,6 @@ pub struct JetStreamStore {
     js: jetstream::Context,
     calls: stream::Stream,
     status: kv::Store,
-    handle: tokio::runtime::Handle,
     consumers: Mutex<HashMap<String, consumer::PullConsumer>>,
     held: Mutex<HashMap<String, Held>>,
 }
@@ -164,16 +173,6 @@ impl std::fmt::Debug for JetStreamStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JetStreamStore").finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 impl JetStreamStore {
@@ -230,14 +229,9 @@ impl JetStreamStore {
             js,
             calls,
             status,
-            handle: tokio::runtime::Handle::current(),
             consumers: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
         })
-    }
-
-    fn block<T>(&self, future: impl std::future::Future<Output = T>) -> T {
-        self.handle.block_on(future)
     }
 
     async fn consumer(&self, function: &str) -> anyhow::Result<consumer::PullConsumer> {
@@ -542,67 +536,77 @@ impl CallStore for JetStreamStore {
         true
     }
 
-    fn enqueue(&self, calls: &[NewCall]) -> anyhow::Result<Vec<bool>> {
-        self.block(retrying("queueing calls", || self.publish(calls)))
+    fn enqueue(&self, calls: Vec<NewCall>) -> BoxFuture<'_, anyhow::Result<Vec<bool>>> {
+        Box::pin(async move { retrying("queueing calls", || self.publish(&calls)).await })
     }
 
-    fn claim(&self, function: &str, now: u64, limit: usize) -> anyhow::Result<Vec<Call>> {
+    fn claim(
+        &self,
+        function: String,
+        now: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<Call>>> {
         // A fetch sent while the NATS cluster elects a leader may never be answered: give up on it
         // (the calls it may have taken come back after the ack wait) rather than stall the queue.
-        self.block(async {
-            match tokio::time::timeout(FETCH_TIMEOUT, self.take(function, now, limit)).await {
+        Box::pin(async move {
+            match tokio::time::timeout(FETCH_TIMEOUT, self.take(&function, now, limit)).await {
                 Ok(taken) => taken,
                 Err(_) => {
-                    tracing::warn!(function, "fetching calls timed out; trying again");
+                    tracing::warn!(function = %function, "fetching calls timed out; trying again");
                     Ok(Vec::new())
                 }
             }
         })
     }
 
-    fn next_due(&self) -> anyhow::Result<Option<u64>> {
+    fn next_due(&self) -> BoxFuture<'_, anyhow::Result<Option<u64>>> {
         // JetStream redelivers a delayed call itself.
-        Ok(None)
+        Box::pin(async { Ok(None) })
     }
 
-    fn record(&self, outcomes: &[Outcome]) -> anyhow::Result<()> {
-        self.block(async {
-            for outcome in outcomes {
+    fn record(&self, outcomes: Vec<Outcome>) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            for outcome in &outcomes {
                 retrying("recording an outcome", || self.apply(outcome)).await?;
             }
             Ok(())
         })
     }
 
-    fn pending_callbacks(&self, _limit: usize) -> anyhow::Result<Vec<PendingCallback>> {
+    fn pending_callbacks(
+        &self,
+        _limit: usize,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<PendingCallback>>> {
         // A callback not delivered leaves its call unacknowledged: JetStream runs it again.
-        Ok(Vec::new())
+        Box::pin(async { Ok(Vec::new()) })
     }
 
-    fn status(&self, id: &str) -> anyhow::Result<Option<CallStatus>> {
-        let record = self.block(retrying("reading a call's status", || self.record(id)))?;
-        Ok(record.map(|(r, _)| CallStatus {
-            id: id.to_string(),
-            function: r.function,
-            state: CallState::parse(&r.state),
-            status_code: r.status_code,
-            attempts: r.attempts,
-            max_attempts: r.max_attempts,
-            queued_at: r.queued_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            due_at: r.due_at,
-            duration_ms: r.duration_ms,
-            error: r.error,
-            callback_url: r.callback_url,
-            callback_state: r.callback_state.as_deref().map(CallbackState::parse),
-            callback_attempts: r.callback_attempts,
-        }))
+    fn status(&self, id: String) -> BoxFuture<'_, anyhow::Result<Option<CallStatus>>> {
+        Box::pin(async move {
+            let record = retrying("reading a call's status", || self.record(&id)).await?;
+            Ok(record.map(|(r, _)| CallStatus {
+                id,
+                function: r.function,
+                state: CallState::parse(&r.state),
+                status_code: r.status_code,
+                attempts: r.attempts,
+                max_attempts: r.max_attempts,
+                queued_at: r.queued_at,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                due_at: r.due_at,
+                duration_ms: r.duration_ms,
+                error: r.error,
+                callback_url: r.callback_url,
+                callback_state: r.callback_state.as_deref().map(CallbackState::parse),
+                callback_attempts: r.callback_attempts,
+            }))
+        })
     }
 
-    fn cancel(&self, id: &str, now: u64) -> anyhow::Result<CancelOutcome> {
-        self.block(async {
-            let Some((mut record, revision)) = self.record(id).await? else {
+    fn cancel(&self, id: String, now: u64) -> BoxFuture<'_, anyhow::Result<CancelOutcome>> {
+        Box::pin(async move {
+            let Some((mut record, revision)) = self.record(&id).await? else {
                 return Ok(CancelOutcome::NotFound);
             };
             if record.state != "queued" {
@@ -611,7 +615,7 @@ impl CallStore for JetStreamStore {
             record.state = "cancelled".into();
             record.finished_at = Some(now);
             let value = Bytes::from(serde_json::to_vec(&record)?);
-            match self.status.update(id, value, revision).await {
+            match self.status.update(&id, value, revision).await {
                 Ok(_) => Ok(CancelOutcome::Cancelled {
                     function: record.function,
                     bytes: record.body_bytes,
@@ -619,7 +623,7 @@ impl CallStore for JetStreamStore {
                 // Taken meanwhile.
                 Err(_) => {
                     let state = self
-                        .record(id)
+                        .record(&id)
                         .await?
                         .map_or(CallState::Running, |(r, _)| CallState::parse(&r.state));
                     Ok(CancelOutcome::NotQueued(state))
@@ -628,13 +632,13 @@ impl CallStore for JetStreamStore {
         })
     }
 
-    fn recover(&self, _now: u64) -> anyhow::Result<u64> {
+    fn recover(&self, _now: u64) -> BoxFuture<'_, anyhow::Result<u64>> {
         // Calls held by a node that stopped come back by themselves after the ack wait.
-        Ok(0)
+        Box::pin(async { Ok(0) })
     }
 
-    fn depths(&self) -> anyhow::Result<Vec<(String, Depth)>> {
-        self.block(async {
+    fn depths(&self) -> BoxFuture<'_, anyhow::Result<Vec<(String, Depth)>>> {
+        Box::pin(async move {
             let stream = self.calls.clone();
             let mut subjects = stream
                 .info_with_subjects(format!("{CALLS_SUBJECT}.>"))
@@ -657,8 +661,8 @@ impl CallStore for JetStreamStore {
         })
     }
 
-    fn prune(&self, _keep: u64) -> anyhow::Result<u64> {
+    fn prune(&self, _keep: u64) -> BoxFuture<'_, anyhow::Result<u64>> {
         // Status records expire on their own (STATUS_TTL).
-        Ok(0)
+        Box::pin(async { Ok(0) })
     }
 }

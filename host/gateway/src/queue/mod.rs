@@ -16,15 +16,20 @@
 //!   POSTed there, retried with backoff, until delivered or given up; a restart resumes deliveries.
 //! - **Bounded history.** Final calls are kept (without their bodies) up to a count, oldest pruned.
 //!
-//! Over 600 lines, to be split: admission, the writer thread, the dispatcher, retries, callbacks and the
+//! Tasks and their owners: the dispatcher and the callback deliveries stop on the queue's shutdown
+//! signal (a child of the gateway's [`CancellationToken`], also cancelled by [`AsyncQueue::stop`]);
+//! the calls running then finish, and [`AsyncQueue::drain`] waits for them; the writer ends when the
+//! last handle to the queue is dropped, after their outcomes.
+//!
+//! Over 600 lines, to be split: admission, the writer, the dispatcher, retries, callbacks and the
 //! metrics lines share the queue's one lock and counts; issue 15 splits them by noun.
 
+mod sqlite;
 mod store;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -32,10 +37,13 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
+pub use sqlite::SqliteStore;
+pub(crate) use store::now_ms;
 pub use store::{
     Call, CallState, CallStatus, CallStore, CallbackState, CancelOutcome, Depth, Finished, NewCall,
-    Outcome, PendingCallback, SqliteStore, StoredResponse,
+    Outcome, PendingCallback, StoredResponse,
 };
 
 use crate::http::body::GatewayBody;
@@ -58,7 +66,7 @@ pub const DEFAULT_KEEP_FINISHED: u64 = 100_000;
 
 /// Writes that arrive together share one commit; at most this many.
 const WRITE_BATCH: usize = 256;
-/// Writes waiting for the writer.
+/// Writes waiting for the writer (senders wait past it).
 const WRITE_BACKLOG: usize = 4096;
 /// Callbacks being delivered at once.
 const CALLBACKS_IN_FLIGHT: usize = 64;
@@ -176,7 +184,7 @@ impl Counts {
     }
 }
 
-/// Work for the writer thread.
+/// Work for the writer task.
 enum Job {
     /// Store a new call; answer whether it was new.
     Enqueue {
@@ -188,6 +196,8 @@ enum Job {
         outcome: Outcome,
         done: oneshot::Sender<bool>,
     },
+    /// Delete the oldest finished calls beyond `keep`; nobody waits for it.
+    Prune { keep: u64 },
 }
 
 struct Inner {
@@ -196,7 +206,8 @@ struct Inner {
     counts: Mutex<Counts>,
     writer: mpsc::Sender<Job>,
     wake: Notify,
-    stopping: AtomicBool,
+    /// No call is taken or started once cancelled.
+    stopping: CancellationToken,
     stopped: Notify,
     callbacks: Semaphore,
     client: wasmgate_net::HttpClient,
@@ -216,21 +227,16 @@ impl std::fmt::Debug for AsyncQueue {
     }
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
-}
-
 impl AsyncQueue {
     /// Opens the queue over `store`: calls a previous process left running are queued again, and
-    /// the writer thread starts. Nothing runs until [`AsyncQueue::start`].
-    pub fn open(store: Arc<dyn CallStore>, config: QueueConfig) -> anyhow::Result<AsyncQueue> {
-        let recovered = store.recover(now_ms())?;
+    /// the writer starts. Nothing runs until [`AsyncQueue::start`]; nothing is taken or started
+    /// once `stopping` is cancelled.
+    pub async fn open(
+        store: Arc<dyn CallStore>,
+        config: QueueConfig,
+        stopping: CancellationToken,
+    ) -> anyhow::Result<AsyncQueue> {
+        let recovered = store.recover(now_ms()).await?;
         if recovered > 0 {
             tracing::warn!(
                 calls = recovered,
@@ -238,12 +244,11 @@ impl AsyncQueue {
             );
         }
         let mut counts = Counts::default();
-        // A shared store is read by the dispatcher (and may not be read from here: it answers
-        // through the async runtime).
+        // A shared store's depth changes with every node: the dispatcher reads it each round.
         let depths = if store.shared() {
             Vec::new()
         } else {
-            store.depths()?
+            store.depths().await?
         };
         for (function, depth) in depths {
             counts.queued_calls += depth.calls;
@@ -257,21 +262,19 @@ impl AsyncQueue {
             );
         }
         let (writer, requests) = mpsc::channel(WRITE_BACKLOG);
+        // The writer holds the store, not the queue: it ends when the last handle is dropped.
+        tokio::spawn(write_loop(store.clone(), requests));
         let inner = Arc::new(Inner {
             store,
             config,
             counts: Mutex::new(counts),
             writer,
             wake: Notify::new(),
-            stopping: AtomicBool::new(false),
+            stopping,
             stopped: Notify::new(),
             callbacks: Semaphore::new(CALLBACKS_IN_FLIGHT),
             client: wasmgate_net::http_client(Duration::from_secs(10)),
         });
-        let for_writer = inner.clone();
-        std::thread::Builder::new()
-            .name("wasmgate-queue-writer".into())
-            .spawn(move || write_loop(&for_writer, requests))?;
         Ok(AsyncQueue { inner })
     }
 
@@ -285,13 +288,18 @@ impl AsyncQueue {
         let queue = self.clone();
         tokio::spawn(async move { queue.dispatch(invoker).await });
         let queue = self.clone();
-        tokio::spawn(async move { queue.resume_callbacks().await });
+        tokio::spawn(async move {
+            let stopping = queue.inner.stopping.clone();
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = queue.resume_callbacks() => {}
+            }
+        });
     }
 
     /// Stops taking calls; those running finish on their own (or run again after a restart).
     pub fn stop(&self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        self.inner.wake.notify_one();
+        self.inner.stopping.cancel();
     }
 
     /// Waits up to `timeout` for running calls to finish after [`AsyncQueue::stop`].
@@ -322,7 +330,7 @@ impl AsyncQueue {
 
     /// Stores a call durably; `Ok(false)` when a call with its id was already queued.
     pub async fn enqueue(&self, call: NewCall) -> Result<bool, EnqueueError> {
-        if self.inner.stopping.load(Ordering::SeqCst) {
+        if self.inner.stopping.is_cancelled() {
             return Err(EnqueueError::Stopping);
         }
         let bytes = call.body.len() as u64;
@@ -381,14 +389,12 @@ impl AsyncQueue {
 
     /// The status of a call.
     pub async fn status(&self, id: String) -> anyhow::Result<Option<CallStatus>> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.status(&id)).await?
+        self.inner.store.status(id).await
     }
 
     /// Cancels a call that has not started.
     pub async fn cancel(&self, id: String) -> anyhow::Result<CancelOutcome> {
-        let store = self.inner.store.clone();
-        let outcome = tokio::task::spawn_blocking(move || store.cancel(&id, now_ms())).await??;
+        let outcome = self.inner.store.cancel(id, now_ms()).await?;
         if let CancelOutcome::Cancelled { function, bytes } = &outcome {
             let mut counts = self.lock();
             counts.remove_queued(function, *bytes);
@@ -414,13 +420,12 @@ impl AsyncQueue {
         let mut turn = 0usize;
         loop {
             let woken = self.inner.wake.notified();
-            if self.inner.stopping.load(Ordering::SeqCst) {
+            if self.inner.stopping.is_cancelled() {
                 return;
             }
             if self.inner.store.shared() {
                 // Other nodes queue calls too: the store knows what waits.
-                let store = self.inner.store.clone();
-                if let Ok(Ok(depths)) = tokio::task::spawn_blocking(move || store.depths()).await {
+                if let Ok(depths) = self.inner.store.depths().await {
                     let mut counts = self.lock();
                     counts.queued_calls = depths.iter().map(|(_, d)| d.calls).sum();
                     counts.queued = depths.into_iter().collect();
@@ -463,19 +468,15 @@ impl AsyncQueue {
                         break;
                     }
                     let take = share.min(*room).min(left);
-                    let store = self.inner.store.clone();
-                    let name = function.clone();
-                    let claimed =
-                        tokio::task::spawn_blocking(move || store.claim(&name, now_ms(), take))
-                            .await;
+                    let claimed = self
+                        .inner
+                        .store
+                        .claim(function.clone(), now_ms(), take)
+                        .await;
                     let calls = match claimed {
-                        Ok(Ok(calls)) => calls,
-                        Ok(Err(error)) => {
-                            tracing::error!(error = %format!("{error:#}"), "the async queue could not take calls");
-                            break;
-                        }
+                        Ok(calls) => calls,
                         Err(error) => {
-                            tracing::error!(%error, "the async queue could not take calls");
+                            tracing::error!(error = %format!("{error:#}"), "the async queue could not take calls");
                             break;
                         }
                     };
@@ -508,18 +509,17 @@ impl AsyncQueue {
             // Sleep until woken (a call queued or finished), or until the next retry is due when
             // some calls are waiting for one.
             let mut wait = DISPATCH_IDLE;
-            if short {
-                let store = self.inner.store.clone();
-                if let Ok(Ok(Some(due))) =
-                    tokio::task::spawn_blocking(move || store.next_due()).await
-                {
-                    let now = now_ms();
-                    if due > now {
-                        wait = wait.min(Duration::from_millis(due - now));
-                    }
+            if short && let Ok(Some(due)) = self.inner.store.next_due().await {
+                let now = now_ms();
+                if due > now {
+                    wait = wait.min(Duration::from_millis(due - now));
                 }
             }
-            let _ = tokio::time::timeout(wait, woken).await;
+            tokio::select! {
+                biased;
+                () = self.inner.stopping.cancelled() => return,
+                _ = tokio::time::timeout(wait, woken) => {}
+            }
         }
     }
 
@@ -610,9 +610,8 @@ impl AsyncQueue {
                 prune
             };
             if prune {
-                let store = self.inner.store.clone();
                 let keep = self.inner.config.keep_finished;
-                tokio::task::spawn_blocking(move || store.prune(keep));
+                let _ = self.inner.writer.send(Job::Prune { keep }).await;
             }
             if let (Some(url), Some(response), true) =
                 (&call.call.callback_url, finished.response, saved_ok)
@@ -637,15 +636,13 @@ impl AsyncQueue {
     }
 
     async fn resume_callbacks(self) {
-        let store = self.inner.store.clone();
-        let pending =
-            match tokio::task::spawn_blocking(move || store.pending_callbacks(100_000)).await {
-                Ok(Ok(pending)) => pending,
-                _ => {
-                    tracing::error!("could not read the undelivered callbacks");
-                    return;
-                }
-            };
+        let pending = match self.inner.store.pending_callbacks(100_000).await {
+            Ok(pending) => pending,
+            Err(_) => {
+                tracing::error!("could not read the undelivered callbacks");
+                return;
+            }
+        };
         if !pending.is_empty() {
             tracing::info!(callbacks = pending.len(), "resuming undelivered callbacks");
         }
@@ -657,8 +654,14 @@ impl AsyncQueue {
 
     /// POSTs a call's response to its callback URL until delivered or given up.
     async fn deliver(self, mut callback: PendingCallback) {
-        let Ok(_permit) = self.inner.callbacks.acquire().await else {
-            return;
+        // Left pending when the gateway stops first: the next start delivers it.
+        let _permit = tokio::select! {
+            biased;
+            permit = self.inner.callbacks.acquire() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = self.inner.stopping.cancelled() => return,
         };
         let config = &self.inner.config;
         let state = loop {
@@ -689,11 +692,12 @@ impl AsyncQueue {
             );
             tracing::info!(call_id = %callback.id, reason = %reason, wait = ?wait,
                 "callback failed; it will be retried");
-            if self.inner.stopping.load(Ordering::SeqCst) {
+            tokio::select! {
+                biased;
                 // Left pending: the next start delivers it.
-                return;
+                () = self.inner.stopping.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
             }
-            tokio::time::sleep(wait).await;
         };
         {
             let mut counts = self.lock();
@@ -918,10 +922,13 @@ async fn read_bounded(mut body: GatewayBody, keep: usize) -> (Bytes, bool, Optio
     (Bytes::from(kept), cut, None)
 }
 
-/// The writer thread: takes jobs as they come and commits those waiting together, new calls in one
-/// durable commit and outcomes in another.
-fn write_loop(inner: &Inner, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.blocking_recv() {
+/// The writer task: takes jobs as they come and commits those waiting together, new calls in one
+/// durable commit and outcomes in another. It holds the store, not the queue, so it ends when the
+/// last handle to the queue (and with it the sender) is dropped, after the jobs sent before. It
+/// does not stop on the shutdown signal: the calls still running then record their outcomes
+/// through it while the queue drains.
+async fn write_loop(store: Arc<dyn CallStore>, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH {
             match jobs.try_recv() {
@@ -933,6 +940,7 @@ fn write_loop(inner: &Inner, mut jobs: mpsc::Receiver<Job>) {
         let mut call_answers = Vec::new();
         let mut outcomes = Vec::new();
         let mut outcome_answers = Vec::new();
+        let mut prune = None;
         for job in batch {
             match job {
                 Job::Enqueue { call, done } => {
@@ -943,10 +951,11 @@ fn write_loop(inner: &Inner, mut jobs: mpsc::Receiver<Job>) {
                     outcomes.push(outcome);
                     outcome_answers.push(done);
                 }
+                Job::Prune { keep } => prune = Some(keep),
             }
         }
         if !calls.is_empty() {
-            match inner.store.enqueue(&calls) {
+            match store.enqueue(calls).await {
                 Ok(inserted) => {
                     for (done, new) in call_answers.into_iter().zip(inserted) {
                         let _ = done.send(Ok(new));
@@ -962,7 +971,7 @@ fn write_loop(inner: &Inner, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !outcomes.is_empty() {
-            let stored = match inner.store.record(&outcomes) {
+            let stored = match store.record(outcomes).await {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::error!(error = %format!("{error:#}"), "the async queue could not record outcomes");
@@ -972,6 +981,11 @@ fn write_loop(inner: &Inner, mut jobs: mpsc::Receiver<Job>) {
             for done in outcome_answers {
                 let _ = done.send(stored);
             }
+        }
+        if let Some(keep) = prune
+            && let Err(error) = store.prune(keep).await
+        {
+            tracing::warn!(error = %format!("{error:#}"), "the async queue could not prune its history");
         }
     }
 }
