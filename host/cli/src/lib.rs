@@ -2,8 +2,9 @@
 //! `build`, `push`, `deploy`, `invoke`, ...) that talk to a gateway over its API. `main.rs` only parses
 //! arguments, installs logging and calls [`run`].
 //!
-//! Modules: [`cli`] (arguments), [`client`] (the API client), [`commands`] (one function per client
-//! command), project files ([`stack`], [`lang`], [`templates`]), and terminal output ([`paint`],
+//! Modules: [`cli`] (arguments) and [`serve`] (`serve`'s flags, validated into a `ServeConfig`),
+//! [`client`] (the API client), [`commands`] (one function per API command) and [`deploy`] (`deploy`
+//! and `push`), project files ([`stack`], [`lang`], [`templates`]), and terminal output ([`paint`],
 //! [`logwriter`]).
 
 #![deny(missing_docs)]
@@ -11,9 +12,11 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod deploy;
 pub mod lang;
 pub mod logwriter;
 pub mod paint;
+pub mod serve;
 pub mod stack;
 pub mod templates;
 
@@ -38,12 +41,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 (filter.is_empty() || filter.contains(name))
                     && wasmgate_oci::Reference::looks_like(&f.image)
             }) {
-                commands::push(&gateway, &filter).await?;
+                deploy::push(&gateway, &filter).await?;
             }
-            commands::deploy(&gateway, &filter).await
+            deploy::deploy(&gateway, &filter).await
         }
-        Command::Push { gateway, filter } => commands::push(&gateway, &filter).await,
-        Command::Deploy { gateway, filter } => commands::deploy(&gateway, &filter).await,
+        Command::Push { gateway, filter } => deploy::push(&gateway, &filter).await,
+        Command::Deploy { gateway, filter } => deploy::deploy(&gateway, &filter).await,
         Command::List {
             gateway,
             namespace,
