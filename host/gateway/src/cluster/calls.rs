@@ -305,7 +305,16 @@ impl JetStreamStore {
         Some(held)
     }
 
-    async fn take(&self, function: &str, now: u64, limit: usize) -> anyhow::Result<Vec<Call>> {
+    /// Fetches up to `limit` of `function`'s calls, holds each (status `running`, progress acks) and
+    /// adds it to `taken` at once, so a fetch that stops half-way (an error, or the caller's
+    /// timeout) loses none of the calls it holds.
+    async fn take(
+        &self,
+        function: &str,
+        now: u64,
+        limit: usize,
+        taken: &mut Vec<Call>,
+    ) -> anyhow::Result<()> {
         let consumer = self.consumer(function).await?;
         let mut batch = consumer
             .fetch()
@@ -314,7 +323,6 @@ impl JetStreamStore {
             .messages()
             .await
             .context("fetching calls")?;
-        let mut calls = Vec::new();
         while let Some(message) = batch.next().await {
             let message = match message {
                 Ok(message) => message,
@@ -374,9 +382,9 @@ impl JetStreamStore {
                         call: call.clone(),
                     },
                 );
-            calls.push(Call { call, attempts });
+            taken.push(Call { call, attempts });
         }
-        Ok(calls)
+        Ok(())
     }
 
     async fn apply(&self, outcome: &Outcome) -> anyhow::Result<()> {
@@ -547,13 +555,25 @@ impl CallStore for JetStreamStore {
         limit: usize,
     ) -> BoxFuture<'_, anyhow::Result<Vec<Call>>> {
         // A fetch sent while the NATS cluster elects a leader may never be answered: give up on it
-        // (the calls it may have taken come back after the ack wait) rather than stall the queue.
+        // rather than stall the queue. A message fetched but not yet held comes back after the ack
+        // wait; the calls already held (progress acks keep them here) are returned, to run here.
         Box::pin(async move {
-            match tokio::time::timeout(FETCH_TIMEOUT, self.take(&function, now, limit)).await {
-                Ok(taken) => taken,
+            let mut taken = Vec::new();
+            let fetched =
+                tokio::time::timeout(FETCH_TIMEOUT, self.take(&function, now, limit, &mut taken))
+                    .await;
+            match fetched {
+                Ok(Ok(())) => Ok(taken),
+                Ok(Err(error)) if taken.is_empty() => Err(error),
+                Ok(Err(error)) => {
+                    tracing::warn!(function = %function, error = %format!("{error:#}"),
+                        calls = taken.len(), "fetching calls failed half-way; running those taken");
+                    Ok(taken)
+                }
                 Err(_) => {
-                    tracing::warn!(function = %function, "fetching calls timed out; trying again");
-                    Ok(Vec::new())
+                    tracing::warn!(function = %function, calls = taken.len(),
+                        "fetching calls timed out; trying again");
+                    Ok(taken)
                 }
             }
         })
