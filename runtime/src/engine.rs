@@ -188,9 +188,21 @@ fn pooling_config(runtime: &RuntimeConfig) -> PoolingAllocationConfig {
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         // With PAGEMAP_SCAN (Linux 6.7+) wasmtime asks the kernel which pages an instance dirtied and
-        // resets only those, beyond the resident part too, instead of decommitting the whole slot.
-        .pagemap_scan(Enabled::Auto);
+        // resets only those, beyond the resident part too, instead of decommitting the whole slot;
+        // but only where the scan can tell untouched pages from written ones (see `pagemap.rs`).
+        .pagemap_scan(pagemap_scan());
     pool
+}
+
+/// The scan where it is precise; elsewhere none, which resets the same bytes without its cost.
+fn pagemap_scan() -> Enabled {
+    static PRECISE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *PRECISE.get_or_init(crate::pagemap::scan_is_precise) {
+        Enabled::Auto
+    } else {
+        tracing::debug!("PAGEMAP_SCAN counts untouched pages as written here; not using it");
+        Enabled::No
+    }
 }
 
 /// Builds the engine, trying the pooling allocator first when `Auto` allows a fall back.

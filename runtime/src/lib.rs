@@ -43,6 +43,7 @@ mod limits;
 pub mod logs;
 mod observe;
 mod outbound;
+mod pagemap;
 pub mod services;
 mod shared;
 
