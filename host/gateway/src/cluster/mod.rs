@@ -75,6 +75,8 @@ const HISTORY: i64 = 5;
 const CAS_TRIES: usize = 5;
 /// How often each bucket is also read whole, in case its watch went quiet.
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// A NATS server's largest message when its configuration does not say (`max_payload`, 1 MiB).
+const DEFAULT_NATS_MAX_PAYLOAD: usize = 1024 * 1024;
 /// How long starting a watch may take.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before watching again after the watch ended (a leader election, a lost connection).
@@ -157,8 +159,7 @@ impl Cluster {
             .connect(addresses)
             .await
             .with_context(|| format!("connecting to NATS at {urls}"))?;
-        let max_payload = client.server_info().max_payload;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let replicas = replicas.max(1);
         // A NATS cluster that is still electing its leaders refuses for a moment: try again.
         let functions_kv = retrying("creating buckets", || {
@@ -199,6 +200,18 @@ impl Cluster {
             }
         })
         .await?;
+        // Read only now: with `retry_on_initial_connect`, `connect` returns before the server has
+        // sent its INFO, and the buckets above are the first round trips that prove it has.
+        let max_payload = match client.server_info().max_payload {
+            0 => {
+                tracing::warn!(
+                    default = DEFAULT_NATS_MAX_PAYLOAD,
+                    "the NATS server did not say its max_payload; assuming its default"
+                );
+                DEFAULT_NATS_MAX_PAYLOAD
+            }
+            known => known,
+        };
         tracing::info!(%node, "joined the cluster");
         Ok(Arc::new(Cluster {
             node,
