@@ -118,9 +118,10 @@ impl App {
                     name: namespace.clone(),
                     ..Namespace::default()
                 };
-                functions.put_namespace(record, true).await.map_err(|e| {
-                    anyhow::anyhow!("creating namespace {namespace}: {}", e.message)
-                })?;
+                functions
+                    .put_namespace(record, true)
+                    .await
+                    .with_context(|| format!("creating namespace {namespace}"))?;
             }
             let deployment = FunctionDeployment {
                 service: function.function.name.clone(),
@@ -134,12 +135,11 @@ impl App {
             functions
                 .deploy(deployment, DeployMode::Upsert)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "loading function {} from {}: {}",
+                .with_context(|| {
+                    format!(
+                        "loading function {} from {}",
                         function.function,
-                        function.wasm.display(),
-                        e.message
+                        function.wasm.display()
                     )
                 })?;
         }

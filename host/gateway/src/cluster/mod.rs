@@ -449,7 +449,7 @@ impl Cluster {
             }
         };
         if let Err(error) = result {
-            tracing::warn!(key = %entry.key, error = %error.message, "cannot apply a namespace from the cluster");
+            tracing::warn!(key = %entry.key, %error, "cannot apply a namespace from the cluster");
         }
         self.retry_pending(functions).await;
     }
@@ -460,7 +460,7 @@ impl Cluster {
         };
         let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
         if let Err(error) = functions.apply_remote_secret(namespace, name, value).await {
-            tracing::warn!(key = %entry.key, error = %error.message, "cannot apply a secret from the cluster");
+            tracing::warn!(key = %entry.key, %error, "cannot apply a secret from the cluster");
         }
         self.retry_pending(functions).await;
     }
@@ -490,7 +490,7 @@ impl Cluster {
             Ok(true) => tracing::info!(%key, from, "applied a deploy from the cluster"),
             Ok(false) => {}
             Err(error) => {
-                tracing::warn!(%key, from, error = %error.message,
+                tracing::warn!(%key, from, %error,
                     "cannot apply a deploy from the cluster yet; trying again when a namespace or secret arrives");
                 self.pending
                     .lock()
@@ -545,7 +545,7 @@ impl Cluster {
                         tracing::info!(key = %entry.key, "applied a removal from the cluster")
                     }
                     Ok(false) => {}
-                    Err(error) => tracing::error!(key = %entry.key, error = %error.message,
+                    Err(error) => tracing::error!(key = %entry.key, %error,
                         "cannot apply a removal from the cluster"),
                 }
             }
@@ -580,10 +580,7 @@ impl Cluster {
         if actual != digest {
             bail!("the object store's {digest} holds {actual}");
         }
-        functions
-            .store_artifact(bytes)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        functions.store_artifact(bytes).await?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //!
 //! Over 600 lines, to be split: the registry still does its eight jobs here (records, namespaces,
 //! secrets and their folder, image resolution, deployment to spec, the idle sweeper, replication);
-//! issue 15 splits it together with typed errors.
+//! issue 15 splits it. Its errors are typed already (`error.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,13 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt, OpenOptions, OpenOptionsExt};
-use http::StatusCode;
-use wasmgate_runtime::{
-    Error as RuntimeError, FunctionSpec, GuestDir, HostPattern, Limits, Runtime, WasmSource, World,
-};
+use wasmgate_runtime::{FunctionSpec, GuestDir, HostPattern, Limits, Runtime, WasmSource, World};
 
 use wasmgate_openfaas::quantity::{format_memory, parse_memory};
 
+use super::error::Error;
 use crate::observe::metrics::Metrics;
 use crate::storage::state::{StateDir, StateError};
 use wasmgate_openfaas::digest::Digest;
@@ -50,60 +48,6 @@ pub const ANNOTATION_KEYVALUE_BUCKETS: &str = "com.wasmgate.keyvalue.buckets";
 pub const ANNOTATION_CONFIG_PREFIX: &str = "com.wasmgate.config.";
 /// Where, inside the state directory, each function's own secrets directory is assembled.
 const RUN_SECRETS: &str = "run/secrets";
-
-/// An error of the management API: a status and a reason a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The reason, as plain text.
-    pub message: String,
-}
-
-impl ApiError {
-    /// 400.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-    /// 404.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-    /// 409.
-    pub fn conflict(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            message: message.into(),
-        }
-    }
-    /// 500, logged.
-    pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
-        tracing::error!(%error, "{context}");
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("{context}: {error}"),
-        }
-    }
-}
-
-impl From<StateError> for ApiError {
-    fn from(error: StateError) -> Self {
-        match error {
-            StateError::InvalidName(name) => {
-                ApiError::bad_request(format!("invalid name {name:?}"))
-            }
-            StateError::Exists(what) => ApiError::conflict(format!("{what} already exists")),
-            StateError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            other => ApiError::internal("state directory", format!("{other:#}")),
-        }
-    }
-}
 
 /// Whether a deploy creates (POST) or updates (PUT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +220,7 @@ impl Functions {
             let spec = match functions.spec(&function, &record.deployment) {
                 Ok(spec) => spec,
                 Err(error) => {
-                    tracing::warn!(function = %function, error = %error.message, "skipped a function whose secrets cannot be prepared");
+                    tracing::warn!(function = %function, %error, "skipped a function whose secrets cannot be prepared");
                     continue;
                 }
             };
@@ -360,10 +304,10 @@ impl Functions {
     }
 
     /// Reads a component from `image`: an uploaded artifact (`sha256:...`) or a `.wasm` path.
-    async fn resolve_image(&self, image: &str) -> Result<(Vec<u8>, Option<Digest>), ApiError> {
+    async fn resolve_image(&self, image: &str) -> Result<(Vec<u8>, Option<Digest>), Error> {
         if image.starts_with("sha256:") {
             let digest = Digest::parse(image).ok_or_else(|| {
-                ApiError::bad_request(format!("image {image:?} is not a valid sha256 digest"))
+                Error::invalid(format!("image {image:?} is not a valid sha256 digest"))
             })?;
             let bytes = match self.state.read_artifact(&digest)? {
                 Some(bytes) => Some(bytes),
@@ -375,14 +319,14 @@ impl Functions {
                                 .artifact_get(digest.to_string())
                                 .await
                                 .map_err(|e| {
-                                    ApiError::internal(
+                                    Error::internal(
                                         "reading the cluster's artifacts",
                                         format!("{e:#}"),
                                     )
                                 })?;
                         if let Some(bytes) = &bytes {
                             if Digest::of(bytes) != digest {
-                                return Err(ApiError::internal(
+                                return Err(Error::internal(
                                     "reading the cluster's artifacts",
                                     format!(
                                         "the object store's {digest} does not match its digest"
@@ -397,7 +341,7 @@ impl Functions {
                 },
             };
             let bytes = bytes.ok_or_else(|| {
-                ApiError::bad_request(format!(
+                Error::invalid(format!(
                     "no artifact {digest} was uploaded; upload it with POST /system/artifacts first"
                 ))
             })?;
@@ -420,20 +364,20 @@ impl Functions {
             std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
         })
         .await
-        .map_err(|e| ApiError::internal("reading the image", e))?;
-        Ok((read.map_err(ApiError::bad_request)?, None))
+        .map_err(|e| Error::internal("reading the image", e))?;
+        Ok((read.map_err(Error::InvalidInput)?, None))
     }
 
     /// Resolves an OCI reference to its component: the manifest is read each time (a tag may have
     /// moved), the layer is downloaded only when no artifact has its digest yet.
-    async fn pull(&self, image: &str) -> Result<(Vec<u8>, Option<Digest>), ApiError> {
+    async fn pull(&self, image: &str) -> Result<(Vec<u8>, Option<Digest>), Error> {
         let reference = wasmgate_oci::Reference::parse(image)
-            .map_err(|e| ApiError::bad_request(format!("image {image:?}: {e:#}")))?;
+            .map_err(|e| Error::invalid(format!("image {image:?}: {e:#}")))?;
         let client = match self.registries.get() {
             Some(client) => client,
             None => {
                 let client = wasmgate_oci::RegistryClient::new().map_err(|e| {
-                    ApiError::internal("reading registry credentials", format!("{e:#}"))
+                    Error::internal("reading registry credentials", format!("{e:#}"))
                 })?;
                 self.registries.get_or_init(|| client)
             }
@@ -445,21 +389,21 @@ impl Functions {
                 state.read_artifact(&digest).ok().flatten()
             })
             .await
-            .map_err(|e| ApiError::bad_request(format!("pulling {reference}: {e:#}")))?;
+            .map_err(|e| Error::invalid(format!("pulling {reference}: {e:#}")))?;
         tracing::info!(image = %reference, manifest = %pulled.manifest_digest,
             layer = %pulled.layer_digest, "resolved an OCI image");
         let digest = Digest::parse(&pulled.layer_digest)
-            .ok_or_else(|| ApiError::bad_request(format!("{reference}: unusable layer digest")))?;
+            .ok_or_else(|| Error::invalid(format!("{reference}: unusable layer digest")))?;
         if !self.state.has_artifact(&digest) {
             self.runtime
                 .validate(pulled.bytes.clone(), Some(digest.hex()))
                 .await
-                .map_err(invalid_component)?;
+                .map_err(Error::compiling)?;
             let state = self.state.clone();
             let bytes = pulled.bytes.clone();
             tokio::task::spawn_blocking(move || state.put_artifact(&bytes))
                 .await
-                .map_err(|e| ApiError::internal("storing the artifact", e))??;
+                .map_err(|e| Error::internal("storing the artifact", e))??;
         }
         Ok((pulled.bytes, Some(digest)))
     }
@@ -471,9 +415,9 @@ impl Functions {
 
     /// Validates and stores an uploaded component; identical bytes are stored once. Returns its
     /// digest and the world of `wasi:http` it exports.
-    pub async fn upload(&self, bytes: Vec<u8>) -> Result<(Digest, World), ApiError> {
+    pub async fn upload(&self, bytes: Vec<u8>) -> Result<(Digest, World), Error> {
         if bytes.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "the body is empty; send the .wasm component as the request body",
             ));
         }
@@ -481,19 +425,19 @@ impl Functions {
             .runtime
             .validate(bytes.clone(), Some(Digest::of(&bytes).hex()))
             .await
-            .map_err(invalid_component)?;
+            .map_err(Error::compiling)?;
         let state = self.state.clone();
         let stored = bytes.clone();
         let (digest, _) = tokio::task::spawn_blocking(move || state.put_artifact(&stored))
             .await
-            .map_err(|e| ApiError::internal("storing the artifact", e))??;
+            .map_err(|e| Error::internal("storing the artifact", e))??;
         // In a cluster, a deploy of this digest may reach another node.
         if let Some(replicator) = self.replicator.get() {
             replicator
                 .artifact_put(digest.to_string(), bytes)
                 .await
                 .map_err(|e| {
-                    ApiError::internal("sharing the artifact with the cluster", format!("{e:#}"))
+                    Error::internal("sharing the artifact with the cluster", format!("{e:#}"))
                 })?;
         }
         Ok((digest, world))
@@ -504,7 +448,7 @@ impl Functions {
         &self,
         deployment: FunctionDeployment,
         mode: DeployMode,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         self.deploy_from(deployment, mode, Origin::Local, None)
             .await
     }
@@ -522,12 +466,12 @@ impl Functions {
     /// Applies a function record published by another node, unless this node has it already. Its
     /// artifact must be in the artifact store (see [`Functions::store_artifact`]); a namespace it
     /// names is created here if missing.
-    pub async fn apply_remote(&self, record: FunctionRecord) -> Result<bool, ApiError> {
+    pub async fn apply_remote(&self, record: FunctionRecord) -> Result<bool, Error> {
         let function = FunctionRef::new(
             &record.deployment.service,
             record.deployment.namespace.as_deref(),
         )
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| Error::invalid(e.to_string()))?;
         if let Some(local) = self.read_records().get(&function.key())
             && local.digest == record.digest
             && serde_json::to_value(&local.deployment).ok()
@@ -544,7 +488,7 @@ impl Functions {
             let _ = self.put_namespace(namespace, true).await;
         }
         let digest = Digest::parse(&record.digest).ok_or_else(|| {
-            ApiError::bad_request(format!("a record with a bad digest {:?}", record.digest))
+            Error::invalid(format!("a record with a bad digest {:?}", record.digest))
         })?;
         self.deploy_from(
             record.deployment,
@@ -557,20 +501,20 @@ impl Functions {
     }
 
     /// Removes a function another node removed; nothing if it is not here.
-    pub async fn remove_remote(&self, function: &FunctionRef) -> Result<bool, ApiError> {
+    pub async fn remove_remote(&self, function: &FunctionRef) -> Result<bool, Error> {
         match self.remove_from(function, Origin::Remote).await {
             Ok(()) => Ok(true),
-            Err(error) if error.status == http::StatusCode::NOT_FOUND => Ok(false),
+            Err(Error::NotFound(_)) => Ok(false),
             Err(error) => Err(error),
         }
     }
 
     /// Stores a component another node published (verified against `digest` by the caller).
-    pub async fn store_artifact(&self, bytes: Vec<u8>) -> Result<Digest, ApiError> {
+    pub async fn store_artifact(&self, bytes: Vec<u8>) -> Result<Digest, Error> {
         let state = self.state.clone();
         let (digest, _) = tokio::task::spawn_blocking(move || state.put_artifact(&bytes))
             .await
-            .map_err(|e| ApiError::internal("storing the artifact", e))??;
+            .map_err(|e| Error::internal("storing the artifact", e))??;
         Ok(digest)
     }
 
@@ -580,12 +524,12 @@ impl Functions {
         mode: DeployMode,
         origin: Origin,
         remote_digest: Option<Digest>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let function = FunctionRef::new(&deployment.service, deployment.namespace.as_deref())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e| Error::invalid(e.to_string()))?;
         deployment.namespace = Some(function.namespace.clone());
         if deployment.image.trim().is_empty() {
-            return Err(ApiError::bad_request("image is required"));
+            return Err(Error::invalid("image is required"));
         }
         let key = function.key();
         let _writes = self.writes.lock().await;
@@ -593,19 +537,17 @@ impl Functions {
         let existing = self.read_records().get(&key).cloned();
         match (mode, &existing) {
             (DeployMode::Update, None) => {
-                return Err(ApiError::not_found(format!(
-                    "function {function} not found"
-                )));
+                return Err(Error::NotFound(format!("function {function}")));
             }
             (DeployMode::Create, Some(_)) => {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "function {function} already exists; update it with PUT"
                 )));
             }
             _ => {}
         }
         if !self.read_namespaces().contains_key(&function.namespace) {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "namespace {} does not exist",
                 function.namespace
             )));
@@ -613,7 +555,7 @@ impl Functions {
         let known_secrets = self.state.list_secrets(&function.namespace)?;
         for secret in deployment.settings.secrets.iter().flatten() {
             if !known_secrets.contains(secret) {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "secret {secret:?} not found in namespace {}",
                     function.namespace
                 )));
@@ -625,9 +567,8 @@ impl Functions {
             .as_ref()
             .and_then(|l| l.get(LABEL_SCALE_ZERO_DURATION))
         {
-            parse_duration(value).map_err(|e| {
-                ApiError::bad_request(format!("label {LABEL_SCALE_ZERO_DURATION}: {e}"))
-            })?;
+            parse_duration(value)
+                .map_err(|e| Error::invalid(format!("label {LABEL_SCALE_ZERO_DURATION}: {e}")))?;
         }
         instance_reuse(&deployment)?;
         instance_concurrency(&deployment)?;
@@ -637,7 +578,7 @@ impl Functions {
         wasmgate_openfaas::retry::RetryPolicy::from_annotations(
             deployment.settings.annotations.as_ref(),
         )
-        .map_err(|e| ApiError::bad_request(format!("annotation {e}")))?;
+        .map_err(|e| Error::invalid(format!("annotation {e}")))?;
         let replicas = match deployment
             .settings
             .labels
@@ -645,7 +586,7 @@ impl Functions {
             .and_then(|l| l.get(LABEL_SCALE_MIN))
         {
             Some(min) => min.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("label {LABEL_SCALE_MIN} must be a whole number"))
+                Error::invalid(format!("label {LABEL_SCALE_MIN} must be a whole number"))
             })?,
             None => existing.as_ref().map_or(1, |r| r.replicas.max(1)),
         };
@@ -654,7 +595,7 @@ impl Functions {
             // Another node resolved the image; its component is here by digest.
             Some(digest) => {
                 let bytes = self.state.read_artifact(digest)?.ok_or_else(|| {
-                    ApiError::internal(
+                    Error::internal(
                         "applying a remote deploy",
                         format!("artifact {digest} is missing"),
                     )
@@ -675,10 +616,10 @@ impl Functions {
                 replicas > 0,
             )
             .await
-            .map_err(invalid_component)?;
+            .map_err(Error::compiling)?;
         let world = prepared.world();
         if world != World::P3 && instance_concurrency(&deployment)? > 1 {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "{ANNOTATION_INSTANCE_CONCURRENCY} needs a wasi:http 0.3 component (whose handler is \
                  async); {function} exports {world}, which serves one request at a time"
             )));
@@ -709,7 +650,7 @@ impl Functions {
             state.put_function(&namespace, &name, &stored)
         })
         .await
-        .map_err(|e| ApiError::internal("storing the function", e))??;
+        .map_err(|e| Error::internal("storing the function", e))??;
         self.runtime.install(prepared);
         self.metrics.set_replicas(&key, replicas);
         self.metrics
@@ -723,11 +664,11 @@ impl Functions {
                 .state
                 .read_artifact(
                     &Digest::parse(&record.digest)
-                        .ok_or_else(|| ApiError::internal("publishing", "a bad digest"))?,
+                        .ok_or_else(|| Error::internal("publishing", "a bad digest"))?,
                 )?
                 .unwrap_or_default();
             replicator.function_put(record, wasm).await.map_err(|e| {
-                ApiError::internal(
+                Error::internal(
                     "publishing the deploy to the cluster (it is live on this node)",
                     format!("{e:#}"),
                 )
@@ -737,17 +678,15 @@ impl Functions {
     }
 
     /// Removes a function.
-    pub async fn remove(&self, function: &FunctionRef) -> Result<(), ApiError> {
+    pub async fn remove(&self, function: &FunctionRef) -> Result<(), Error> {
         self.remove_from(function, Origin::Local).await
     }
 
-    async fn remove_from(&self, function: &FunctionRef, origin: Origin) -> Result<(), ApiError> {
+    async fn remove_from(&self, function: &FunctionRef, origin: Origin) -> Result<(), Error> {
         let key = function.key();
         let _writes = self.writes.lock().await;
         if !self.read_records().contains_key(&key) {
-            return Err(ApiError::not_found(format!(
-                "function {function} not found"
-            )));
+            return Err(Error::NotFound(format!("function {function}")));
         }
         self.state
             .delete_function(&function.namespace, &function.name)?;
@@ -762,7 +701,7 @@ impl Functions {
             && let Some(replicator) = self.replicator.get()
         {
             replicator.function_removed(key).await.map_err(|e| {
-                ApiError::internal(
+                Error::internal(
                     "publishing the removal to the cluster (it is gone from this node)",
                     format!("{e:#}"),
                 )
@@ -772,13 +711,11 @@ impl Functions {
     }
 
     /// Sets replicas: 0 unloads the compiled code, more loads it (in the background).
-    pub async fn scale(&self, function: &FunctionRef, replicas: u64) -> Result<(), ApiError> {
+    pub async fn scale(&self, function: &FunctionRef, replicas: u64) -> Result<(), Error> {
         let key = function.key();
         let _writes = self.writes.lock().await;
         let Some(mut record) = self.read_records().get(&key).cloned() else {
-            return Err(ApiError::not_found(format!(
-                "function {function} not found"
-            )));
+            return Err(Error::NotFound(format!("function {function}")));
         };
         record.replicas = replicas;
         self.state
@@ -872,13 +809,13 @@ impl Functions {
     }
 
     /// Creates (`create`) or updates a namespace.
-    pub async fn put_namespace(&self, namespace: Namespace, create: bool) -> Result<(), ApiError> {
+    pub async fn put_namespace(&self, namespace: Namespace, create: bool) -> Result<(), Error> {
         self.put_namespace_from(namespace, Some(create), Origin::Local)
             .await
     }
 
     /// Creates or updates a namespace another node published.
-    pub async fn apply_remote_namespace(&self, namespace: Namespace) -> Result<(), ApiError> {
+    pub async fn apply_remote_namespace(&self, namespace: Namespace) -> Result<(), Error> {
         if self.namespace(&namespace.name).as_ref() == Some(&namespace) {
             return Ok(());
         }
@@ -887,7 +824,7 @@ impl Functions {
     }
 
     /// Deletes a namespace another node deleted (nothing if it is not here or not empty here).
-    pub async fn remove_remote_namespace(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn remove_remote_namespace(&self, name: &str) -> Result<(), Error> {
         if !self.namespace_exists(name) {
             return Ok(());
         }
@@ -900,23 +837,16 @@ impl Functions {
         namespace: Namespace,
         create: Option<bool>,
         origin: Origin,
-    ) -> Result<(), ApiError> {
-        FunctionRef::new("x", Some(&namespace.name))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    ) -> Result<(), Error> {
+        FunctionRef::new("x", Some(&namespace.name)).map_err(|e| Error::invalid(e.to_string()))?;
         let _writes = self.writes.lock().await;
         let exists = self.namespace_exists(&namespace.name);
         let create = create.unwrap_or(!exists);
         if create && exists {
-            return Err(ApiError::conflict(format!(
-                "namespace {} already exists",
-                namespace.name
-            )));
+            return Err(Error::Conflict(format!("namespace {}", namespace.name)));
         }
         if !create && !exists {
-            return Err(ApiError::not_found(format!(
-                "namespace {} not found",
-                namespace.name
-            )));
+            return Err(Error::NotFound(format!("namespace {}", namespace.name)));
         }
         self.state.put_namespace(&namespace.name, &namespace)?;
         self.write_namespaces()
@@ -925,24 +855,24 @@ impl Functions {
             && let Some(replicator) = self.replicator.get()
         {
             replicator.namespace_put(namespace).await.map_err(|e| {
-                ApiError::internal("publishing the namespace to the cluster", format!("{e:#}"))
+                Error::internal("publishing the namespace to the cluster", format!("{e:#}"))
             })?;
         }
         Ok(())
     }
 
     /// Deletes an empty namespace (never the default one).
-    pub async fn delete_namespace(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), Error> {
         self.delete_namespace_from(name, Origin::Local).await
     }
 
-    async fn delete_namespace_from(&self, name: &str, origin: Origin) -> Result<(), ApiError> {
+    async fn delete_namespace_from(&self, name: &str, origin: Origin) -> Result<(), Error> {
         let _writes = self.writes.lock().await;
         if !self.namespace_exists(name) {
-            return Err(ApiError::not_found(format!("namespace {name} not found")));
+            return Err(Error::NotFound(format!("namespace {name}")));
         }
         if name == DEFAULT_NAMESPACE {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "the default namespace {DEFAULT_NAMESPACE} cannot be deleted"
             )));
         }
@@ -951,7 +881,7 @@ impl Functions {
             .values()
             .any(|r| r.deployment.namespace.as_deref() == Some(name))
         {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "namespace {name} still has functions; remove them first"
             )));
         }
@@ -964,7 +894,7 @@ impl Functions {
                 .namespace_removed(name.to_string())
                 .await
                 .map_err(|e| {
-                    ApiError::internal(
+                    Error::internal(
                         "publishing the namespace's removal to the cluster",
                         format!("{e:#}"),
                     )
@@ -976,7 +906,7 @@ impl Functions {
     // Secrets.
 
     /// Secret names of a namespace.
-    pub fn secret_names(&self, namespace: &str) -> Result<Vec<String>, ApiError> {
+    pub fn secret_names(&self, namespace: &str) -> Result<Vec<String>, Error> {
         Ok(self.state.list_secrets(namespace)?)
     }
 
@@ -986,7 +916,7 @@ impl Functions {
         namespace: &str,
         name: &str,
         change: SecretChange,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         self.change_secret_from(namespace, name, change, Origin::Local)
             .await
     }
@@ -998,7 +928,7 @@ impl Functions {
         namespace: &str,
         name: &str,
         value: Option<Vec<u8>>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let exists = self.state.read_secret(namespace, name)?;
         let change = match (value, exists) {
             (None, None) => return Ok(()),
@@ -1024,14 +954,12 @@ impl Functions {
         name: &str,
         change: SecretChange,
         origin: Origin,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         if name.is_empty() || name.contains('/') || name.contains("..") {
-            return Err(ApiError::bad_request(format!(
-                "invalid secret name {name:?}"
-            )));
+            return Err(Error::invalid(format!("invalid secret name {name:?}")));
         }
         if !self.namespace_exists(namespace) {
-            return Err(ApiError::bad_request(format!(
+            return Err(Error::invalid(format!(
                 "namespace {namespace} does not exist"
             )));
         }
@@ -1045,10 +973,10 @@ impl Functions {
         match result {
             Ok(()) => {}
             Err(StateError::Exists(_)) => {
-                return Err(ApiError::conflict(format!("{subject} already exists")));
+                return Err(Error::Conflict(subject));
             }
             Err(StateError::NotFound(_)) => {
-                return Err(ApiError::not_found(format!("{subject} not found")));
+                return Err(Error::NotFound(subject));
             }
             Err(other) => return Err(other.into()),
         }
@@ -1081,7 +1009,7 @@ impl Functions {
                 .secret_changed(namespace.to_string(), name.to_string(), value)
                 .await
                 .map_err(|e| {
-                    ApiError::internal("publishing the secret to the cluster", format!("{e:#}"))
+                    Error::internal("publishing the secret to the cluster", format!("{e:#}"))
                 })?;
         }
         for (function, deployment) in users {
@@ -1187,7 +1115,7 @@ impl Functions {
         &self,
         function: &FunctionRef,
         deployment: &FunctionDeployment,
-    ) -> Result<FunctionSpec, ApiError> {
+    ) -> Result<FunctionSpec, Error> {
         self.build_secrets_dir(function, deployment)?;
         Ok(self.spec_preview(function, deployment))
     }
@@ -1197,14 +1125,14 @@ impl Functions {
         &self,
         function: &FunctionRef,
         deployment: &FunctionDeployment,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let rel = self.secrets_rel(function);
         let _ = self.run.remove_dir_all(&rel);
         let secrets: Vec<&String> = deployment.settings.secrets.iter().flatten().collect();
         if secrets.is_empty() {
             return Ok(());
         }
-        let fail = |e: std::io::Error| ApiError::internal("preparing the function's secrets", e);
+        let fail = |e: std::io::Error| Error::internal("preparing the function's secrets", e);
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
         self.run.create_dir_with(&rel, &builder).map_err(fail)?;
@@ -1247,18 +1175,8 @@ pub enum SecretChange {
     Delete,
 }
 
-/// An invalid component is the client's mistake (400); anything else is ours (500).
-fn invalid_component(error: RuntimeError) -> ApiError {
-    match error {
-        RuntimeError::InvalidComponent { reason } => {
-            ApiError::bad_request(format!("invalid component: {reason}"))
-        }
-        other => ApiError::internal("compiling the component", other),
-    }
-}
-
 /// `com.wasmgate.instance-reuse` (an annotation, or a label): how many requests one instance may serve.
-fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
+fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, Error> {
     whole_number_setting(
         deployment,
         ANNOTATION_INSTANCE_REUSE,
@@ -1268,7 +1186,7 @@ fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
 
 /// `com.wasmgate.instance-concurrency` (an annotation, or a label): how many requests one reused
 /// instance of a wasi:http 0.3 function may serve at once.
-fn instance_concurrency(deployment: &FunctionDeployment) -> Result<u32, ApiError> {
+fn instance_concurrency(deployment: &FunctionDeployment) -> Result<u32, Error> {
     whole_number_setting(
         deployment,
         ANNOTATION_INSTANCE_CONCURRENCY,
@@ -1281,7 +1199,7 @@ fn whole_number_setting(
     deployment: &FunctionDeployment,
     key: &str,
     unit: &str,
-) -> Result<u32, ApiError> {
+) -> Result<u32, Error> {
     let settings = &deployment.settings;
     let value = settings
         .annotations
@@ -1291,7 +1209,7 @@ fn whole_number_setting(
     match value {
         None => Ok(0),
         Some(value) => value.trim().parse::<u32>().map_err(|_| {
-            ApiError::bad_request(format!(
+            Error::invalid(format!(
                 "{key} must be a whole number of {unit}, not {value:?}"
             ))
         }),
@@ -1299,7 +1217,7 @@ fn whole_number_setting(
 }
 
 /// `com.wasmgate.allowed-hosts` (an annotation): where the function's outbound HTTP may go.
-fn allowed_hosts(deployment: &FunctionDeployment) -> Result<Vec<HostPattern>, ApiError> {
+fn allowed_hosts(deployment: &FunctionDeployment) -> Result<Vec<HostPattern>, Error> {
     match deployment
         .settings
         .annotations
@@ -1307,14 +1225,13 @@ fn allowed_hosts(deployment: &FunctionDeployment) -> Result<Vec<HostPattern>, Ap
         .and_then(|a| a.get(ANNOTATION_ALLOWED_HOSTS))
     {
         None => Ok(Vec::new()),
-        Some(list) => HostPattern::parse_list(list).map_err(|e| {
-            ApiError::bad_request(format!("annotation {ANNOTATION_ALLOWED_HOSTS}: {e}"))
-        }),
+        Some(list) => HostPattern::parse_list(list)
+            .map_err(|e| Error::invalid(format!("annotation {ANNOTATION_ALLOWED_HOSTS}: {e}"))),
     }
 }
 
 /// `com.wasmgate.keyvalue.buckets` (an annotation): buckets the function may open besides `default`.
-fn keyvalue_buckets(deployment: &FunctionDeployment) -> Result<Vec<String>, ApiError> {
+fn keyvalue_buckets(deployment: &FunctionDeployment) -> Result<Vec<String>, Error> {
     let Some(list) = deployment
         .settings
         .annotations
@@ -1334,7 +1251,7 @@ fn keyvalue_buckets(deployment: &FunctionDeployment) -> Result<Vec<String>, ApiE
             if valid {
                 Ok(name.to_string())
             } else {
-                Err(ApiError::bad_request(format!(
+                Err(Error::invalid(format!(
                     "annotation {ANNOTATION_KEYVALUE_BUCKETS}: {name:?} is not a bucket name \
                      (letters, digits, '-', '_', '.', at most 64)"
                 )))
@@ -1353,21 +1270,21 @@ pub const ENV_MAX_INFLIGHT: &str = "max_inflight";
 fn function_limits(
     deployment: &FunctionDeployment,
     config: &wasmgate_runtime::RuntimeConfig,
-) -> Result<Limits, ApiError> {
+) -> Result<Limits, Error> {
     let settings = &deployment.settings;
     let memory_bytes = match settings.limits.as_ref().and_then(|l| l.memory.as_deref()) {
         None => None,
         Some(text) => {
-            let bytes = parse_memory(text)
-                .map_err(|e| ApiError::bad_request(format!("limits.memory: {e}")))?;
+            let bytes =
+                parse_memory(text).map_err(|e| Error::invalid(format!("limits.memory: {e}")))?;
             if bytes > config.max_memory_bytes {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "limits.memory {text} is above this gateway's maximum of {} (--max-memory)",
                     format_memory(config.max_memory_bytes)
                 )));
             }
             if bytes < 64 * 1024 {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "limits.memory {text} is less than one WebAssembly page (64Ki)"
                 )));
             }
@@ -1379,14 +1296,14 @@ fn function_limits(
         None => None,
         Some(text) => {
             let timeout = parse_duration(text)
-                .map_err(|e| ApiError::bad_request(format!("envVars.{ENV_EXEC_TIMEOUT}: {e}")))?;
+                .map_err(|e| Error::invalid(format!("envVars.{ENV_EXEC_TIMEOUT}: {e}")))?;
             if timeout.is_zero() {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "envVars.{ENV_EXEC_TIMEOUT} must be more than zero"
                 )));
             }
             if timeout > config.max_timeout {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "envVars.{ENV_EXEC_TIMEOUT} {text} is above this gateway's maximum of {:?} \
                      (--max-timeout)",
                     config.max_timeout
@@ -1400,7 +1317,7 @@ fn function_limits(
         Some(text) => match text.trim().parse::<u32>() {
             Ok(n) if n > 0 => Some(n),
             _ => {
-                return Err(ApiError::bad_request(format!(
+                return Err(Error::invalid(format!(
                     "envVars.{ENV_MAX_INFLIGHT} must be a whole number of requests above zero, \
                      not {text:?}"
                 )));
