@@ -29,7 +29,7 @@ use wasmgate_openfaas::types::{FunctionDeployment, Namespace};
 use wasmgate_runtime::Runtime;
 
 pub use crate::config::ServeConfig;
-use crate::control::functions::{DeployMode, Functions};
+use crate::control::{Change, Functions, Origin, PutMode};
 use crate::http::api::Api;
 use crate::http::body::{BoxError, GatewayBody};
 use crate::http::gateway::Gateway;
@@ -118,8 +118,12 @@ impl App {
                     name: namespace.clone(),
                     ..Namespace::default()
                 };
+                let create = Change::PutNamespace {
+                    namespace: record,
+                    mode: PutMode::Create,
+                };
                 functions
-                    .put_namespace(record, true)
+                    .apply(create, Origin::Local)
                     .await
                     .with_context(|| format!("creating namespace {namespace}"))?;
             }
@@ -133,7 +137,7 @@ impl App {
                 settings: function.settings.clone(),
             };
             functions
-                .deploy(deployment, DeployMode::Upsert)
+                .apply(Change::deploy(deployment, PutMode::Upsert), Origin::Local)
                 .await
                 .with_context(|| {
                     format!(

@@ -51,7 +51,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::functions::{Functions, Replicator};
+use crate::control::{Functions, Replicated, Replicator};
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::types::FunctionRecord;
 
@@ -437,7 +437,11 @@ impl Cluster {
         let result = match entry.operation {
             kv::Operation::Put => {
                 match serde_json::from_slice::<wasmgate_openfaas::types::Namespace>(&entry.value) {
-                    Ok(namespace) => functions.apply_remote_namespace(namespace).await,
+                    Ok(namespace) => {
+                        functions
+                            .apply_replicated(Replicated::NamespacePut(namespace))
+                            .await
+                    }
                     Err(error) => {
                         tracing::warn!(key = %entry.key, %error, "a namespace record this node cannot read");
                         return;
@@ -445,7 +449,9 @@ impl Cluster {
                 }
             }
             kv::Operation::Delete | kv::Operation::Purge => {
-                functions.remove_remote_namespace(&entry.key).await
+                functions
+                    .apply_replicated(Replicated::NamespaceRemoved(entry.key.clone()))
+                    .await
             }
         };
         if let Err(error) = result {
@@ -459,7 +465,12 @@ impl Cluster {
             return;
         };
         let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
-        if let Err(error) = functions.apply_remote_secret(namespace, name, value).await {
+        let secret = Replicated::SecretChanged {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            value,
+        };
+        if let Err(error) = functions.apply_replicated(secret).await {
             tracing::warn!(key = %entry.key, %error, "cannot apply a secret from the cluster");
         }
         self.retry_pending(functions).await;
@@ -486,7 +497,10 @@ impl Cluster {
         record: FunctionRecord,
         from: &str,
     ) {
-        match functions.apply_remote(record.clone()).await {
+        match functions
+            .apply_replicated(Replicated::FunctionPut(record.clone()))
+            .await
+        {
             Ok(true) => tracing::info!(%key, from, "applied a deploy from the cluster"),
             Ok(false) => {}
             Err(error) => {
@@ -540,7 +554,10 @@ impl Cluster {
                 let Ok(function) = FunctionRef::parse(&entry.key) else {
                     return;
                 };
-                match functions.remove_remote(&function).await {
+                match functions
+                    .apply_replicated(Replicated::FunctionRemoved(function))
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(key = %entry.key, "applied a removal from the cluster")
                     }

@@ -1,6 +1,6 @@
 //! The OpenFaaS management API (`/system/*`): routing, query and body parsing, status codes. The
-//! work itself is in [`crate::control::functions`]; the JSON shapes in [`wasmgate_openfaas::types`];
-//! refusals become statuses in [`crate::http::error`].
+//! work itself is in [`crate::control`] (every write a [`Change`]); the JSON shapes in
+//! [`wasmgate_openfaas::types`]; refusals become statuses in [`crate::http::error`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,8 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 
-use crate::control;
-use crate::control::functions::{DeployMode, Functions, SecretChange};
+use crate::control::{self, Change, Functions, Origin, PutMode, SecretChange};
 use crate::http::body::{BoxError, GatewayBody};
 use crate::http::error::ApiError;
 use wasmgate_openfaas::digest::Digest;
@@ -53,8 +52,8 @@ impl Api {
         let segments: Vec<&str> = route.split('/').collect();
         let result = match (&method, segments.as_slice()) {
             (&Method::GET, ["functions"]) => self.list(&query),
-            (&Method::POST, ["functions"]) => self.deploy(request, DeployMode::Create).await,
-            (&Method::PUT, ["functions"]) => self.deploy(request, DeployMode::Update).await,
+            (&Method::POST, ["functions"]) => self.deploy(request, PutMode::Create).await,
+            (&Method::PUT, ["functions"]) => self.deploy(request, PutMode::Update).await,
             (&Method::DELETE, ["functions"]) => self.delete(request, &query).await,
             (&Method::GET, ["function", name]) => self.describe(name, &query),
             (&Method::POST, ["scale-function", name]) => self.scale(name, request, &query).await,
@@ -95,7 +94,7 @@ impl Api {
         json(StatusCode::OK, &self.functions.list(&namespace))
     }
 
-    async fn deploy<B>(&self, request: Request<B>, mode: DeployMode) -> Reply
+    async fn deploy<B>(&self, request: Request<B>, mode: PutMode) -> Reply
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -105,7 +104,9 @@ impl Api {
         if deployment.namespace.as_deref().is_none_or(str::is_empty) {
             deployment.namespace = query.get("namespace").cloned();
         }
-        self.functions.deploy(deployment, mode).await?;
+        self.functions
+            .apply(Change::deploy(deployment, mode), Origin::Local)
+            .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -117,7 +118,9 @@ impl Api {
         let body: DeleteFunctionRequest = read_json(request.into_body()).await?;
         let namespace = namespace_of(query, body.namespace.as_deref())?;
         let function = FunctionRef::new(&body.function_name, Some(&namespace))?;
-        self.functions.remove(&function).await?;
+        self.functions
+            .apply(Change::Remove { function }, Origin::Local)
+            .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -146,7 +149,10 @@ impl Api {
         let body: ScaleServiceRequest = read_json(request.into_body()).await?;
         let namespace = namespace_of(query, body.namespace.as_deref())?;
         let function = FunctionRef::new(name, Some(&namespace))?;
-        self.functions.scale(&function, body.replicas).await?;
+        let replicas = body.replicas;
+        self.functions
+            .apply(Change::Scale { function, replicas }, Origin::Local)
+            .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -176,7 +182,14 @@ impl Api {
                 }
                 namespace.name = name.to_string();
                 let create = *method == Method::POST;
-                self.functions.put_namespace(namespace, create).await?;
+                let mode = if create {
+                    PutMode::Create
+                } else {
+                    PutMode::Update
+                };
+                self.functions
+                    .apply(Change::PutNamespace { namespace, mode }, Origin::Local)
+                    .await?;
                 Ok(empty(if create {
                     StatusCode::CREATED
                 } else {
@@ -184,7 +197,10 @@ impl Api {
                 }))
             }
             Method::DELETE => {
-                self.functions.delete_namespace(name).await?;
+                let name = name.to_string();
+                self.functions
+                    .apply(Change::DeleteNamespace { name }, Origin::Local)
+                    .await?;
                 Ok(empty(StatusCode::ACCEPTED))
             }
             _ => Err(ApiError::MethodNotAllowed(format!(
@@ -239,8 +255,16 @@ impl Api {
             Method::PUT => SecretChange::Update(value()?),
             _ => SecretChange::Delete,
         };
+        let name = secret.name.clone();
         self.functions
-            .change_secret(&namespace, &secret.name, change)
+            .apply(
+                Change::Secret {
+                    namespace,
+                    name,
+                    change,
+                },
+                Origin::Local,
+            )
             .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
