@@ -181,3 +181,55 @@ impl Functions {
         Ok(Replicated::FunctionRemoved(function.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_create_needs_a_new_function_and_an_update_an_existing_one() {
+        let hello = FunctionRef::new("hello", None).expect("a valid name");
+        assert_eq!(check_mode(&hello, PutMode::Create, false), Ok(()));
+        assert_eq!(
+            check_mode(&hello, PutMode::Create, true),
+            // A bad request, not a conflict: as the API has always answered it.
+            Err(Error::InvalidInput(
+                "function hello.openfaas-fn already exists; update it with PUT".into()
+            ))
+        );
+        assert_eq!(check_mode(&hello, PutMode::Update, true), Ok(()));
+        assert_eq!(
+            check_mode(&hello, PutMode::Update, false).map_err(|e| e.to_string()),
+            Err("function hello.openfaas-fn not found".into())
+        );
+        assert_eq!(check_mode(&hello, PutMode::Upsert, false), Ok(()));
+        assert_eq!(check_mode(&hello, PutMode::Upsert, true), Ok(()));
+    }
+
+    #[test]
+    fn a_deployment_without_a_namespace_is_in_the_default_one() {
+        let mut deployment = FunctionDeployment {
+            service: "hello".into(),
+            ..FunctionDeployment::default()
+        };
+        assert_eq!(
+            function_of(&deployment).map(|f| f.key()),
+            Ok("hello.openfaas-fn".into())
+        );
+        deployment.namespace = Some(String::new());
+        assert_eq!(
+            function_of(&deployment).map(|f| f.key()),
+            Ok("hello.openfaas-fn".into())
+        );
+        deployment.namespace = Some("team".into());
+        assert_eq!(
+            function_of(&deployment).map(|f| f.key()),
+            Ok("hello.team".into())
+        );
+        deployment.service = "no/slash".into();
+        assert!(matches!(
+            function_of(&deployment),
+            Err(Error::InvalidInput(m)) if m.starts_with("invalid function name \"no/slash\"")
+        ));
+    }
+}

@@ -80,3 +80,84 @@ impl Functions {
         Ok(Replicated::NamespaceRemoved(name.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_name_is_a_dns_label() {
+        for good in ["openfaas-fn", "team-1", "a", ""] {
+            assert_eq!(check_name(good), Ok(()), "{good:?}");
+        }
+        for bad in ["Team", "-a", "a-", "a.b", "a_b", "a/b"] {
+            let error = check_name(bad).expect_err(bad);
+            assert_eq!(
+                error,
+                Error::InvalidInput(format!(
+                    "invalid namespace {bad:?}: use lowercase letters, digits and '-', starting and \
+                     ending with a letter or digit"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn a_put_creates_updates_or_either() {
+        let conflict = Err(Error::Conflict("namespace team".into()));
+        let missing = Err(Error::NotFound("namespace team".into()));
+        let cases = [
+            (PutMode::Create, false, Ok(())),
+            (PutMode::Create, true, conflict),
+            (PutMode::Update, false, missing),
+            (PutMode::Update, true, Ok(())),
+            (PutMode::Upsert, false, Ok(())),
+            (PutMode::Upsert, true, Ok(())),
+        ];
+        for (mode, exists, expected) in cases {
+            assert_eq!(
+                check_put("team", mode, exists),
+                expected,
+                "{mode:?} {exists}"
+            );
+        }
+        assert_eq!(
+            check_put("team", PutMode::Create, true)
+                .expect_err("a conflict")
+                .to_string(),
+            "namespace team already exists"
+        );
+        assert_eq!(
+            check_put("team", PutMode::Update, false)
+                .expect_err("missing")
+                .to_string(),
+            "namespace team not found"
+        );
+    }
+
+    #[test]
+    fn only_an_empty_namespace_other_than_the_default_is_deleted() {
+        assert_eq!(check_delete("team", true, false), Ok(()));
+        assert_eq!(
+            check_delete("team", false, false).map_err(|e| e.to_string()),
+            Err("namespace team not found".into())
+        );
+        assert_eq!(
+            check_delete(DEFAULT_NAMESPACE, true, false).map_err(|e| e.to_string()),
+            Err("the default namespace openfaas-fn cannot be deleted".into())
+        );
+        assert_eq!(
+            check_delete("team", true, true).map_err(|e| e.to_string()),
+            Err("namespace team still has functions; remove them first".into())
+        );
+        // Missing comes first, then the default, then the functions left in it.
+        assert!(matches!(
+            check_delete(DEFAULT_NAMESPACE, false, true),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            check_delete(DEFAULT_NAMESPACE, true, true),
+            Err(Error::InvalidInput(m)) if m.contains("default")
+        ));
+    }
+}

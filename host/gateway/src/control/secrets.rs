@@ -128,3 +128,28 @@ impl Functions {
         let _ = self.run.remove_dir_all(secrets_rel(function));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_name_is_one_file_name() {
+        for good in ["token", "api-key", "a.b", "with space", ".hidden"] {
+            assert_eq!(check_name(good), Ok(()), "{good:?}");
+        }
+        for bad in ["", "a/b", "/", "..", "a..b", "../etc"] {
+            assert_eq!(
+                check_name(bad),
+                Err(Error::InvalidInput(format!("invalid secret name {bad:?}"))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_function_has_a_folder_of_its_own() {
+        let function = FunctionRef::new("hello", Some("team")).expect("a valid name");
+        assert_eq!(secrets_rel(&function), PathBuf::from("secrets/team/hello"));
+    }
+}

@@ -1,6 +1,9 @@
 //! From a deployment to what the runtime runs: the labels, annotations, limits and `envVars` wasmgate
 //! reads, checked against this gateway's maximums when a function is deployed, and the
 //! [`FunctionSpec`] built from them. No I/O: the secret values a spec needs are handed in.
+//!
+//! Over 600 lines with its tests, which are half of it: one case per rule and per message, kept
+//! beside the rules they pin.
 
 use std::path::Path;
 use std::time::Duration;
@@ -304,4 +307,339 @@ fn function_limits(
         timeout,
         max_inflight,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use wasmgate_openfaas::types::Resources;
+
+    use super::*;
+
+    fn hello() -> FunctionRef {
+        FunctionRef::new("hello", Some("team")).expect("a valid name")
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn with_annotations(pairs: &[(&str, &str)]) -> FunctionDeployment {
+        let mut deployment = FunctionDeployment::default();
+        deployment.settings.annotations = map(pairs);
+        deployment
+    }
+
+    fn with_labels(pairs: &[(&str, &str)]) -> FunctionDeployment {
+        let mut deployment = FunctionDeployment::default();
+        deployment.settings.labels = map(pairs);
+        deployment
+    }
+
+    fn with_env(pairs: &[(&str, &str)]) -> FunctionDeployment {
+        let mut deployment = FunctionDeployment::default();
+        deployment.settings.env_vars = map(pairs);
+        deployment
+    }
+
+    fn with_memory(memory: &str) -> FunctionDeployment {
+        let mut deployment = FunctionDeployment::default();
+        deployment.settings.limits = Some(Resources {
+            memory: Some(memory.to_string()),
+            ..Resources::default()
+        });
+        deployment
+    }
+
+    fn no_secrets(_: &str) -> Option<Vec<u8>> {
+        None
+    }
+
+    #[test]
+    fn a_plain_deployment_gets_the_defaults() {
+        let spec = function_spec(
+            &hello(),
+            &FunctionDeployment::default(),
+            &RuntimeConfig::default(),
+            Path::new("/state/run/secrets/team/hello"),
+            no_secrets,
+        );
+        assert!(spec.env.is_empty());
+        assert_eq!(spec.secrets, None);
+        assert_eq!(spec.max_instance_reuse, 0);
+        assert_eq!(spec.max_instance_concurrency, 0);
+        assert_eq!(spec.limits, Limits::default());
+        assert!(spec.allowed_hosts.is_empty());
+        assert_eq!(spec.namespace, "team");
+        assert!(spec.keyvalue_buckets.is_empty());
+        assert!(spec.config.is_empty());
+    }
+
+    #[test]
+    fn every_setting_reaches_the_spec() {
+        let mut deployment = with_memory("128Mi");
+        deployment.settings.env_vars = map(&[
+            ("GREETING", "hi"),
+            (ENV_EXEC_TIMEOUT, "30s"),
+            (ENV_MAX_INFLIGHT, "4"),
+        ]);
+        deployment.settings.annotations = map(&[
+            (ANNOTATION_INSTANCE_REUSE, "100"),
+            (ANNOTATION_INSTANCE_CONCURRENCY, " 8 "),
+            (ANNOTATION_ALLOWED_HOSTS, "api.example.com"),
+            (ANNOTATION_KEYVALUE_BUCKETS, "cache, , sessions"),
+            ("com.wasmgate.config.colour", "blue"),
+            ("unrelated", "x"),
+        ]);
+        deployment.settings.secrets = Some(vec!["token".into(), "absent".into()]);
+        check_settings(&deployment, &RuntimeConfig::default()).expect("valid settings");
+        let spec = function_spec(
+            &hello(),
+            &deployment,
+            &RuntimeConfig::default(),
+            Path::new("/state/run/secrets/team/hello"),
+            |name| (name == "token").then(|| b"s3cret".to_vec()),
+        );
+        assert_eq!(
+            spec.secrets,
+            Some(GuestDir {
+                host: PathBuf::from("/state/run/secrets/team/hello"),
+                guest: SECRETS_GUEST_PATH.to_string(),
+            })
+        );
+        assert_eq!(spec.max_instance_reuse, 100);
+        assert_eq!(spec.max_instance_concurrency, 8);
+        assert_eq!(
+            spec.limits,
+            Limits {
+                memory_bytes: Some(128 * 1024 * 1024),
+                timeout: Some(Duration::from_secs(30)),
+                max_inflight: Some(4),
+            }
+        );
+        assert_eq!(
+            spec.allowed_hosts,
+            HostPattern::parse_list("api.example.com").expect("a valid list")
+        );
+        assert_eq!(spec.keyvalue_buckets, ["cache", "sessions"]);
+        let pairs = |values: &[(&str, &str)]| -> Vec<(String, String)> {
+            values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            spec.env,
+            pairs(&[
+                ("GREETING", "hi"),
+                ("exec_timeout", "30s"),
+                ("max_inflight", "4")
+            ])
+        );
+        // Secrets first, then config annotations, then the environment: the first of a key wins.
+        assert_eq!(
+            spec.config,
+            pairs(&[
+                ("token", "s3cret"),
+                ("colour", "blue"),
+                ("GREETING", "hi"),
+                ("exec_timeout", "30s"),
+                ("max_inflight", "4"),
+            ])
+        );
+    }
+
+    #[test]
+    fn an_empty_secret_list_mounts_nothing() {
+        let mut deployment = FunctionDeployment::default();
+        deployment.settings.secrets = Some(Vec::new());
+        let spec = function_spec(
+            &hello(),
+            &deployment,
+            &RuntimeConfig::default(),
+            Path::new("/s"),
+            no_secrets,
+        );
+        assert_eq!(spec.secrets, None);
+    }
+
+    #[test]
+    fn a_record_that_no_longer_parses_falls_back_to_the_defaults() {
+        let mut deployment = with_memory("1Ti");
+        deployment.settings.annotations = map(&[
+            (ANNOTATION_INSTANCE_REUSE, "many"),
+            (ANNOTATION_ALLOWED_HOSTS, "http://"),
+            (ANNOTATION_KEYVALUE_BUCKETS, "a/b"),
+        ]);
+        assert!(check_settings(&deployment, &RuntimeConfig::default()).is_err());
+        let spec = function_spec(
+            &hello(),
+            &deployment,
+            &RuntimeConfig::default(),
+            Path::new("/s"),
+            no_secrets,
+        );
+        assert_eq!(spec.max_instance_reuse, 0);
+        assert_eq!(spec.limits, Limits::default());
+        assert!(spec.allowed_hosts.is_empty());
+        assert!(spec.keyvalue_buckets.is_empty());
+    }
+
+    #[test]
+    fn a_label_serves_when_no_annotation_says() {
+        let labelled = with_labels(&[(ANNOTATION_INSTANCE_REUSE, "3")]);
+        assert_eq!(instance_reuse(&labelled), Ok(3));
+        let mut both = labelled.clone();
+        both.settings.annotations = map(&[(ANNOTATION_INSTANCE_REUSE, "5")]);
+        assert_eq!(instance_reuse(&both), Ok(5));
+    }
+
+    #[test]
+    fn each_wrong_setting_is_refused_with_its_reason() {
+        let config = RuntimeConfig {
+            max_memory_bytes: 256 * 1024 * 1024,
+            max_timeout: Duration::from_secs(60),
+            ..RuntimeConfig::default()
+        };
+        let cases = [
+            (
+                with_labels(&[(LABEL_SCALE_ZERO_DURATION, "soon")]),
+                "label com.openfaas.scale.zero-duration: ",
+            ),
+            (
+                with_annotations(&[(ANNOTATION_INSTANCE_REUSE, "-1")]),
+                "com.wasmgate.instance-reuse must be a whole number of requests per instance, not \"-1\"",
+            ),
+            (
+                with_labels(&[(ANNOTATION_INSTANCE_CONCURRENCY, "x")]),
+                "com.wasmgate.instance-concurrency must be a whole number of requests served at once \
+                 per instance, not \"x\"",
+            ),
+            (with_memory("lots"), "limits.memory: "),
+            (
+                with_memory("1Gi"),
+                "limits.memory 1Gi is above this gateway's maximum of 256Mi (--max-memory)",
+            ),
+            (
+                with_memory("1Ki"),
+                "limits.memory 1Ki is less than one WebAssembly page (64Ki)",
+            ),
+            (
+                with_env(&[(ENV_EXEC_TIMEOUT, "long")]),
+                "envVars.exec_timeout: ",
+            ),
+            (
+                with_env(&[(ENV_EXEC_TIMEOUT, "0s")]),
+                "envVars.exec_timeout must be more than zero",
+            ),
+            (
+                with_env(&[(ENV_EXEC_TIMEOUT, "2m")]),
+                "envVars.exec_timeout 2m is above this gateway's maximum of 60s (--max-timeout)",
+            ),
+            (
+                with_env(&[(ENV_MAX_INFLIGHT, "0")]),
+                "envVars.max_inflight must be a whole number of requests above zero, not \"0\"",
+            ),
+            (
+                with_annotations(&[(ANNOTATION_ALLOWED_HOSTS, "a b")]),
+                "annotation com.wasmgate.allowed-hosts: ",
+            ),
+            (
+                with_annotations(&[(ANNOTATION_KEYVALUE_BUCKETS, "ok, no/slash")]),
+                "annotation com.wasmgate.keyvalue.buckets: \"no/slash\" is not a bucket name \
+                 (letters, digits, '-', '_', '.', at most 64)",
+            ),
+            (
+                with_annotations(&[("com.openfaas.retry.attempts", "0")]),
+                "annotation com.openfaas.retry.attempts must be a number from 1 to 100",
+            ),
+        ];
+        for (deployment, expected) in cases {
+            match check_settings(&deployment, &config) {
+                Err(Error::InvalidInput(message)) => assert!(
+                    message.starts_with(expected),
+                    "{message:?} does not start with {expected:?}"
+                ),
+                other => panic!("{expected:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_wrong_setting_is_the_error() {
+        let mut deployment = with_annotations(&[
+            (ANNOTATION_INSTANCE_REUSE, "x"),
+            (ANNOTATION_KEYVALUE_BUCKETS, "a/b"),
+        ]);
+        deployment.settings.labels = map(&[(LABEL_SCALE_ZERO_DURATION, "soon")]);
+        let error = check_settings(&deployment, &RuntimeConfig::default()).expect_err("refused");
+        assert!(error.to_string().starts_with("label "), "{error}");
+    }
+
+    #[test]
+    fn replicas_come_from_scale_min_or_what_the_function_had() {
+        let plain = FunctionDeployment::default();
+        assert_eq!(replicas(&plain, None), Ok(1));
+        assert_eq!(replicas(&plain, Some(0)), Ok(1));
+        assert_eq!(replicas(&plain, Some(3)), Ok(3));
+        let pinned = with_labels(&[(LABEL_SCALE_MIN, "0")]);
+        assert_eq!(replicas(&pinned, Some(3)), Ok(0));
+        assert_eq!(
+            replicas(&with_labels(&[(LABEL_SCALE_MIN, "two")]), None),
+            Err(Error::invalid(
+                "label com.openfaas.scale.min must be a whole number"
+            ))
+        );
+    }
+
+    #[test]
+    fn scale_to_zero_is_opt_in() {
+        assert_eq!(scale_zero_after(&FunctionDeployment::default()), None);
+        assert_eq!(
+            scale_zero_after(&with_labels(&[(LABEL_SCALE_ZERO, "false")])),
+            None
+        );
+        assert_eq!(
+            scale_zero_after(&with_labels(&[(LABEL_SCALE_ZERO, "true")])),
+            Some(DEFAULT_SCALE_ZERO_DURATION)
+        );
+        assert_eq!(
+            scale_zero_after(&with_labels(&[
+                (LABEL_SCALE_ZERO, "true"),
+                (LABEL_SCALE_ZERO_DURATION, "90s"),
+            ])),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            scale_zero_after(&with_labels(&[
+                (LABEL_SCALE_ZERO, "true"),
+                (LABEL_SCALE_ZERO_DURATION, "never"),
+            ])),
+            Some(DEFAULT_SCALE_ZERO_DURATION)
+        );
+    }
+
+    #[test]
+    fn concurrency_on_one_instance_needs_wasi_http_0_3() {
+        let concurrent = with_annotations(&[(ANNOTATION_INSTANCE_CONCURRENCY, "4")]);
+        assert_eq!(check_world(&hello(), &concurrent, World::P3), Ok(()));
+        let error = check_world(&hello(), &concurrent, World::P2).expect_err("refused");
+        let text = error.to_string();
+        assert!(
+            text.starts_with(
+                "com.wasmgate.instance-concurrency needs a wasi:http 0.3 component (whose handler \
+                 is async); hello.team exports "
+            ),
+            "{text}"
+        );
+        let one = with_annotations(&[(ANNOTATION_INSTANCE_CONCURRENCY, "1")]);
+        assert_eq!(check_world(&hello(), &one, World::P2), Ok(()));
+    }
 }
