@@ -13,7 +13,7 @@ use wasmgate_runtime::{
 };
 
 use wasmgate_gateway::ServeConfig;
-use wasmgate_gateway::control::functions::DEFAULT_MAX_ARTIFACT_BYTES;
+use wasmgate_gateway::control::DEFAULT_MAX_ARTIFACT_BYTES;
 use wasmgate_gateway::http::auth::Credentials;
 use wasmgate_gateway::http::limits::{
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_MAX_REQUEST_BODY, DEFAULT_READ_TIMEOUT,

@@ -29,7 +29,7 @@ use wasmgate_openfaas::types::{FunctionDeployment, Namespace};
 use wasmgate_runtime::Runtime;
 
 pub use crate::config::ServeConfig;
-use crate::control::functions::{DeployMode, Functions};
+use crate::control::{Change, Functions, Origin, PutMode};
 use crate::http::api::Api;
 use crate::http::body::{BoxError, GatewayBody};
 use crate::http::gateway::Gateway;
@@ -118,9 +118,14 @@ impl App {
                     name: namespace.clone(),
                     ..Namespace::default()
                 };
-                functions.put_namespace(record, true).await.map_err(|e| {
-                    anyhow::anyhow!("creating namespace {namespace}: {}", e.message)
-                })?;
+                let create = Change::PutNamespace {
+                    namespace: record,
+                    mode: PutMode::Create,
+                };
+                functions
+                    .apply(create, Origin::Local)
+                    .await
+                    .with_context(|| format!("creating namespace {namespace}"))?;
             }
             let deployment = FunctionDeployment {
                 service: function.function.name.clone(),
@@ -132,14 +137,13 @@ impl App {
                 settings: function.settings.clone(),
             };
             functions
-                .deploy(deployment, DeployMode::Upsert)
+                .apply(Change::deploy(deployment, PutMode::Upsert), Origin::Local)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "loading function {} from {}: {}",
+                .with_context(|| {
+                    format!(
+                        "loading function {} from {}",
                         function.function,
-                        function.wasm.display(),
-                        e.message
+                        function.wasm.display()
                     )
                 })?;
         }

@@ -51,7 +51,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::functions::{Functions, Replicator};
+use crate::control::{Functions, Replicated, Replicator};
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::types::FunctionRecord;
 
@@ -437,7 +437,11 @@ impl Cluster {
         let result = match entry.operation {
             kv::Operation::Put => {
                 match serde_json::from_slice::<wasmgate_openfaas::types::Namespace>(&entry.value) {
-                    Ok(namespace) => functions.apply_remote_namespace(namespace).await,
+                    Ok(namespace) => {
+                        functions
+                            .apply_replicated(Replicated::NamespacePut(namespace))
+                            .await
+                    }
                     Err(error) => {
                         tracing::warn!(key = %entry.key, %error, "a namespace record this node cannot read");
                         return;
@@ -445,11 +449,13 @@ impl Cluster {
                 }
             }
             kv::Operation::Delete | kv::Operation::Purge => {
-                functions.remove_remote_namespace(&entry.key).await
+                functions
+                    .apply_replicated(Replicated::NamespaceRemoved(entry.key.clone()))
+                    .await
             }
         };
         if let Err(error) = result {
-            tracing::warn!(key = %entry.key, error = %error.message, "cannot apply a namespace from the cluster");
+            tracing::warn!(key = %entry.key, %error, "cannot apply a namespace from the cluster");
         }
         self.retry_pending(functions).await;
     }
@@ -459,8 +465,13 @@ impl Cluster {
             return;
         };
         let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
-        if let Err(error) = functions.apply_remote_secret(namespace, name, value).await {
-            tracing::warn!(key = %entry.key, error = %error.message, "cannot apply a secret from the cluster");
+        let secret = Replicated::SecretChanged {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            value,
+        };
+        if let Err(error) = functions.apply_replicated(secret).await {
+            tracing::warn!(key = %entry.key, %error, "cannot apply a secret from the cluster");
         }
         self.retry_pending(functions).await;
     }
@@ -486,11 +497,14 @@ impl Cluster {
         record: FunctionRecord,
         from: &str,
     ) {
-        match functions.apply_remote(record.clone()).await {
+        match functions
+            .apply_replicated(Replicated::FunctionPut(record.clone()))
+            .await
+        {
             Ok(true) => tracing::info!(%key, from, "applied a deploy from the cluster"),
             Ok(false) => {}
             Err(error) => {
-                tracing::warn!(%key, from, error = %error.message,
+                tracing::warn!(%key, from, %error,
                     "cannot apply a deploy from the cluster yet; trying again when a namespace or secret arrives");
                 self.pending
                     .lock()
@@ -540,12 +554,15 @@ impl Cluster {
                 let Ok(function) = FunctionRef::parse(&entry.key) else {
                     return;
                 };
-                match functions.remove_remote(&function).await {
+                match functions
+                    .apply_replicated(Replicated::FunctionRemoved(function))
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(key = %entry.key, "applied a removal from the cluster")
                     }
                     Ok(false) => {}
-                    Err(error) => tracing::error!(key = %entry.key, error = %error.message,
+                    Err(error) => tracing::error!(key = %entry.key, %error,
                         "cannot apply a removal from the cluster"),
                 }
             }
@@ -580,10 +597,7 @@ impl Cluster {
         if actual != digest {
             bail!("the object store's {digest} holds {actual}");
         }
-        functions
-            .store_artifact(bytes)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        functions.store_artifact(bytes).await?;
         Ok(())
     }
 

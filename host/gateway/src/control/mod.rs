@@ -1,3 +1,33 @@
-//! The control plane: the function registry, namespaces and secrets ([`functions`]).
+//! The control plane: the function registry, namespaces and secrets, and the one way they change.
+//!
+//! [`Functions`] (`registry.rs`) holds the records and answers questions. Every write is a
+//! [`Change`] (`change.rs`) made by [`Functions::apply`] (`apply.rs`), whether this node's API asked
+//! for it or another node of the cluster made it; a change made here is then published through the
+//! [`Replicator`] (`replication.rs`), and the other nodes' arrive as [`Replicated`] at
+//! [`Functions::apply_replicated`]. Each noun keeps its rules in a file of its own: `deploy.rs`
+//! (deploy, scale, remove), `namespaces.rs`, `secrets.rs` (and each function's secrets directory),
+//! `artifacts.rs` (images, uploads, the artifact store), `spec.rs` (labels and annotations, and the
+//! runtime's `FunctionSpec`), `sweeper.rs` (scale to zero). Failures are an [`Error`] (`error.rs`).
 
-pub mod functions;
+mod apply;
+mod artifacts;
+mod change;
+mod deploy;
+mod error;
+mod namespaces;
+mod registry;
+mod replication;
+mod secrets;
+mod spec;
+mod sweeper;
+
+pub use artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
+pub use change::{Change, Component, Origin, PutMode, SecretChange};
+pub use error::Error;
+pub use registry::Functions;
+pub use replication::{Replicated, Replicator};
+pub use spec::{
+    ANNOTATION_ALLOWED_HOSTS, ANNOTATION_CONFIG_PREFIX, ANNOTATION_INSTANCE_CONCURRENCY,
+    ANNOTATION_INSTANCE_REUSE, ANNOTATION_KEYVALUE_BUCKETS, DEFAULT_SCALE_ZERO_DURATION,
+    ENV_EXEC_TIMEOUT, ENV_MAX_INFLIGHT,
+};

@@ -1,5 +1,6 @@
 //! The OpenFaaS management API (`/system/*`): routing, query and body parsing, status codes. The
-//! work itself is in [`crate::control::functions`]; the JSON shapes in [`wasmgate_openfaas::types`].
+//! work itself is in [`crate::control`] (every write a [`Change`]); the JSON shapes in
+//! [`wasmgate_openfaas::types`]; refusals become statuses in [`crate::http::error`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 
-use crate::control::functions::{ApiError, DeployMode, Functions, SecretChange};
-use crate::http::body::{BoxError, GatewayBody, text};
+use crate::control::{self, Change, Functions, Origin, PutMode, SecretChange};
+use crate::http::body::{BoxError, GatewayBody};
+use crate::http::error::ApiError;
 use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::names::{DEFAULT_NAMESPACE, FunctionRef};
 use wasmgate_openfaas::types::{
@@ -50,8 +52,8 @@ impl Api {
         let segments: Vec<&str> = route.split('/').collect();
         let result = match (&method, segments.as_slice()) {
             (&Method::GET, ["functions"]) => self.list(&query),
-            (&Method::POST, ["functions"]) => self.deploy(request, DeployMode::Create).await,
-            (&Method::PUT, ["functions"]) => self.deploy(request, DeployMode::Update).await,
+            (&Method::POST, ["functions"]) => self.deploy(request, PutMode::Create).await,
+            (&Method::PUT, ["functions"]) => self.deploy(request, PutMode::Update).await,
             (&Method::DELETE, ["functions"]) => self.delete(request, &query).await,
             (&Method::GET, ["function", name]) => self.describe(name, &query),
             (&Method::POST, ["scale-function", name]) => self.scale(name, request, &query).await,
@@ -74,26 +76,25 @@ impl Api {
                     | "logs" | "artifacts",
                     ..,
                 ],
-            ) => Err(ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                message: format!("{method} is not allowed on {path}"),
-            }),
-            _ => Err(ApiError::not_found(format!("no such endpoint: {path}"))),
+            ) => Err(ApiError::MethodNotAllowed(format!(
+                "{method} is not allowed on {path}"
+            ))),
+            _ => Err(ApiError::NoSuchEndpoint(path.clone())),
         };
-        result.unwrap_or_else(|error| text(error.status, &error.message))
+        result.unwrap_or_else(|error| error.response())
     }
 
     fn list(&self, query: &HashMap<String, String>) -> Reply {
         let namespace = namespace_of(query, None)?;
         if !self.functions.namespace_exists(&namespace) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::BadRequest(format!(
                 "namespace {namespace} does not exist"
             )));
         }
         json(StatusCode::OK, &self.functions.list(&namespace))
     }
 
-    async fn deploy<B>(&self, request: Request<B>, mode: DeployMode) -> Reply
+    async fn deploy<B>(&self, request: Request<B>, mode: PutMode) -> Reply
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -103,7 +104,9 @@ impl Api {
         if deployment.namespace.as_deref().is_none_or(str::is_empty) {
             deployment.namespace = query.get("namespace").cloned();
         }
-        self.functions.deploy(deployment, mode).await?;
+        self.functions
+            .apply(Change::deploy(deployment, mode), Origin::Local)
+            .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -114,9 +117,10 @@ impl Api {
     {
         let body: DeleteFunctionRequest = read_json(request.into_body()).await?;
         let namespace = namespace_of(query, body.namespace.as_deref())?;
-        let function = FunctionRef::new(&body.function_name, Some(&namespace))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        self.functions.remove(&function).await?;
+        let function = FunctionRef::new(&body.function_name, Some(&namespace))?;
+        self.functions
+            .apply(Change::Remove { function }, Origin::Local)
+            .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -144,9 +148,11 @@ impl Api {
     {
         let body: ScaleServiceRequest = read_json(request.into_body()).await?;
         let namespace = namespace_of(query, body.namespace.as_deref())?;
-        let function = FunctionRef::new(name, Some(&namespace))
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        self.functions.scale(&function, body.replicas).await?;
+        let function = FunctionRef::new(name, Some(&namespace))?;
+        let replicas = body.replicas;
+        self.functions
+            .apply(Change::Scale { function, replicas }, Origin::Local)
+            .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 
@@ -158,7 +164,7 @@ impl Api {
         match *method {
             Method::GET => match self.functions.namespace(name) {
                 Some(namespace) => json(StatusCode::OK, &namespace),
-                None => Err(ApiError::not_found(format!("namespace {name} not found"))),
+                None => Err(control::Error::NotFound(format!("namespace {name}")).into()),
             },
             Method::POST | Method::PUT => {
                 let bytes = read_body(request.into_body(), MAX_JSON_BYTES).await?;
@@ -166,17 +172,24 @@ impl Api {
                     Namespace::default()
                 } else {
                     serde_json::from_slice(&bytes)
-                        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
+                        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
                 };
                 if !namespace.name.is_empty() && namespace.name != name {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(ApiError::BadRequest(format!(
                         "the body names namespace {:?}, the path {name:?}",
                         namespace.name
                     )));
                 }
                 namespace.name = name.to_string();
                 let create = *method == Method::POST;
-                self.functions.put_namespace(namespace, create).await?;
+                let mode = if create {
+                    PutMode::Create
+                } else {
+                    PutMode::Update
+                };
+                self.functions
+                    .apply(Change::PutNamespace { namespace, mode }, Origin::Local)
+                    .await?;
                 Ok(empty(if create {
                     StatusCode::CREATED
                 } else {
@@ -184,20 +197,22 @@ impl Api {
                 }))
             }
             Method::DELETE => {
-                self.functions.delete_namespace(name).await?;
+                let name = name.to_string();
+                self.functions
+                    .apply(Change::DeleteNamespace { name }, Origin::Local)
+                    .await?;
                 Ok(empty(StatusCode::ACCEPTED))
             }
-            _ => Err(ApiError {
-                status: StatusCode::METHOD_NOT_ALLOWED,
-                message: format!("{method} is not allowed here"),
-            }),
+            _ => Err(ApiError::MethodNotAllowed(format!(
+                "{method} is not allowed here"
+            ))),
         }
     }
 
     fn list_secrets(&self, query: &HashMap<String, String>) -> Reply {
         let namespace = namespace_of(query, None)?;
         if !self.functions.namespace_exists(&namespace) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::BadRequest(format!(
                 "namespace {namespace} does not exist"
             )));
         }
@@ -230,7 +245,7 @@ impl Api {
             match (&secret.raw_value, &secret.value) {
                 (Some(raw), _) if !raw.is_empty() => base64::engine::general_purpose::STANDARD
                     .decode(raw)
-                    .map_err(|e| ApiError::bad_request(format!("rawValue is not base64: {e}"))),
+                    .map_err(|e| ApiError::BadRequest(format!("rawValue is not base64: {e}"))),
                 (_, Some(value)) => Ok(value.clone().into_bytes()),
                 _ => Ok(Vec::new()),
             }
@@ -240,22 +255,27 @@ impl Api {
             Method::PUT => SecretChange::Update(value()?),
             _ => SecretChange::Delete,
         };
+        let name = secret.name.clone();
         self.functions
-            .change_secret(&namespace, &secret.name, change)
+            .apply(
+                Change::Secret {
+                    namespace,
+                    name,
+                    change,
+                },
+                Origin::Local,
+            )
             .await?;
         Ok(empty(StatusCode::ACCEPTED))
     }
 
     fn logs(&self, query: &HashMap<String, String>) -> Reply {
-        let unprocessable = |message: String| ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message,
-        };
+        let unprocessable = ApiError::Unprocessable;
         let name = query
             .get("name")
             .filter(|n| !n.is_empty())
             .ok_or_else(|| unprocessable("name is required".into()))?;
-        let namespace = namespace_of(query, None).map_err(|e| unprocessable(e.message))?;
+        let namespace = namespace_of(query, None).map_err(|e| unprocessable(e.to_string()))?;
         let function =
             FunctionRef::new(name, Some(&namespace)).map_err(|e| unprocessable(e.to_string()))?;
         let tail =
@@ -281,14 +301,10 @@ impl Api {
             })?),
         };
         if !self.functions.exists(&function) {
-            return Err(ApiError::not_found(format!(
-                "function {function} not found"
-            )));
+            return Err(control::Error::NotFound(format!("function {function}")).into());
         }
         let Some(logs) = self.functions.runtime().logs(&function.key()) else {
-            return Err(ApiError::not_found(format!(
-                "function {function} not found"
-            )));
+            return Err(control::Error::NotFound(format!("function {function}")).into());
         };
 
         // Subscribe before taking the snapshot so no line falls between them.
@@ -363,12 +379,12 @@ impl Api {
     /// uploading it), 404 when not.
     fn artifact(&self, digest: &str) -> Reply {
         let parsed = Digest::parse(digest).ok_or_else(|| {
-            ApiError::bad_request(format!(
+            ApiError::BadRequest(format!(
                 "{digest:?} is not a digest such as sha256:<64 hex digits>"
             ))
         })?;
         if !self.functions.has_artifact(&parsed) {
-            return Err(ApiError::not_found(format!("no artifact {digest}")));
+            return Err(ApiError::NoSuchArtifact(digest.to_string()));
         }
         json(
             StatusCode::OK,
@@ -422,7 +438,7 @@ fn namespace_of(query: &HashMap<String, String>, body: Option<&str>) -> Result<S
         .filter(|n| !n.is_empty())
         .or(body.filter(|n| !n.is_empty()))
         .unwrap_or(DEFAULT_NAMESPACE);
-    FunctionRef::new("x", Some(namespace)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    FunctionRef::new("x", Some(namespace))?;
     Ok(namespace.to_string())
 }
 
@@ -466,11 +482,10 @@ where
 {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("the body is larger than the {limit} byte limit"),
-        }),
-        Err(error) => Err(ApiError::bad_request(format!("reading the body: {error}"))),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::TooLarge(limit))
+        }
+        Err(error) => Err(ApiError::BadRequest(format!("reading the body: {error}"))),
     }
 }
 
@@ -480,11 +495,12 @@ where
     B::Error: Into<BoxError>,
 {
     let bytes = read_body(body, MAX_JSON_BYTES).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
-    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal("encoding JSON", e))?;
+    let body = serde_json::to_vec(value)
+        .map_err(|e| ApiError::Control(control::Error::internal("encoding JSON", e)))?;
     let mut response = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})

@@ -1,10 +1,11 @@
 //! The HTTP face of the gateway: the router and the invocation contract ([`gateway`]), the
-//! management API ([`api`]), the web portal ([`ui`]), basic auth ([`auth`]), request limits
+//! management API ([`api`]) and its refusals ([`error`]), the web portal ([`ui`]), basic auth ([`auth`]), request limits
 //! ([`limits`]) and the accept loop ([`server`]).
 
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod error;
 pub mod gateway;
 pub mod limits;
 pub mod server;
