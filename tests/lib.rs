@@ -1,4 +1,5 @@
-//! Repository-wide checks live in `tidy.rs`; this library only says where the repository is.
+//! Repository-wide checks live in `tidy.rs`; this library only says where the repository is. The
+//! end-to-end tests in `e2e/` belong to the `wasmgate` package (see `host/cli/Cargo.toml`).
 
 #![deny(missing_docs)]
 

@@ -1,5 +1,5 @@
 //! The web portal at `/ui/`: a real headless Chromium drives it against a real gateway
-//! (`host/cli/tests/ui/portal.mjs`), plus its auth, its headers and the cold-start header it shows.
+//! (`tests/e2e/ui/portal.mjs`), plus its auth, its headers and the cold-start header it shows.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,7 @@ fn portal_in_a_real_browser() {
     for name in ["list.png", "try.png", "page.png"] {
         let _ = std::fs::remove_file(shots.join(name));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/portal.mjs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/ui/portal.mjs");
     let mut node = Command::new("node");
     node.arg(&script)
         .arg(format!("http://{}", gateway.addr))
