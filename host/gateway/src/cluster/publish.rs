@@ -1,0 +1,200 @@
+//! This node's changes, put in the cluster's buckets and object store: the [`Replicator`] the
+//! control plane calls after it applied a change locally.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::io::AsyncReadExt;
+
+use super::{CAS_TRIES, Cluster, Published, object_name, retrying};
+use crate::control::Replicator;
+use wasmgate_openfaas::names::FunctionRef;
+use wasmgate_openfaas::types::FunctionRecord;
+
+impl Cluster {
+    async fn put_record(
+        &self,
+        key: String,
+        record: FunctionRecord,
+        wasm: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let name = object_name(&record.digest);
+        if self.artifacts.info(&name).await.is_err() {
+            let mut reader = wasm.as_slice();
+            self.artifacts
+                .put(name.as_str(), &mut reader)
+                .await
+                .context("uploading the component to the object store")?;
+        }
+        let value = Bytes::from(serde_json::to_vec(&Published {
+            node: self.node.clone(),
+            record,
+        })?);
+        // Compare-and-set on the revision read: a concurrent change means read again and retry.
+        for _ in 0..CAS_TRIES {
+            let current = self
+                .functions_kv
+                .entry(&key)
+                .await
+                .context("reading the function's record")?;
+            let written = match current {
+                Some(entry) => self
+                    .functions_kv
+                    .update(&key, value.clone(), entry.revision)
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from),
+                None => self
+                    .functions_kv
+                    .create(&key, value.clone())
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::from),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::debug!(%key, error = %format!("{error:#}"), "record changed meanwhile; trying again")
+                }
+            }
+        }
+        bail!("the function's record kept changing; gave up after {CAS_TRIES} tries")
+    }
+}
+
+impl Replicator for Cluster {
+    fn artifact_put(
+        &self,
+        digest: String,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let artifacts = self.artifacts.clone();
+        Box::pin(async move {
+            let name = object_name(&digest);
+            retrying("sharing an artifact", || async {
+                if artifacts.info(&name).await.is_ok() {
+                    return Ok(());
+                }
+                let mut reader = wasm.as_slice();
+                artifacts
+                    .put(name.as_str(), &mut reader)
+                    .await
+                    .map(drop)
+                    .context("uploading the component to the object store")
+            })
+            .await
+        })
+    }
+
+    fn artifact_get(&self, digest: String) -> BoxFuture<'static, anyhow::Result<Option<Vec<u8>>>> {
+        let artifacts = self.artifacts.clone();
+        let limit = self.max_artifact_bytes;
+        Box::pin(async move {
+            let name = object_name(&digest);
+            if artifacts.info(&name).await.is_err() {
+                return Ok(None);
+            }
+            let mut object = artifacts
+                .get(&name)
+                .await
+                .with_context(|| format!("reading {digest} from the object store"))?;
+            let mut bytes = Vec::new();
+            (&mut object)
+                .take(u64::try_from(limit).unwrap_or(u64::MAX) + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .context("downloading the component")?;
+            if bytes.len() > limit {
+                bail!("{digest} is over the {limit} byte limit");
+            }
+            Ok(Some(bytes))
+        })
+    }
+
+    fn namespace_put(
+        &self,
+        namespace: wasmgate_openfaas::types::Namespace,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let store = self.namespaces_kv.clone();
+        Box::pin(async move {
+            let value = Bytes::from(serde_json::to_vec(&namespace)?);
+            retrying("publishing a namespace", || async {
+                store
+                    .put(&namespace.name, value.clone())
+                    .await
+                    .context("writing the namespace to the cluster")
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn namespace_removed(&self, name: String) -> BoxFuture<'static, anyhow::Result<()>> {
+        let store = self.namespaces_kv.clone();
+        Box::pin(async move {
+            retrying("publishing a namespace's removal", || async {
+                store
+                    .delete(&name)
+                    .await
+                    .context("writing the namespace's removal to the cluster")
+            })
+            .await
+        })
+    }
+
+    fn secret_changed(
+        &self,
+        namespace: String,
+        name: String,
+        value: Option<Vec<u8>>,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let store = self.secrets_kv.clone();
+        Box::pin(async move {
+            let key = format!("{namespace}.{name}");
+            retrying("publishing a secret", || async { match value.clone() {
+                Some(value) => store
+                    .put(&key, Bytes::from(value))
+                    .await
+                    .map(drop)
+                    .with_context(|| format!("writing the secret {key} to the cluster (its name must be letters, digits, '-', '_', '=', '.')")),
+                None => store
+                    .delete(&key)
+                    .await
+                    .context("writing the secret's removal to the cluster"),
+            } })
+            .await
+        })
+    }
+
+    fn function_put(
+        &self,
+        record: FunctionRecord,
+        wasm: Vec<u8>,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let this = self.clone_handles();
+        Box::pin(async move {
+            let key = FunctionRef::new(
+                &record.deployment.service,
+                record.deployment.namespace.as_deref(),
+            )?
+            .key();
+            retrying("publishing a deploy", || {
+                this.put_record(key.clone(), record.clone(), wasm.clone())
+            })
+            .await
+        })
+    }
+
+    fn function_removed(&self, key: String) -> BoxFuture<'static, anyhow::Result<()>> {
+        let this = self.clone_handles();
+        Box::pin(async move {
+            retrying("publishing a removal", || async {
+                this.functions_kv
+                    .delete(&key)
+                    .await
+                    .context("writing the removal to the cluster")
+            })
+            .await
+        })
+    }
+}

@@ -1,0 +1,327 @@
+//! What other nodes change: each bucket watched (and read whole every [`RESYNC_EVERY`]), each key's
+//! revisions applied once and in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Cluster, FUNCTIONS_BUCKET, NAMESPACES_BUCKET, Published, RESYNC_EVERY, REWATCH_PAUSE,
+    SECRETS_BUCKET, WATCH_TIMEOUT, object_name, retrying, spawn_until,
+};
+use crate::control::{Functions, Replicated};
+use wasmgate_openfaas::names::FunctionRef;
+use wasmgate_openfaas::types::FunctionRecord;
+
+impl Cluster {
+    pub(super) fn watch(
+        self: &Arc<Self>,
+        bucket: &'static str,
+        functions: Arc<Functions>,
+        stop: CancellationToken,
+    ) {
+        let cluster = self.clone();
+        let store = match bucket {
+            NAMESPACES_BUCKET => self.namespaces_kv.clone(),
+            SECRETS_BUCKET => self.secrets_kv.clone(),
+            _ => self.functions_kv.clone(),
+        };
+        spawn_until(stop, async move {
+            let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+            let mut resync = tokio::time::interval(RESYNC_EVERY);
+            resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            resync.tick().await;
+            loop {
+                // Asked while the NATS cluster elects a leader, the request may go unanswered.
+                let watch = tokio::time::timeout(WATCH_TIMEOUT, store.watch_with_history(">"))
+                    .await
+                    .unwrap_or_else(|_| Err(kv::WatchError::new(kv::WatchErrorKind::TimedOut)));
+                match watch {
+                    Ok(mut watch) => loop {
+                        tokio::select! {
+                            entry = watch.next() => match entry {
+                                Some(Ok(entry)) => {
+                                    cluster
+                                        .dispatch(bucket, &functions, &mut per_key, entry)
+                                        .await;
+                                }
+                                Some(Err(error)) => {
+                                    tracing::warn!(%error, bucket, "the cluster watch failed");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            // A watch can also go quiet without failing (its server went away); a
+                            // periodic read of the bucket bounds how long a change can be missed.
+                            _ = resync.tick() => {
+                                cluster.resync(bucket, &store, &functions, &mut per_key).await;
+                            }
+                        }
+                    },
+                    Err(error) => {
+                        // A NATS server that went away may leave new watches failing for a while
+                        // (their consumers cannot be created); read the bucket directly meanwhile.
+                        tracing::warn!(%error, bucket, "cannot watch the cluster; reading it directly");
+                        cluster
+                            .resync(bucket, &store, &functions, &mut per_key)
+                            .await;
+                    }
+                }
+                tokio::time::sleep(REWATCH_PAUSE).await;
+            }
+        });
+    }
+
+    /// Applies one entry of `bucket`, after the changes to the same key that came before it.
+    async fn dispatch(
+        self: &Arc<Self>,
+        bucket: &'static str,
+        functions: &Arc<Functions>,
+        per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+        entry: kv::Entry,
+    ) {
+        // The watch and the periodic read may both bring a change: apply each revision once, and
+        // never an older one after a newer.
+        {
+            let mut applied = self
+                .applied
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let last = applied.entry((bucket, entry.key.clone())).or_insert(0);
+            if entry.revision <= *last {
+                return;
+            }
+            *last = entry.revision;
+        }
+        let lock = per_key.entry(entry.key.clone()).or_default().clone();
+        // Taken here, in order; released when applied.
+        let turn = lock.lock_owned().await;
+        let (cluster, functions) = (self.clone(), functions.clone());
+        tokio::spawn(async move {
+            match bucket {
+                FUNCTIONS_BUCKET => cluster.apply(&functions, entry).await,
+                NAMESPACES_BUCKET => cluster.apply_namespace(&functions, entry).await,
+                _ => cluster.apply_secret(&functions, entry).await,
+            }
+            drop(turn);
+        });
+    }
+
+    /// Reads every key of `bucket` with direct gets (no consumer needed) and applies what changed.
+    async fn resync(
+        self: &Arc<Self>,
+        bucket: &'static str,
+        store: &kv::Store,
+        functions: &Arc<Functions>,
+        per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    ) {
+        let prefix = format!("$KV.{bucket}.");
+        let subjects = async {
+            let mut info = store
+                .stream
+                .info_with_subjects(format!("{prefix}>"))
+                .await?;
+            let mut subjects = Vec::new();
+            while let Some(entry) = info.next().await {
+                subjects.push(entry?.0);
+            }
+            Ok::<_, anyhow::Error>(subjects)
+        };
+        let subjects = match tokio::time::timeout(WATCH_TIMEOUT, subjects).await {
+            Ok(Ok(subjects)) => subjects,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), bucket, "cannot list the bucket's keys");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(bucket, "listing the bucket's keys timed out");
+                return;
+            }
+        };
+        for subject in subjects {
+            let Some(key) = subject.strip_prefix(&prefix) else {
+                continue;
+            };
+            match tokio::time::timeout(WATCH_TIMEOUT, store.entry(key)).await {
+                Ok(Ok(Some(entry))) => self.dispatch(bucket, functions, per_key, entry).await,
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, key, "cannot read a key"),
+                Err(_) => tracing::warn!(key, "reading a key timed out"),
+            }
+        }
+    }
+
+    async fn apply_namespace(&self, functions: &Functions, entry: kv::Entry) {
+        let result = match entry.operation {
+            kv::Operation::Put => {
+                match serde_json::from_slice::<wasmgate_openfaas::types::Namespace>(&entry.value) {
+                    Ok(namespace) => {
+                        functions
+                            .apply_replicated(Replicated::NamespacePut(namespace))
+                            .await
+                    }
+                    Err(error) => {
+                        tracing::warn!(key = %entry.key, %error, "a namespace record this node cannot read");
+                        return;
+                    }
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                functions
+                    .apply_replicated(Replicated::NamespaceRemoved(entry.key.clone()))
+                    .await
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(key = %entry.key, %error, "cannot apply a namespace from the cluster");
+        }
+        self.retry_pending(functions).await;
+    }
+
+    async fn apply_secret(&self, functions: &Functions, entry: kv::Entry) {
+        let Some((namespace, name)) = entry.key.split_once('.') else {
+            return;
+        };
+        let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
+        let secret = Replicated::SecretChanged {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            value,
+        };
+        if let Err(error) = functions.apply_replicated(secret).await {
+            tracing::warn!(key = %entry.key, %error, "cannot apply a secret from the cluster");
+        }
+        self.retry_pending(functions).await;
+    }
+
+    /// Applies again the function records that waited for a namespace or a secret.
+    async fn retry_pending(&self, functions: &Functions) {
+        let pending: Vec<(String, FunctionRecord)> = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pending.drain().collect()
+        };
+        for (key, record) in pending {
+            self.apply_record(functions, key, record, "pending").await;
+        }
+    }
+
+    async fn apply_record(
+        &self,
+        functions: &Functions,
+        key: String,
+        record: FunctionRecord,
+        from: &str,
+    ) {
+        match functions
+            .apply_replicated(Replicated::FunctionPut(record.clone()))
+            .await
+        {
+            Ok(true) => tracing::info!(%key, from, "applied a deploy from the cluster"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%key, from, %error,
+                    "cannot apply a deploy from the cluster yet; trying again when a namespace or secret arrives");
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, record);
+            }
+        }
+    }
+
+    async fn apply(&self, functions: &Functions, entry: kv::Entry) {
+        match entry.operation {
+            kv::Operation::Put => {
+                let published: Published = match serde_json::from_slice(&entry.value) {
+                    Ok(published) => published,
+                    Err(error) => {
+                        tracing::warn!(key = %entry.key, %error, "a function record this node cannot read");
+                        return;
+                    }
+                };
+                let digest = published.record.digest.clone();
+                if let Err(error) = retrying("fetching a component", || {
+                    self.fetch_artifact(functions, &digest)
+                })
+                .await
+                {
+                    tracing::error!(key = %entry.key, %digest, error = %format!("{error:#}"),
+                        "cannot get the component of a function deployed elsewhere");
+                    return;
+                }
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&entry.key);
+                self.apply_record(
+                    functions,
+                    entry.key.clone(),
+                    published.record,
+                    &published.node,
+                )
+                .await;
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&entry.key);
+                let Ok(function) = FunctionRef::parse(&entry.key) else {
+                    return;
+                };
+                match functions
+                    .apply_replicated(Replicated::FunctionRemoved(function))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(key = %entry.key, "applied a removal from the cluster")
+                    }
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(key = %entry.key, %error,
+                        "cannot apply a removal from the cluster"),
+                }
+            }
+        }
+    }
+
+    /// Makes sure this node's artifact store has `digest` (`sha256:<hex>`), from the object store.
+    async fn fetch_artifact(&self, functions: &Functions, digest: &str) -> anyhow::Result<()> {
+        let parsed = wasmgate_openfaas::digest::Digest::parse(digest).context("a bad digest")?;
+        if functions.has_artifact(&parsed) {
+            return Ok(());
+        }
+        let mut object = self
+            .artifacts
+            .get(object_name(digest))
+            .await
+            .with_context(|| format!("reading {digest} from the object store"))?;
+        let mut bytes = Vec::new();
+        let limit = u64::try_from(self.max_artifact_bytes).unwrap_or(u64::MAX) + 1;
+        (&mut object)
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .await
+            .context("downloading the component")?;
+        if bytes.len() > self.max_artifact_bytes {
+            bail!(
+                "the component is over the {} byte limit",
+                self.max_artifact_bytes
+            );
+        }
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != digest {
+            bail!("the object store's {digest} holds {actual}");
+        }
+        functions.store_artifact(bytes).await?;
+        Ok(())
+    }
+}
