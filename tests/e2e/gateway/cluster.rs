@@ -363,6 +363,47 @@ async fn async_calls_are_shared_and_survive_a_node() {
     }
 }
 
+/// A change another node made that fails here is tried again until it succeeds: the component is
+/// missing from the object store for longer than one fetch keeps trying (20 s), then comes back.
+/// Before, the change was given up until the function's record changed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_failed_is_tried_again() {
+    use sha2::Digest as _;
+    let nats = Nats::start();
+    let b = node(&nats, "b", &temp_dir("retry-b"));
+    deploy(&b, "hello", wasmgate_guests::HELLO, json!({})).await;
+
+    // Take the component out of the object store, as an operator's clean-up or a lost replica would.
+    let wasm = std::fs::read(wasmgate_guests::HELLO).expect("read hello");
+    let object = format!("sha256-{}", hex::encode(sha2::Sha256::digest(&wasm)));
+    let client = async_nats::connect(nats.url.as_str())
+        .await
+        .expect("connect to NATS");
+    let artifacts = async_nats::jetstream::new(client)
+        .get_object_store(wasmgate_gateway::cluster::ARTIFACTS_BUCKET)
+        .await
+        .expect("the artifacts object store");
+    artifacts
+        .delete(&object)
+        .await
+        .expect("delete the component");
+
+    let a = node(&nats, "a", &temp_dir("retry-a"));
+    a.wait_for_log(&[
+        "cannot get the component of a function deployed elsewhere",
+        "hello.openfaas-fn",
+    ]);
+    assert_eq!(get(&a, "/function/hello").await.status, 404);
+
+    artifacts
+        .put(object.as_str(), &mut wasm.as_slice())
+        .await
+        .expect("put the component back");
+    let healed = until_all(&[&a], "/function/hello", 200).await;
+    println!("A served the function {healed:?} after its component came back");
+    a.wait_for_log(&["a change from the cluster that had failed is no longer pending"]);
+}
+
 /// Three NATS servers in a JetStream cluster (streams and buckets with 3 replicas): one server is
 /// killed, and the gateways keep serving, accepting and running async calls, and sharing deploys
 /// after the leader election.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_nats::jetstream::kv;
@@ -32,7 +33,9 @@ impl Cluster {
             SECRETS_BUCKET => self.secrets_kv.clone(),
             _ => self.functions_kv.clone(),
         };
+        let retries_stop = stop.clone();
         spawn_until(stop, async move {
+            let stop = retries_stop;
             let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
             let mut resync = tokio::time::interval(RESYNC_EVERY);
             resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,7 +51,7 @@ impl Cluster {
                             entry = watch.next() => match entry {
                                 Some(Ok(entry)) => {
                                     cluster
-                                        .dispatch(bucket, &functions, &mut per_key, entry)
+                                        .dispatch(bucket, &functions, &mut per_key, entry, &stop)
                                         .await;
                                 }
                                 Some(Err(error)) => {
@@ -60,7 +63,7 @@ impl Cluster {
                             // A watch can also go quiet without failing (its server went away); a
                             // periodic read of the bucket bounds how long a change can be missed.
                             _ = resync.tick() => {
-                                cluster.resync(bucket, &store, &functions, &mut per_key).await;
+                                cluster.resync(bucket, &store, &functions, &mut per_key, &stop).await;
                             }
                         }
                     },
@@ -69,7 +72,7 @@ impl Cluster {
                         // (their consumers cannot be created); read the bucket directly meanwhile.
                         tracing::warn!(%error, bucket, "cannot watch the cluster; reading it directly");
                         cluster
-                            .resync(bucket, &store, &functions, &mut per_key)
+                            .resync(bucket, &store, &functions, &mut per_key, &stop)
                             .await;
                     }
                 }
@@ -78,13 +81,17 @@ impl Cluster {
         });
     }
 
-    /// Applies one entry of `bucket`, after the changes to the same key that came before it.
+    /// Applies one entry of `bucket`, after the changes to the same key that came before it. A change
+    /// that fails (its component cannot be fetched yet, its secret has not arrived) is tried again,
+    /// [`APPLY_RETRY_FIRST`] later and then twice as long each time up to [`APPLY_RETRY_MAX`], until it
+    /// succeeds, a newer revision of the key supersedes it, or `stop` is cancelled.
     async fn dispatch(
         self: &Arc<Self>,
         bucket: &'static str,
         functions: &Arc<Functions>,
         per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
         entry: kv::Entry,
+        stop: &CancellationToken,
     ) {
         // The watch and the periodic read may both bring a change: apply each revision once, and
         // never an older one after a newer.
@@ -101,16 +108,52 @@ impl Cluster {
         }
         let lock = per_key.entry(entry.key.clone()).or_default().clone();
         // Taken here, in order; released when applied.
-        let turn = lock.lock_owned().await;
-        let (cluster, functions) = (self.clone(), functions.clone());
+        let first_turn = lock.clone().lock_owned().await;
+        let (cluster, functions, stop) = (self.clone(), functions.clone(), stop.clone());
         tokio::spawn(async move {
-            match bucket {
-                FUNCTIONS_BUCKET => cluster.apply(&functions, entry).await,
-                NAMESPACES_BUCKET => cluster.apply_namespace(&functions, entry).await,
-                _ => cluster.apply_secret(&functions, entry).await,
+            let mut first_turn = Some(first_turn);
+            let attempt = || {
+                let (cluster, functions, entry, lock) = (&cluster, &functions, &entry, &lock);
+                let turn = first_turn.take();
+                async move {
+                    // A retry waits its turn like a new change, and gives way to a newer revision.
+                    let _turn = match turn {
+                        Some(turn) => turn,
+                        None => lock.clone().lock_owned().await,
+                    };
+                    if !cluster.is_latest(bucket, entry) {
+                        return Attempt::Superseded;
+                    }
+                    let done = match bucket {
+                        FUNCTIONS_BUCKET => cluster.apply(functions, entry.clone()).await,
+                        NAMESPACES_BUCKET => {
+                            cluster.apply_namespace(functions, entry.clone()).await
+                        }
+                        _ => cluster.apply_secret(functions, entry.clone()).await,
+                    };
+                    if done { Attempt::Done } else { Attempt::Failed }
+                }
+            };
+            let retries =
+                until_applied(attempt, APPLY_RETRY_FIRST, APPLY_RETRY_MAX, &stop, |wait| {
+                    tracing::warn!(bucket, key = %entry.key, revision = entry.revision, ?wait,
+                        "a change from the cluster failed; trying it again");
+                })
+                .await;
+            if retries > 0 {
+                tracing::info!(bucket, key = %entry.key, revision = entry.revision, retries,
+                    "a change from the cluster that had failed is no longer pending");
             }
-            drop(turn);
         });
+    }
+
+    /// Whether `entry` is still the newest revision of its key this node has seen.
+    fn is_latest(&self, bucket: &'static str, entry: &kv::Entry) -> bool {
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(bucket, entry.key.clone()))
+            .is_none_or(|last| *last == entry.revision)
     }
 
     /// Reads every key of `bucket` with direct gets (no consumer needed) and applies what changed.
@@ -120,6 +163,7 @@ impl Cluster {
         store: &kv::Store,
         functions: &Arc<Functions>,
         per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+        stop: &CancellationToken,
     ) {
         let prefix = format!("$KV.{bucket}.");
         let subjects = async {
@@ -149,7 +193,7 @@ impl Cluster {
                 continue;
             };
             match tokio::time::timeout(WATCH_TIMEOUT, store.entry(key)).await {
-                Ok(Ok(Some(entry))) => self.dispatch(bucket, functions, per_key, entry).await,
+                Ok(Ok(Some(entry))) => self.dispatch(bucket, functions, per_key, entry, stop).await,
                 Ok(Ok(None)) => {}
                 Ok(Err(error)) => tracing::warn!(%error, key, "cannot read a key"),
                 Err(_) => tracing::warn!(key, "reading a key timed out"),
@@ -157,7 +201,8 @@ impl Cluster {
         }
     }
 
-    async fn apply_namespace(&self, functions: &Functions, entry: kv::Entry) {
+    /// Applies a namespace change; false when it failed and should be tried again.
+    async fn apply_namespace(&self, functions: &Functions, entry: kv::Entry) -> bool {
         let result = match entry.operation {
             kv::Operation::Put => {
                 match serde_json::from_slice::<wasmgate_openfaas::types::Namespace>(&entry.value) {
@@ -167,8 +212,9 @@ impl Cluster {
                             .await
                     }
                     Err(error) => {
+                        // Trying again cannot help: a newer record (or a newer node) will.
                         tracing::warn!(key = %entry.key, %error, "a namespace record this node cannot read");
-                        return;
+                        return true;
                     }
                 }
             }
@@ -180,13 +226,16 @@ impl Cluster {
         };
         if let Err(error) = result {
             tracing::warn!(key = %entry.key, %error, "cannot apply a namespace from the cluster");
+            return false;
         }
         self.retry_pending(functions).await;
+        true
     }
 
-    async fn apply_secret(&self, functions: &Functions, entry: kv::Entry) {
+    /// Applies a secret change; false when it failed and should be tried again.
+    async fn apply_secret(&self, functions: &Functions, entry: kv::Entry) -> bool {
         let Some((namespace, name)) = entry.key.split_once('.') else {
-            return;
+            return true;
         };
         let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
         let secret = Replicated::SecretChanged {
@@ -196,8 +245,10 @@ impl Cluster {
         };
         if let Err(error) = functions.apply_replicated(secret).await {
             tracing::warn!(key = %entry.key, %error, "cannot apply a secret from the cluster");
+            return false;
         }
         self.retry_pending(functions).await;
+        true
     }
 
     /// Applies again the function records that waited for a namespace or a secret.
@@ -210,42 +261,50 @@ impl Cluster {
             pending.drain().collect()
         };
         for (key, record) in pending {
+            // A failure puts it back in `pending`.
             self.apply_record(functions, key, record, "pending").await;
         }
     }
 
+    /// Applies a function record; false when it failed (it is then also tried again as soon as a
+    /// namespace or a secret arrives, which is what it usually waits for).
     async fn apply_record(
         &self,
         functions: &Functions,
         key: String,
         record: FunctionRecord,
         from: &str,
-    ) {
+    ) -> bool {
         match functions
             .apply_replicated(Replicated::FunctionPut(record.clone()))
             .await
         {
-            Ok(true) => tracing::info!(%key, from, "applied a deploy from the cluster"),
-            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(%key, from, "applied a deploy from the cluster");
+                true
+            }
+            Ok(false) => true,
             Err(error) => {
                 tracing::warn!(%key, from, %error,
-                    "cannot apply a deploy from the cluster yet; trying again when a namespace or secret arrives");
+                    "cannot apply a deploy from the cluster yet; trying again when a namespace or secret arrives, and later");
                 self.pending
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .insert(key, record);
+                false
             }
         }
     }
 
-    async fn apply(&self, functions: &Functions, entry: kv::Entry) {
+    /// Applies a function record or its removal; false when it failed and should be tried again.
+    async fn apply(&self, functions: &Functions, entry: kv::Entry) -> bool {
         match entry.operation {
             kv::Operation::Put => {
                 let published: Published = match serde_json::from_slice(&entry.value) {
                     Ok(published) => published,
                     Err(error) => {
                         tracing::warn!(key = %entry.key, %error, "a function record this node cannot read");
-                        return;
+                        return true;
                     }
                 };
                 let digest = published.record.digest.clone();
@@ -256,7 +315,7 @@ impl Cluster {
                 {
                     tracing::error!(key = %entry.key, %digest, error = %format!("{error:#}"),
                         "cannot get the component of a function deployed elsewhere");
-                    return;
+                    return false;
                 }
                 self.pending
                     .lock()
@@ -268,7 +327,7 @@ impl Cluster {
                     published.record,
                     &published.node,
                 )
-                .await;
+                .await
             }
             kv::Operation::Delete | kv::Operation::Purge => {
                 self.pending
@@ -276,18 +335,22 @@ impl Cluster {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .remove(&entry.key);
                 let Ok(function) = FunctionRef::parse(&entry.key) else {
-                    return;
+                    return true;
                 };
                 match functions
                     .apply_replicated(Replicated::FunctionRemoved(function))
                     .await
                 {
                     Ok(true) => {
-                        tracing::info!(key = %entry.key, "applied a removal from the cluster")
+                        tracing::info!(key = %entry.key, "applied a removal from the cluster");
+                        true
                     }
-                    Ok(false) => {}
-                    Err(error) => tracing::error!(key = %entry.key, %error,
-                        "cannot apply a removal from the cluster"),
+                    Ok(false) => true,
+                    Err(error) => {
+                        tracing::error!(key = %entry.key, %error,
+                            "cannot apply a removal from the cluster");
+                        false
+                    }
                 }
             }
         }
@@ -323,5 +386,123 @@ impl Cluster {
         }
         functions.store_artifact(bytes).await?;
         Ok(())
+    }
+}
+
+/// The first pause before a failed change from the cluster is tried again.
+pub const APPLY_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between tries of a failed change: it keeps being tried at this interval until
+/// it succeeds or a newer revision of its key replaces it.
+pub const APPLY_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What one try of a change from the cluster came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// Applied, or nothing to apply.
+    Done,
+    /// Failed; worth trying again.
+    Failed,
+    /// A newer revision of the key arrived: this one is not applied any more.
+    Superseded,
+}
+
+/// Runs `attempt` until it is done or superseded, pausing `first`, then twice as long each time up
+/// to `max`, after each failure (calling `on_retry` with the pause), or until `stop` is cancelled.
+/// Returns how many times it tried again.
+async fn until_applied<F, Fut>(
+    mut attempt: F,
+    first: Duration,
+    max: Duration,
+    stop: &CancellationToken,
+    mut on_retry: impl FnMut(Duration),
+) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt>,
+{
+    let mut wait = first;
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Attempt::Done | Attempt::Superseded => return retries,
+            Attempt::Failed => {}
+        }
+        on_retry(wait);
+        tokio::select! {
+            () = stop.cancelled() => return retries,
+            () = tokio::time::sleep(wait) => {}
+        }
+        retries += 1;
+        wait = (wait * 2).min(max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
+    async fn a_failed_change_is_tried_until_it_is_applied() {
+        let tries = AtomicU32::new(0);
+        let mut waits = Vec::new();
+        let retries = until_applied(
+            || async {
+                if tries.fetch_add(1, Ordering::Relaxed) < 4 {
+                    Attempt::Failed
+                } else {
+                    Attempt::Done
+                }
+            },
+            TICK,
+            4 * TICK,
+            &CancellationToken::new(),
+            |wait| waits.push(wait),
+        )
+        .await;
+        assert_eq!(tries.load(Ordering::Relaxed), 5);
+        assert_eq!(retries, 4);
+        assert_eq!(waits, [TICK, 2 * TICK, 4 * TICK, 4 * TICK]);
+    }
+
+    #[tokio::test]
+    async fn a_newer_revision_ends_the_retries() {
+        let tries = AtomicU32::new(0);
+        let retries = until_applied(
+            || async {
+                if tries.fetch_add(1, Ordering::Relaxed) < 2 {
+                    Attempt::Failed
+                } else {
+                    Attempt::Superseded
+                }
+            },
+            TICK,
+            TICK,
+            &CancellationToken::new(),
+            |_| {},
+        )
+        .await;
+        assert_eq!((tries.load(Ordering::Relaxed), retries), (3, 2));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_retries() {
+        let stop = CancellationToken::new();
+        let tries = AtomicU32::new(0);
+        let retries = until_applied(
+            || async {
+                tries.fetch_add(1, Ordering::Relaxed);
+                Attempt::Failed
+            },
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+            &stop,
+            |_| stop.cancel(),
+        )
+        .await;
+        assert_eq!((tries.load(Ordering::Relaxed), retries), (1, 0));
     }
 }
