@@ -4,6 +4,7 @@
 //! - [`names`]: function names and namespaces (`figlet.openfaas-fn`);
 //! - [`types`]: the JSON of the management API, field for field;
 //! - [`headers`]: the invocation, async and callback headers, and the hop-by-hop ones;
+//! - [`settings`]: the labels, annotations and `envVars` wasmgate reads, and their parsing;
 //! - [`retry`]: the `com.openfaas.retry.*` annotations and the backoff they describe;
 //! - units: [`duration`] (Go durations), [`quantity`] (Kubernetes memory), [`time`] (RFC 3339);
 //! - [`digest`]: `sha256:<hex>` content digests.
@@ -16,5 +17,6 @@ pub mod headers;
 pub mod names;
 pub mod quantity;
 pub mod retry;
+pub mod settings;
 pub mod time;
 pub mod types;

@@ -26,8 +26,3 @@ pub use change::{Change, Component, Origin, PutMode, SecretChange};
 pub use error::Error;
 pub use registry::Functions;
 pub use replication::{Replicated, Replicator};
-pub use spec::{
-    ANNOTATION_ALLOWED_HOSTS, ANNOTATION_CONFIG_PREFIX, ANNOTATION_INSTANCE_CONCURRENCY,
-    ANNOTATION_INSTANCE_REUSE, ANNOTATION_KEYVALUE_BUCKETS, DEFAULT_SCALE_ZERO_DURATION,
-    ENV_EXEC_TIMEOUT, ENV_MAX_INFLIGHT,
-};

@@ -1,42 +1,21 @@
 //! From a deployment to what the runtime runs: the labels, annotations, limits and `envVars` wasmgate
-//! reads, checked against this gateway's maximums when a function is deployed, and the
-//! [`FunctionSpec`] built from them. No I/O: the secret values a spec needs are handed in.
-//!
-//! Over 600 lines with its tests, which are half of it: one case per rule and per message, kept
-//! beside the rules they pin.
+//! reads (parsed by `wasmgate_openfaas::settings`), checked against this gateway's maximums when a
+//! function is deployed, and the [`FunctionSpec`] built from them. No I/O: the secret values a spec
+//! needs are handed in.
 
 use std::path::Path;
 use std::time::Duration;
 
-use wasmgate_openfaas::duration::parse_duration;
 use wasmgate_openfaas::names::FunctionRef;
-use wasmgate_openfaas::quantity::{format_memory, parse_memory};
+use wasmgate_openfaas::quantity::format_memory;
 use wasmgate_openfaas::retry::RetryPolicy;
+use wasmgate_openfaas::settings::{
+    self, ANNOTATION_ALLOWED_HOSTS, ANNOTATION_INSTANCE_CONCURRENCY, ENV_EXEC_TIMEOUT,
+};
 use wasmgate_openfaas::types::{FunctionDeployment, SECRETS_GUEST_PATH};
 use wasmgate_runtime::{FunctionSpec, GuestDir, HostPattern, Limits, RuntimeConfig, World};
 
 use super::error::Error;
-
-/// OpenFaaS's default idle time before scale to zero, for functions that opt in without a duration.
-pub const DEFAULT_SCALE_ZERO_DURATION: Duration = Duration::from_secs(15 * 60);
-const LABEL_SCALE_ZERO: &str = "com.openfaas.scale.zero";
-const LABEL_SCALE_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
-const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
-/// Opt-in instance reuse: the number of requests one instance may serve (see `FunctionSpec`).
-pub const ANNOTATION_INSTANCE_REUSE: &str = "com.wasmgate.instance-reuse";
-/// Opt-in concurrency on a reused instance of a wasi:http 0.3 function: how many requests it may
-/// serve at the same time (see `FunctionSpec::max_instance_concurrency`).
-pub const ANNOTATION_INSTANCE_CONCURRENCY: &str = "com.wasmgate.instance-concurrency";
-/// Hosts a function's outbound HTTP may reach, comma-separated (`api.example.com, *.internal:8443`).
-pub const ANNOTATION_ALLOWED_HOSTS: &str = "com.wasmgate.allowed-hosts";
-/// Annotation: key-value buckets the function may open besides `default`, comma-separated.
-pub const ANNOTATION_KEYVALUE_BUCKETS: &str = "com.wasmgate.keyvalue.buckets";
-/// Annotation prefix: `com.wasmgate.config.KEY: VALUE` is `KEY` in the function's `wasi:config`.
-pub const ANNOTATION_CONFIG_PREFIX: &str = "com.wasmgate.config.";
-/// `envVars` key (as of-watchdog reads it): the time limit of one request, a Go duration.
-pub const ENV_EXEC_TIMEOUT: &str = "exec_timeout";
-/// `envVars` key (as of-watchdog reads it): requests of the function served at once.
-pub const ENV_MAX_INFLIGHT: &str = "max_inflight";
 
 /// Checks every setting a deploy reads besides names, image and secrets, in the order a deploy
 /// reports them: the first one wrong is the error.
@@ -44,16 +23,14 @@ pub(super) fn check_settings(
     deployment: &FunctionDeployment,
     config: &RuntimeConfig,
 ) -> Result<(), Error> {
-    if let Some(value) = label(deployment, LABEL_SCALE_ZERO_DURATION) {
-        parse_duration(value)
-            .map_err(|e| Error::invalid(format!("label {LABEL_SCALE_ZERO_DURATION}: {e}")))?;
-    }
-    instance_reuse(deployment)?;
-    instance_concurrency(deployment)?;
+    let settings = &deployment.settings;
+    settings::scale_zero_duration(settings).map_err(Error::invalid)?;
+    settings::instance_reuse(settings).map_err(Error::invalid)?;
+    settings::instance_concurrency(settings).map_err(Error::invalid)?;
     function_limits(deployment, config)?;
     allowed_hosts(deployment)?;
-    keyvalue_buckets(deployment)?;
-    RetryPolicy::from_annotations(deployment.settings.annotations.as_ref())
+    settings::keyvalue_buckets(settings).map_err(Error::invalid)?;
+    RetryPolicy::from_annotations(settings.annotations.as_ref())
         .map_err(|e| Error::invalid(format!("annotation {e}")))?;
     Ok(())
 }
@@ -64,10 +41,8 @@ pub(super) fn replicas(
     deployment: &FunctionDeployment,
     existing: Option<u64>,
 ) -> Result<u64, Error> {
-    match label(deployment, LABEL_SCALE_MIN) {
-        Some(min) => min
-            .parse::<u64>()
-            .map_err(|_| Error::invalid(format!("label {LABEL_SCALE_MIN} must be a whole number"))),
+    match settings::scale_min(&deployment.settings).map_err(Error::invalid)? {
+        Some(min) => Ok(min),
         None => Ok(existing.map_or(1, |replicas| replicas.max(1))),
     }
 }
@@ -79,7 +54,9 @@ pub(super) fn check_world(
     deployment: &FunctionDeployment,
     world: World,
 ) -> Result<(), Error> {
-    if world != World::P3 && instance_concurrency(deployment)? > 1 {
+    let concurrency =
+        settings::instance_concurrency(&deployment.settings).map_err(Error::invalid)?;
+    if world != World::P3 && concurrency > 1 {
         return Err(Error::invalid(format!(
             "{ANNOTATION_INSTANCE_CONCURRENCY} needs a wasi:http 0.3 component (whose handler is \
              async); {function} exports {world}, which serves one request at a time"
@@ -114,133 +91,30 @@ pub(super) fn function_spec(
             host: secrets_dir.to_path_buf(),
             guest: SECRETS_GUEST_PATH.to_string(),
         }),
-        max_instance_reuse: instance_reuse(deployment).unwrap_or(0),
-        max_instance_concurrency: instance_concurrency(deployment).unwrap_or(0),
+        max_instance_reuse: settings::instance_reuse(settings).unwrap_or(0),
+        max_instance_concurrency: settings::instance_concurrency(settings).unwrap_or(0),
         // The runtime clamps what it is given in any case.
         limits: function_limits(deployment, config).unwrap_or_default(),
         // A list that no longer parses reaches nothing.
         allowed_hosts: allowed_hosts(deployment).unwrap_or_default(),
         namespace: function.namespace.clone(),
-        keyvalue_buckets: keyvalue_buckets(deployment).unwrap_or_default(),
-        config: config_values(deployment, secret),
+        keyvalue_buckets: settings::keyvalue_buckets(settings).unwrap_or_default(),
+        config: settings::config_values(settings, secret),
     }
 }
 
 /// The idle time after which a function that opted into scale to zero is unloaded.
 pub(super) fn scale_zero_after(deployment: &FunctionDeployment) -> Option<Duration> {
-    if label(deployment, LABEL_SCALE_ZERO).map(String::as_str) != Some("true") {
-        return None;
-    }
-    Some(
-        label(deployment, LABEL_SCALE_ZERO_DURATION)
-            .and_then(|d| parse_duration(d).ok())
-            .unwrap_or(DEFAULT_SCALE_ZERO_DURATION),
-    )
-}
-
-fn label<'a>(deployment: &'a FunctionDeployment, key: &str) -> Option<&'a String> {
-    deployment.settings.labels.as_ref().and_then(|l| l.get(key))
-}
-
-fn annotation<'a>(deployment: &'a FunctionDeployment, key: &str) -> Option<&'a String> {
-    deployment
-        .settings
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-}
-
-/// What `wasi:config/store` answers for the function, first match wins: the secrets it lists (by
-/// name, as text), then `com.wasmgate.config.KEY` annotations, then its `envVars`.
-fn config_values(
-    deployment: &FunctionDeployment,
-    secret: impl Fn(&str) -> Option<Vec<u8>>,
-) -> Vec<(String, String)> {
-    let settings = &deployment.settings;
-    let mut values = Vec::new();
-    for name in settings.secrets.iter().flatten() {
-        if let Some(value) = secret(name) {
-            values.push((name.clone(), String::from_utf8_lossy(&value).into_owned()));
-        }
-    }
-    for (key, value) in settings.annotations.iter().flatten() {
-        if let Some(key) = key.strip_prefix(ANNOTATION_CONFIG_PREFIX) {
-            values.push((key.to_string(), value.clone()));
-        }
-    }
-    for (key, value) in settings.env_vars.iter().flatten() {
-        values.push((key.clone(), value.clone()));
-    }
-    values
-}
-
-/// `com.wasmgate.instance-reuse` (an annotation, or a label): how many requests one instance may serve.
-fn instance_reuse(deployment: &FunctionDeployment) -> Result<u32, Error> {
-    whole_number_setting(
-        deployment,
-        ANNOTATION_INSTANCE_REUSE,
-        "requests per instance",
-    )
-}
-
-/// `com.wasmgate.instance-concurrency` (an annotation, or a label): how many requests one reused
-/// instance of a wasi:http 0.3 function may serve at once.
-fn instance_concurrency(deployment: &FunctionDeployment) -> Result<u32, Error> {
-    whole_number_setting(
-        deployment,
-        ANNOTATION_INSTANCE_CONCURRENCY,
-        "requests served at once per instance",
-    )
-}
-
-/// A whole-number setting given as an annotation or, failing that, a label; 0 when absent.
-fn whole_number_setting(
-    deployment: &FunctionDeployment,
-    key: &str,
-    unit: &str,
-) -> Result<u32, Error> {
-    match annotation(deployment, key).or_else(|| label(deployment, key)) {
-        None => Ok(0),
-        Some(value) => value.trim().parse::<u32>().map_err(|_| {
-            Error::invalid(format!(
-                "{key} must be a whole number of {unit}, not {value:?}"
-            ))
-        }),
-    }
+    settings::scale_zero_after(&deployment.settings)
 }
 
 /// `com.wasmgate.allowed-hosts` (an annotation): where the function's outbound HTTP may go.
 fn allowed_hosts(deployment: &FunctionDeployment) -> Result<Vec<HostPattern>, Error> {
-    match annotation(deployment, ANNOTATION_ALLOWED_HOSTS) {
+    match settings::annotation(&deployment.settings, ANNOTATION_ALLOWED_HOSTS) {
         None => Ok(Vec::new()),
         Some(list) => HostPattern::parse_list(list)
             .map_err(|e| Error::invalid(format!("annotation {ANNOTATION_ALLOWED_HOSTS}: {e}"))),
     }
-}
-
-/// `com.wasmgate.keyvalue.buckets` (an annotation): buckets the function may open besides `default`.
-fn keyvalue_buckets(deployment: &FunctionDeployment) -> Result<Vec<String>, Error> {
-    let Some(list) = annotation(deployment, ANNOTATION_KEYVALUE_BUCKETS) else {
-        return Ok(Vec::new());
-    };
-    list.split(',')
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .map(|name| {
-            let valid = name.len() <= 64
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if valid {
-                Ok(name.to_string())
-            } else {
-                Err(Error::invalid(format!(
-                    "annotation {ANNOTATION_KEYVALUE_BUCKETS}: {name:?} is not a bucket name \
-                     (letters, digits, '-', '_', '.', at most 64)"
-                )))
-            }
-        })
-        .collect()
 }
 
 /// The function's limits: `limits.memory`, and `exec_timeout` and `max_inflight` from `envVars`,
@@ -250,58 +124,32 @@ fn function_limits(
     config: &RuntimeConfig,
 ) -> Result<Limits, Error> {
     let settings = &deployment.settings;
-    let memory_bytes = match settings.limits.as_ref().and_then(|l| l.memory.as_deref()) {
-        None => None,
-        Some(text) => {
-            let bytes =
-                parse_memory(text).map_err(|e| Error::invalid(format!("limits.memory: {e}")))?;
-            if bytes > config.max_memory_bytes {
-                return Err(Error::invalid(format!(
-                    "limits.memory {text} is above this gateway's maximum of {} (--max-memory)",
-                    format_memory(config.max_memory_bytes)
-                )));
-            }
-            if bytes < 64 * 1024 {
-                return Err(Error::invalid(format!(
-                    "limits.memory {text} is less than one WebAssembly page (64Ki)"
-                )));
-            }
-            Some(bytes)
-        }
-    };
-    let env = settings.env_vars.as_ref();
-    let timeout = match env.and_then(|e| e.get(ENV_EXEC_TIMEOUT)) {
-        None => None,
-        Some(text) => {
-            let timeout = parse_duration(text)
-                .map_err(|e| Error::invalid(format!("envVars.{ENV_EXEC_TIMEOUT}: {e}")))?;
-            if timeout.is_zero() {
-                return Err(Error::invalid(format!(
-                    "envVars.{ENV_EXEC_TIMEOUT} must be more than zero"
-                )));
-            }
-            if timeout > config.max_timeout {
-                return Err(Error::invalid(format!(
-                    "envVars.{ENV_EXEC_TIMEOUT} {text} is above this gateway's maximum of {:?} \
-                     (--max-timeout)",
-                    config.max_timeout
-                )));
-            }
-            Some(timeout)
-        }
-    };
-    let max_inflight = match env.and_then(|e| e.get(ENV_MAX_INFLIGHT)) {
-        None => None,
-        Some(text) => match text.trim().parse::<u32>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                return Err(Error::invalid(format!(
-                    "envVars.{ENV_MAX_INFLIGHT} must be a whole number of requests above zero, \
-                     not {text:?}"
-                )));
-            }
-        },
-    };
+    let memory_bytes = settings::memory_limit(settings).map_err(Error::invalid)?;
+    if let Some(bytes) = memory_bytes
+        && bytes > config.max_memory_bytes
+    {
+        return Err(Error::invalid(format!(
+            "limits.memory {} is above this gateway's maximum of {} (--max-memory)",
+            settings
+                .limits
+                .as_ref()
+                .and_then(|l| l.memory.as_deref())
+                .unwrap_or_default(),
+            format_memory(config.max_memory_bytes)
+        )));
+    }
+    let timeout = settings::exec_timeout(settings).map_err(Error::invalid)?;
+    if let Some(timeout) = timeout
+        && timeout > config.max_timeout
+    {
+        return Err(Error::invalid(format!(
+            "envVars.{ENV_EXEC_TIMEOUT} {} is above this gateway's maximum of {:?} \
+             (--max-timeout)",
+            settings::env(settings, ENV_EXEC_TIMEOUT).map_or("", String::as_str),
+            config.max_timeout
+        )));
+    }
+    let max_inflight = settings::max_inflight(settings).map_err(Error::invalid)?;
     Ok(Limits {
         memory_bytes,
         timeout,
@@ -314,6 +162,10 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
+    use wasmgate_openfaas::settings::{
+        ANNOTATION_INSTANCE_REUSE, ANNOTATION_KEYVALUE_BUCKETS, DEFAULT_SCALE_ZERO_DURATION,
+        ENV_MAX_INFLIGHT, LABEL_SCALE_MIN, LABEL_SCALE_ZERO, LABEL_SCALE_ZERO_DURATION,
+    };
     use wasmgate_openfaas::types::Resources;
 
     use super::*;
@@ -490,15 +342,6 @@ mod tests {
         assert_eq!(spec.limits, Limits::default());
         assert!(spec.allowed_hosts.is_empty());
         assert!(spec.keyvalue_buckets.is_empty());
-    }
-
-    #[test]
-    fn a_label_serves_when_no_annotation_says() {
-        let labelled = with_labels(&[(ANNOTATION_INSTANCE_REUSE, "3")]);
-        assert_eq!(instance_reuse(&labelled), Ok(3));
-        let mut both = labelled.clone();
-        both.settings.annotations = map(&[(ANNOTATION_INSTANCE_REUSE, "5")]);
-        assert_eq!(instance_reuse(&both), Ok(5));
     }
 
     #[test]
