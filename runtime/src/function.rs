@@ -9,100 +9,19 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
 use crate::Error;
-use crate::invoke::RequestState;
+use crate::invoke::{GuestSetup, RequestState};
 use crate::logs::FunctionLogs;
-use crate::outbound::HostPattern;
+use crate::shared::Pool;
+use crate::spec::{FunctionSpec, World};
 
 /// The first eight bytes of a core module: magic and version 1.
 const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// The magic shared by every WebAssembly binary.
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
 
-/// A host directory that a guest sees, read-only, at a path the embedder chooses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestDir {
-    /// The directory on the host.
-    pub host: std::path::PathBuf,
-    /// Where the guest sees it: an absolute path.
-    pub guest: String,
-}
-
-/// What a function is given besides its code.
-#[derive(Debug, Clone, Default)]
-pub struct FunctionSpec {
-    /// Environment variables the guest sees through `wasi:cli/environment`. Nothing else of the host's
-    /// environment reaches the guest.
-    pub env: Vec<(String, String)>,
-    /// A host directory holding exactly this function's secrets, one file each, and where the guest
-    /// sees it (read-only). `None`: no filesystem at all.
-    pub secrets: Option<GuestDir>,
-    /// How many requests one instance may serve, one after the other. 0 or 1: a fresh instance for
-    /// every request (the default and the isolation wasmgate promises). More trades isolation for
-    /// speed: globals, memory and anything a request leaves behind are seen by the next requests on
-    /// that instance.
-    pub max_instance_reuse: u32,
-    /// How many of those requests one instance may serve at the same time, for a WASI 0.3 function
-    /// (whose `handle` is async) that reuses instances. 0 or 1: one at a time. More lets requests
-    /// that await (a body, a call, a timer) share one instance; they then also share its memory.
-    /// A 0.2 function always serves one request at a time.
-    pub max_instance_concurrency: u32,
-    /// What one request of this function may use; unset fields take the runtime's defaults.
-    pub limits: Limits,
-    /// Hosts its outbound HTTP requests may reach; empty (the default): none.
-    pub allowed_hosts: Vec<HostPattern>,
-    /// Its namespace: scopes its key-value buckets, and the functions it may call by name.
-    pub namespace: String,
-    /// Key-value buckets it may open besides `default` (see [`crate::services`]).
-    pub keyvalue_buckets: Vec<String>,
-    /// What `wasi:config/store` answers, in order; the first of a repeated key wins.
-    pub config: Vec<(String, String)>,
-}
-
-/// Per-function limits. `None` takes the runtime's default ([`crate::RuntimeConfig`]); the caller
-/// keeps values within the runtime's maximums (the pool's memory slot bounds memory in any case).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// Bytes of linear memory one instance may grow to. Growing past it fails; the guest usually
-    /// traps, and the request answers [`crate::Error::MemoryLimit`].
-    pub memory_bytes: Option<u64>,
-    /// Wall-clock time one request may take, its streamed body included. Past it the guest is
-    /// interrupted (it yields at every epoch tick, so even an endless loop is reached), its instance
-    /// is dropped, and the request answers [`crate::Error::Timeout`].
-    pub timeout: Option<std::time::Duration>,
-    /// Requests of this function served at once; past it [`crate::Error::TooManyRequests`] at once.
-    pub max_inflight: Option<u32>,
-}
-
 /// Instances kept idle per function for reuse. Each holds a slot of the pool while idle, so the number
 /// is small; more concurrent requests than this simply create more instances.
 const MAX_IDLE_REUSABLE: usize = 16;
-
-/// The world of `wasi:http` a function's component exports, which decides how it is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum World {
-    /// `wasi:http/incoming-handler@0.2.x`: a synchronous `handle` that answers through a
-    /// `response-outparam` (WASI 0.2, the `wasi:http/proxy` world).
-    P2,
-    /// `wasi:http/handler@0.3.x`: an async `handle` that returns its response, whose body is a
-    /// component-model stream (WASI 0.3, the `wasi:http/service` world).
-    P3,
-}
-
-impl World {
-    /// How it is named in the API and the logs: `wasi:http@0.2` or `wasi:http@0.3`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            World::P2 => "wasi:http@0.2",
-            World::P3 => "wasi:http@0.3",
-        }
-    }
-}
-
-impl std::fmt::Display for World {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A function's pre-instance, by the world it exports.
 pub(crate) enum Pre {
@@ -188,21 +107,15 @@ impl std::fmt::Debug for WasmSource {
 
 /// A function ready to serve: everything that does not change from one request to the next.
 pub(crate) struct Function {
-    pub(crate) name: Arc<str>,
+    /// Its name, spec and logs, from which each request's state is made (shared with the pool of
+    /// its shared instances).
+    pub(crate) guest: Arc<GuestSetup>,
     pub(crate) pre: Pre,
-    pub(crate) spec: Arc<FunctionSpec>,
-    pub(crate) logs: Arc<FunctionLogs>,
-    /// `spec.allowed_hosts`, shared by its requests.
-    pub(crate) allowed_hosts: Arc<[HostPattern]>,
-    /// `spec.namespace`, `spec.keyvalue_buckets` and `spec.config`, shared by its requests.
-    pub(crate) namespace: Arc<str>,
-    pub(crate) keyvalue_buckets: Arc<[String]>,
-    pub(crate) config: Arc<[(String, String)]>,
     /// Idle instances, when the function opted into reuse.
     idle: Mutex<Vec<Warm>>,
     /// Instances shared by concurrent requests, when a 0.3 function opted into concurrency; made on
     /// its first request.
-    pub(crate) shared: OnceLock<crate::shared::Pool>,
+    pub(crate) shared: OnceLock<Pool>,
     /// What keeping it loaded costs, in KiB, for the loaded-function budget.
     pub(crate) weight_kib: u32,
 }
@@ -216,13 +129,13 @@ impl Function {
     /// Whether its requests go to instances shared by concurrent requests (see `shared.rs`).
     pub(crate) fn shares_instances(&self) -> bool {
         matches!(self.pre, Pre::P3(_))
-            && self.spec.max_instance_reuse > 1
-            && self.spec.max_instance_concurrency > 1
+            && self.guest.spec.max_instance_reuse > 1
+            && self.guest.spec.max_instance_concurrency > 1
     }
 
     /// An idle instance to serve the next request, if reuse is on and one is free.
     pub(crate) fn take_warm(&self) -> Option<Warm> {
-        if self.spec.max_instance_reuse <= 1 {
+        if self.guest.spec.max_instance_reuse <= 1 {
             return None;
         }
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
@@ -230,7 +143,7 @@ impl Function {
 
     /// Offers an instance that finished a request; kept only if it may serve more and there is room.
     pub(crate) fn give_back(&self, warm: Warm) {
-        if warm.served >= self.spec.max_instance_reuse {
+        if warm.served >= self.guest.spec.max_instance_reuse {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -243,7 +156,7 @@ impl Function {
 impl std::fmt::Debug for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Function")
-            .field("name", &self.name)
+            .field("name", &self.guest.name)
             .finish_non_exhaustive()
     }
 }
@@ -305,14 +218,16 @@ pub(crate) fn pre_instantiate(
         })?),
     };
     Ok(Function {
-        name: name.into(),
+        guest: Arc::new(GuestSetup {
+            name: name.into(),
+            allowed_hosts: spec.allowed_hosts.clone().into(),
+            namespace: spec.namespace.as_str().into(),
+            keyvalue_buckets: spec.keyvalue_buckets.clone().into(),
+            config: spec.config.clone().into(),
+            spec,
+            logs,
+        }),
         pre,
-        allowed_hosts: spec.allowed_hosts.clone().into(),
-        namespace: spec.namespace.as_str().into(),
-        keyvalue_buckets: spec.keyvalue_buckets.clone().into(),
-        config: spec.config.clone().into(),
-        spec,
-        logs,
         idle: Mutex::new(Vec::new()),
         shared: OnceLock::new(),
         weight_kib: weight_kib(component),

@@ -58,7 +58,9 @@ where
         calls,
     } = budget;
     let deadline = Instant::now() + timeout;
-    if function.shares_instances() {
+    if function.shares_instances()
+        && let Pre::P3(pre) = &function.pre
+    {
         let pool = function.shared.get_or_init(|| {
             Pool::new(Settings {
                 engine: engine.clone(),
@@ -68,8 +70,10 @@ where
                 outbound,
                 keyvalue,
                 runtime: calls.runtime.clone(),
-                reuse: function.spec.max_instance_reuse,
-                concurrency: function.spec.max_instance_concurrency,
+                reuse: function.guest.spec.max_instance_reuse,
+                concurrency: function.guest.spec.max_instance_concurrency,
+                pre: pre.clone(),
+                guest: function.guest.clone(),
             })
         });
         let request = request.map(|body| {
@@ -77,10 +81,9 @@ where
                 .boxed_unsync()
         });
         let begun = deadline - timeout;
-        let answer =
-            tokio::time::timeout_at(deadline.into(), pool.handle(&function, request, begun)).await;
+        let answer = tokio::time::timeout_at(deadline.into(), pool.handle(request, begun)).await;
         let timed_out = || Error::Timeout {
-            function: function.name.to_string(),
+            function: function.guest.name.to_string(),
             limit: timeout,
         };
         return match answer {
@@ -88,7 +91,7 @@ where
             // The instance was ended at the deadline, with every request on it.
             Ok(Err(_)) if Instant::now() >= deadline => Err(timed_out()),
             Ok(Err(message)) => Err(Error::Trap {
-                function: function.name.to_string(),
+                function: function.guest.name.to_string(),
                 message,
             }),
             Ok(Ok(response)) => Ok(response
@@ -103,7 +106,7 @@ where
             let alive = calls.runtime.clone();
             let mut store = Store::new(
                 engine,
-                RequestState::new(&function, memory_bytes, &outbound, &keyvalue, calls)?,
+                RequestState::new(&function.guest, memory_bytes, &outbound, &keyvalue, calls)?,
             );
             store.limiter(|state| &mut state.limiter);
             // Yield to other requests on every epoch tick. This is also what lets the time limit
@@ -119,7 +122,7 @@ where
     // Set when the guest has answered, before the answer is sent, so the run knows whether a failure
     // after that point is still the caller's to report.
     let answered = Arc::new(AtomicBool::new(false));
-    let name = &function.name;
+    let name = &function.guest.name;
     match &function.pre {
         Pre::P2(_) => {
             let (sender, receiver) = oneshot::channel();
@@ -382,15 +385,15 @@ fn finish(
                 // A guest that could not grow its memory nearly always traps right after (an abort in
                 // its allocator); say which limit it hit rather than which instruction trapped.
                 Some(wanted) => Error::MemoryLimit {
-                    function: function.name.to_string(),
+                    function: function.guest.name.to_string(),
                     limit: limiter.limit as u64,
                     wanted: wanted as u64,
                 },
-                None => Error::from_guest_failure(&function.name, &error),
+                None => Error::from_guest_failure(&function.guest.name, &error),
             };
             if answered.load(Ordering::Acquire) {
                 // The caller already has the response; its body will end early. Say why here.
-                tracing::warn!(function = %function.name, %error, "function failed after it began to answer");
+                tracing::warn!(function = %function.guest.name, %error, "function failed after it began to answer");
             }
             Err(error)
         }

@@ -14,11 +14,26 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::Error;
-use crate::function::Function;
 use crate::limits::InflightPermit;
-use crate::logs::{GuestOutputFactory, LogStream};
-use crate::outbound::{Outbound, OutboundClient};
+use crate::logs::{FunctionLogs, GuestOutputFactory, LogStream};
+use crate::outbound::{HostPattern, Outbound, OutboundClient};
 use crate::services::{KeyValueStore, Services, ServicesCtx};
+use crate::spec::FunctionSpec;
+
+/// What the state of every request of one function version is made from, built once when the
+/// function is loaded.
+pub(crate) struct GuestSetup {
+    /// `name.namespace`.
+    pub(crate) name: Arc<str>,
+    pub(crate) spec: Arc<FunctionSpec>,
+    pub(crate) logs: Arc<FunctionLogs>,
+    /// `spec.allowed_hosts`, `spec.namespace`, `spec.keyvalue_buckets` and `spec.config`, in the
+    /// shared form each request's state takes them in.
+    pub(crate) allowed_hosts: Arc<[HostPattern]>,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) keyvalue_buckets: Arc<[String]>,
+    pub(crate) config: Arc<[(String, String)]>,
+}
 
 /// Everything one request's [`Store`] holds. Built fresh for every request and dropped with it.
 pub(crate) struct RequestState {
@@ -73,7 +88,7 @@ impl RequestState {
     }
 
     pub(crate) fn new(
-        function: &Function,
+        function: &GuestSetup,
         memory_limit: u64,
         client: &OutboundClient,
         keyvalue: &Arc<dyn KeyValueStore>,

@@ -46,6 +46,7 @@ mod outbound;
 mod pagemap;
 pub mod services;
 mod shared;
+mod spec;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,9 +65,7 @@ pub use crate::engine::{
 };
 pub use crate::error::{Error, InflightScope};
 use crate::function::Function;
-pub use crate::function::{
-    FunctionSpec, GuestDir, LOADED_FUNCTION_OVERHEAD, Limits, WasmSource, World,
-};
+pub use crate::function::{LOADED_FUNCTION_OVERHEAD, WasmSource};
 use crate::invoke::RequestState;
 use crate::limits::{Inflight, InflightPermit, Refused};
 use crate::logs::FunctionLogs;
@@ -76,6 +75,7 @@ pub use crate::outbound::{
     POOL_IDLE_TIMEOUT,
 };
 pub use crate::shared::SHARED_IDLE_TIMEOUT;
+pub use crate::spec::{FunctionSpec, GuestDir, Limits, World};
 
 /// Marks a response (in its `http` extensions) whose request found its function not loaded and
 /// waited for it to load first: a cold start.

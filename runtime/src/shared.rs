@@ -34,11 +34,10 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::{Engine, Store};
-use wasmtime_wasi_http::p3::bindings::Service;
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
-use crate::function::{Function, Pre};
-use crate::invoke::{Calls, MAX_CALLS_PER_REQUEST, RequestState};
+use crate::invoke::{Calls, GuestSetup, MAX_CALLS_PER_REQUEST, RequestState};
 use crate::observe::{InstanceGuard, Observer};
 use crate::outbound::OutboundClient;
 use crate::services::KeyValueStore;
@@ -73,6 +72,11 @@ pub(crate) struct Settings {
     /// Requests one instance serves in all, and awaits at once.
     pub(crate) reuse: u32,
     pub(crate) concurrency: u32,
+    /// The function version's pre-instance and what its requests' state is made from. Neither
+    /// holds the function itself, so dropping the function (a redeploy, a removal) drops the pool
+    /// and with it every sender of the workers' queues.
+    pub(crate) pre: ServicePre<RequestState>,
+    pub(crate) guest: Arc<GuestSetup>,
 }
 
 /// The shared instances of one function version.
@@ -110,28 +114,24 @@ impl Pool {
         }
     }
 
-    /// Sends `request` to a worker of `function` with room, starting one if none has, and waits for
-    /// the response's head.
+    /// Sends `request` to a worker with room, starting one if none has, and waits for the
+    /// response's head.
     pub(crate) async fn handle(
         &self,
-        function: &Arc<Function>,
         request: http::Request<WasiBody>,
         begun: Instant,
     ) -> SharedAnswer {
         let (answer, answered) = oneshot::channel();
-        self.dispatch(
-            function,
-            Job {
-                request,
-                answer,
-                begun,
-            },
-        )?;
+        self.dispatch(Job {
+            request,
+            answer,
+            begun,
+        })?;
         wait(answered).await
     }
 
     /// Gives `job` to a worker with room, or to a new one.
-    fn dispatch(&self, function: &Arc<Function>, mut job: Job) -> Result<(), String> {
+    fn dispatch(&self, mut job: Job) -> Result<(), String> {
         let settings = &self.settings;
         let mut workers = lock(&self.workers);
         workers.retain(|w| !w.load.closed.load(Ordering::Acquire) && !w.jobs.is_closed());
@@ -162,12 +162,7 @@ impl Pool {
             jobs,
             load: load.clone(),
         });
-        tokio::spawn(run_worker(
-            function.clone(),
-            self.settings.clone(),
-            queue,
-            load,
-        ));
+        tokio::spawn(run_worker(self.settings.clone(), queue, load));
         Ok(())
     }
 }
@@ -213,33 +208,23 @@ async fn wait(answered: oneshot::Receiver<SharedAnswer>) -> SharedAnswer {
 }
 
 /// One shared instance: made, then serving until one of its ends (see the module docs).
-async fn run_worker(
-    function: Arc<Function>,
-    settings: Arc<Settings>,
-    mut queue: mpsc::Receiver<Job>,
-    load: Arc<Load>,
-) {
-    let name = function.name.clone();
-    let result = serve(function, &settings, &mut queue, &load).await;
+async fn run_worker(settings: Arc<Settings>, mut queue: mpsc::Receiver<Job>, load: Arc<Load>) {
+    let result = serve(&settings, &mut queue, &load).await;
     load.closed.store(true, Ordering::Release);
     queue.close();
     while let Ok(job) = queue.try_recv() {
         let _ = job.answer.send(Err("the shared instance ended".into()));
     }
     if let Err(error) = result {
-        tracing::warn!(function = %name, %error, "a shared instance ended; its requests failed");
+        tracing::warn!(function = %settings.guest.name, %error, "a shared instance ended; its requests failed");
     }
 }
 
 async fn serve(
-    function: Arc<Function>,
     settings: &Settings,
     queue: &mut mpsc::Receiver<Job>,
     load: &Arc<Load>,
 ) -> Result<(), String> {
-    let Pre::P3(pre) = &function.pre else {
-        return Err("only wasi:http 0.3 functions share instances".into());
-    };
     // The pool slot is held for as long as the instance lives, not per request.
     let _slot = InstanceGuard::acquire(settings.observer.clone());
     // Calls to other functions from a shared instance start a chain of their own: the instance
@@ -250,7 +235,7 @@ async fn serve(
         left: Arc::new(AtomicU32::new(MAX_CALLS_PER_REQUEST)),
     };
     let state = RequestState::new(
-        &function,
+        &settings.guest,
         settings.memory_bytes,
         &settings.outbound,
         &settings.keyvalue,
@@ -262,16 +247,14 @@ async fn serve(
     store.epoch_deadline_callback(crate::invoke::yield_while_alive(settings.runtime.clone()));
     store.set_epoch_deadline(1);
     let started = Instant::now();
-    let service = pre
+    let service = settings
+        .pre
         .instantiate_async(&mut store)
         .await
         .map_err(|e| format!("{e:#}"))?;
     settings
         .observer
         .instantiated(started.elapsed().as_secs_f64());
-    // The instance needs nothing more of the function: without it, dropping the function (a
-    // redeploy, a removal) drops the pool and with it every sender of this worker's queue.
-    drop(function);
 
     let starts = &load.starts;
     let mut event_loop = Box::pin(store.run_concurrent(async |accessor| {
