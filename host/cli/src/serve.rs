@@ -165,6 +165,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMGATE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Where compiled code is kept, one file per component and engine build [default: the state
+    /// directory's cache/]. Gateways of the same build may share one: files are written whole and
+    /// renamed into place.
+    #[arg(long, env = "WASMGATE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
     /// A folder with the files basic-auth-user and basic-auth-password (as OpenFaaS mounts them);
     /// turns basic auth on for /system/*.
     #[arg(long, env = "WASMGATE_BASIC_AUTH_DIR")]
@@ -329,6 +335,7 @@ impl ServeArgs {
                     AllocatorArg::Pooling => Allocator::Pooling,
                     AllocatorArg::OnDemand => Allocator::OnDemand,
                 },
+                cache_dir: self.cache_dir,
                 ..RuntimeConfig::default()
             },
             http_limits: HttpLimits {

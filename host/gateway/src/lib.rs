@@ -72,9 +72,12 @@ impl App {
     pub async fn build(config: ServeConfig) -> anyhow::Result<App> {
         let stopping = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
-        // Compiled code is kept beside the state, so a restart never recompiles what it compiled before.
+        // Compiled code is kept beside the state unless the configuration names a folder, so a
+        // restart never recompiles what it compiled before.
         let mut runtime_config = config.runtime.clone();
-        runtime_config.cache_dir = Some(config.state_dir.join("cache"));
+        if runtime_config.cache_dir.is_none() {
+            runtime_config.cache_dir = Some(config.state_dir.join("cache"));
+        }
         {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()

@@ -554,7 +554,14 @@ async fn an_update_lets_running_requests_finish_on_the_old_version() {
 #[tokio::test]
 async fn a_restart_restores_every_function() {
     let state = support::temp_dir("restart");
-    let args = ["--state-dir".to_string(), state.display().to_string()];
+    // The default cache (in the state directory), not the tests' shared one: the restart must find
+    // the code this gateway compiled.
+    let args = [
+        "--state-dir".to_string(),
+        state.display().to_string(),
+        "--cache-dir".to_string(),
+        state.join("cache").display().to_string(),
+    ];
     let gateway = Gateway::start(&args);
     let digest = upload(&gateway, read(wasmgate_guests::COUNTER)).await;
     deploy(&gateway, "counter", &digest, json!({})).await;

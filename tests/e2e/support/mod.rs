@@ -72,6 +72,9 @@ impl Gateway {
         if !args.iter().any(|a| a == "--state-dir") {
             command.arg("--state-dir").arg(&state_dir);
         }
+        if !args.iter().any(|a| a == "--cache-dir") {
+            command.arg("--cache-dir").arg(shared_cache_dir());
+        }
         let mut child = command
             .env("WASMGATE_LOG", "info")
             .stdin(Stdio::null())
@@ -211,6 +214,14 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
     )
 }
 
+/// The compiled-code cache every gateway of this test run shares unless a test gives its own
+/// `--cache-dir`: each guest is compiled once per run, not once per gateway (about a second of
+/// Cranelift for all of them, on every start).
+pub fn shared_cache_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| temp_dir("code-cache"))
+}
+
 /// A fresh, empty directory for one test.
 pub fn temp_dir(label: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -274,6 +285,10 @@ impl InProcess {
         if !args.iter().any(|a| a == "--state-dir") {
             words.push("--state-dir".to_string());
             words.push(state_dir.display().to_string());
+        }
+        if !args.iter().any(|a| a == "--cache-dir") {
+            words.push("--cache-dir".to_string());
+            words.push(shared_cache_dir().display().to_string());
         }
         let cli = wasmgate::cli::Cli::try_parse_from(&words).expect("valid arguments");
         let wasmgate::cli::Command::Serve(serve) = cli.command else {
