@@ -141,6 +141,12 @@ impl Function {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
+    /// Drops one of its idle instances, freeing its pool slot; false when it has none.
+    pub(crate) fn evict_idle(&self) -> bool {
+        let evicted = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        evicted.is_some()
+    }
+
     /// Offers an instance that finished a request; kept only if it may serve more and there is room.
     pub(crate) fn give_back(&self, warm: Warm) {
         if warm.served >= self.guest.spec.max_instance_reuse {

@@ -355,7 +355,19 @@ async fn instantiate(
     store: &mut Store<RequestState>,
 ) -> wasmtime::Result<Instance> {
     let started = Instant::now();
-    let instance = function.pre.instantiate(store).await?;
+    let instance = match function.pre.instantiate(store).await {
+        // A pool full of instances kept idle for reuse lets one of them go for a new request
+        // rather than refuse it; a pool full of busy instances still refuses.
+        Err(error)
+            if error
+                .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+                && crate::evict_an_idle_instance(store.data().runtime()) =>
+        {
+            function.pre.instantiate(store).await?
+        }
+        other => other?,
+    };
     observer.instantiated(started.elapsed().as_secs_f64());
     Ok(instance)
 }

@@ -79,6 +79,11 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl RequestState {
+    /// The runtime this request runs in (weakly, as a kept instance holds it).
+    pub(crate) fn runtime(&self) -> &std::sync::Weak<crate::Inner> {
+        &self.hooks.calls.runtime
+    }
+
     /// The services' view of this state, for the linker.
     pub(crate) fn services(&mut self) -> Services<'_> {
         Services {

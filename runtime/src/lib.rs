@@ -680,3 +680,19 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Frees a pool slot by dropping one instance some loaded function keeps idle for reuse; false when
+/// none has one (every slot is in use by a request).
+pub(crate) fn evict_an_idle_instance(runtime: &std::sync::Weak<Inner>) -> bool {
+    let Some(inner) = runtime.upgrade() else {
+        return false;
+    };
+    for (_, function) in inner.loaded.iter() {
+        if function.evict_idle() {
+            tracing::debug!(function = %function.guest.name, "evicted an idle instance: the pool was full");
+            inner.observer.idle_instance_evicted();
+            return true;
+        }
+    }
+    false
+}

@@ -18,6 +18,8 @@ pub trait Observer: Send + Sync + 'static {
     fn instance_acquired(&self) {}
     /// A request's store was dropped.
     fn instance_released(&self) {}
+    /// The pool was full, and an instance kept idle for reuse was dropped to make room for a request.
+    fn idle_instance_evicted(&self) {}
     /// A function called another by name (`http://NAME.NAMESPACE/...`), served in this process.
     fn call_started(&self, _caller: &str, _callee: &str) {}
     /// That call answered `status` (the callee's, or the runtime's when it could not run it) after

@@ -106,6 +106,7 @@ pub struct Metrics {
     replicas: Mutex<BTreeMap<String, u64>>,
     instantiation: Histogram,
     instances_in_use: AtomicI64,
+    idle_evicted: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     functions_loaded: AtomicU64,
@@ -132,6 +133,7 @@ impl Metrics {
             replicas: Mutex::new(BTreeMap::new()),
             instantiation: Histogram::new(INSTANTIATION_BUCKETS),
             instances_in_use: AtomicI64::new(0),
+            idle_evicted: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             functions_loaded: AtomicU64::new(0),
@@ -363,6 +365,12 @@ impl Metrics {
                 self.instances_in_use.load(Relaxed).to_string(),
             ),
             (
+                "wasmgate_idle_instances_evicted_total",
+                "counter",
+                "Instances kept for reuse dropped to make room in a full pool.",
+                self.idle_evicted.load(Relaxed).to_string(),
+            ),
+            (
                 "wasmgate_cache_hits_total",
                 "counter",
                 "Module cache hits.",
@@ -432,6 +440,9 @@ impl wasmgate_runtime::Observer for Metrics {
     fn instance_released(&self) {
         Metrics::instance_released(self);
     }
+    fn idle_instance_evicted(&self) {
+        self.idle_evicted.fetch_add(1, Relaxed);
+    }
     fn call_started(&self, _caller: &str, callee: &str) {
         self.invocation_started(callee);
         self.with_stats(callee, |s| s.calls_from_functions.fetch_add(1, Relaxed));
@@ -463,6 +474,7 @@ mod tests {
         ("wasmgate_compile_seconds", "histogram"),
         ("wasmgate_instantiation_seconds", "histogram"),
         ("wasmgate_instances_in_use", "gauge"),
+        ("wasmgate_idle_instances_evicted_total", "counter"),
         ("wasmgate_cache_hits_total", "counter"),
         ("wasmgate_cache_misses_total", "counter"),
         ("wasmgate_functions_loaded", "gauge"),
@@ -628,7 +640,7 @@ mod tests {
         let m = Metrics::new();
         assert_eq!(
             m.render().lines().filter(|l| l.starts_with('#')).count(),
-            26
+            28
         );
         assert!(
             !m.render()
