@@ -3,6 +3,11 @@
 //! Files live at `<dir>/<engine hash>/<key>.cwasm`, where the engine hash covers everything that makes
 //! compiled code incompatible (wasmtime version, compiler settings, CPU features) and the key names the
 //! component's bytes (the host passes their SHA-256). A miss or an unreadable file just means compiling.
+//!
+//! An engine upgrade (or other settings) starts a new folder. At start the folders of other engines
+//! that no gateway has opened for [`STALE_AFTER`] are removed: code no engine of this build can load.
+//! The grace lets gateways of different builds share one cache folder during a rolling upgrade (each
+//! marks its own folder when it opens it) without deleting each other's code.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -11,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// How long the folder of another engine must have gone unopened before a start removes it.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// The compiled-code cache of one engine.
 #[derive(Debug)]
@@ -26,8 +34,15 @@ impl CodeCache {
         // different build may name it differently, which costs a recompile, never a wrong load.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        let dir = root.join(format!("{:016x}", hasher.finish()));
+        let name = format!("{:016x}", hasher.finish());
+        let dir = root.join(&name);
         std::fs::create_dir_all(&dir)?;
+        // Marks the folder as in use, for other engines' starts (see the module docs).
+        let now = std::time::SystemTime::now();
+        if let Err(error) = std::fs::File::open(&dir).and_then(|d| d.set_modified(now)) {
+            tracing::debug!(%error, "could not mark the code cache folder as in use");
+        }
+        remove_stale_engines(root, &name, STALE_AFTER);
         Ok(CodeCache {
             dir,
             next_temp: AtomicU64::new(0),
@@ -91,6 +106,41 @@ impl CodeCache {
     }
 }
 
+/// Removes the folders of `root` named like an engine's (16 hex digits) other than `ours` that were
+/// last marked more than `stale_after` ago. Failures are logged: a folder left is only disk.
+fn remove_stale_engines(root: &Path, ours: &str, stale_after: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let engine_folder = name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !engine_folder || name == ours {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= stale_after);
+        if !stale {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => {
+                tracing::info!(folder = %entry.path().display(), "removed the compiled code of another engine")
+            }
+            Err(error) => {
+                tracing::warn!(folder = %entry.path().display(), %error, "could not remove the compiled code of another engine")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +167,35 @@ mod tests {
         assert_ne!(ours.dir, theirs.dir, "one folder per engine hash");
         assert!(!theirs.contains("key"));
         assert!(theirs.load(&other, "key").is_none());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Other engines' folders are removed once unused for the grace period; recent ones, ours and
+    /// anything not named like an engine folder stay.
+    #[test]
+    fn stale_folders_of_other_engines_are_removed() {
+        let root =
+            std::env::temp_dir().join(format!("wasmgate-cache-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let old = root.join("00000000000000aa");
+        let recent = root.join("00000000000000bb");
+        let ours = root.join("00000000000000cc");
+        let other = root.join("notes");
+        for dir in [&old, &recent, &ours, &other] {
+            std::fs::create_dir_all(dir).expect("create");
+            std::fs::write(dir.join("x.cwasm"), b"code").expect("write");
+        }
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_AFTER;
+        for dir in [&old, &ours, &other] {
+            std::fs::File::open(dir)
+                .and_then(|d| d.set_modified(long_ago))
+                .expect("age the folder");
+        }
+        remove_stale_engines(&root, "00000000000000cc", STALE_AFTER);
+        assert!(!old.exists(), "a stale folder of another engine is removed");
+        assert!(recent.exists(), "a folder used recently stays");
+        assert!(ours.exists(), "our own folder stays");
+        assert!(other.exists(), "only engine folders are touched");
         let _ = std::fs::remove_dir_all(&root);
     }
 }
