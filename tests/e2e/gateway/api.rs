@@ -936,10 +936,37 @@ async fn idle_functions_scale_to_zero_and_back() {
     })
     .await;
     gateway.wait_for_log(&["scaled to zero after being idle", "hello.openfaas-fn"]);
+    // The list, describe and /metrics agree on the replicas, at zero and after the cold start.
+    let replicas_everywhere = async || {
+        let described =
+            json_of(&api(&gateway, "GET", "/system/function/hello", None).await)["replicas"]
+                .clone();
+        let listed = json_of(&api(&gateway, "GET", "/system/functions", None).await)
+            .as_array()
+            .and_then(|list| list.iter().find(|f| f["name"] == "hello").cloned())
+            .expect("hello is listed")["replicas"]
+            .clone();
+        let metrics = get(&gateway, "/metrics").await.text();
+        let counted = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("gateway_service_count{function_name=\"hello.openfaas-fn\"} ")
+            })
+            .map(|n| n.to_string());
+        (described, listed, counted)
+    };
+    assert_eq!(
+        replicas_everywhere().await,
+        (json!(0), json!(0), Some("0".to_string()))
+    );
     assert_eq!(
         get(&gateway, "/function/hello").await.status,
         200,
         "scale from zero is transparent"
+    );
+    assert_eq!(
+        replicas_everywhere().await,
+        (json!(1), json!(1), Some("1".to_string()))
     );
     let metrics = get(&gateway, "/metrics").await.text();
     assert!(

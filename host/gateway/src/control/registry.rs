@@ -219,16 +219,29 @@ impl Functions {
         self.read_records().contains_key(&function.key())
     }
 
-    fn to_status(&self, key: &str, record: FunctionRecord) -> FunctionStatus {
-        let replicas = match self.live_nodes.get() {
-            // Cluster mode: every live node serves every function not scaled to zero.
+    /// The replicas a function has, as the list, `describe` and `gateway_service_count` all report
+    /// them. One node: 1 (or its `scale.min`) while its code is loaded, 0 once scaled to zero until
+    /// its next request loads it. Cluster mode: the live nodes, unless it was scaled to 0.
+    fn replicas(&self, key: &str, record: &FunctionRecord) -> u64 {
+        match self.live_nodes.get() {
             Some(live) if record.replicas > 0 => live.load(Ordering::Relaxed),
             Some(_) => 0,
             None => {
                 let loaded = self.runtime.is_loaded(key).unwrap_or(false);
                 if loaded { record.replicas.max(1) } else { 0 }
             }
-        };
+        }
+    }
+
+    /// Sets `gateway_service_count` of every function to [`Functions::replicas`], for a scrape.
+    pub fn refresh_replica_metrics(&self) {
+        for (key, record) in self.read_records().iter() {
+            self.metrics.set_replicas(key, self.replicas(key, record));
+        }
+    }
+
+    fn to_status(&self, key: &str, record: FunctionRecord) -> FunctionStatus {
+        let replicas = self.replicas(key, &record);
         let world = record
             .world
             .or_else(|| self.runtime.world(key).map(|w| w.as_str().to_string()));
