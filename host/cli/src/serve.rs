@@ -13,6 +13,7 @@ use wasmgate_runtime::{
 };
 
 use wasmgate_gateway::ServeConfig;
+use wasmgate_gateway::cluster::DEFAULT_NATS_CONNECT_TIMEOUT;
 use wasmgate_gateway::control::DEFAULT_MAX_ARTIFACT_BYTES;
 use wasmgate_gateway::http::auth::Credentials;
 use wasmgate_gateway::http::limits::{
@@ -105,6 +106,11 @@ pub struct ServeArgs {
     /// cluster, so one server can fail).
     #[arg(long, env = "WASMGATE_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
+
+    /// How long joining the cluster at start may take (connecting, logging in, creating the
+    /// buckets); past it the gateway exits, naming the last error NATS gave.
+    #[arg(long, env = "WASMGATE_NATS_CONNECT_TIMEOUT", default_value = format_duration(DEFAULT_NATS_CONNECT_TIMEOUT), value_parser = parse_duration)]
+    pub nats_connect_timeout: Duration,
 
     /// This node's name in the cluster [default: the host name].
     #[arg(long, env = "WASMGATE_NODE_NAME")]
@@ -355,6 +361,7 @@ impl ServeArgs {
             max_artifact_bytes: self.max_artifact_bytes,
             nats: self.nats,
             nats_replicas: self.nats_replicas.clamp(1, 5),
+            nats_connect_timeout: self.nats_connect_timeout,
             node_name: self
                 .node_name
                 .or_else(|| {

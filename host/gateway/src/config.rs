@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub nats: Option<String>,
     /// Copies of each stream and bucket on the NATS servers.
     pub nats_replicas: usize,
+    /// How long joining the cluster at start may take before the build fails.
+    pub nats_connect_timeout: std::time::Duration,
     /// This node's name in the cluster.
     pub node_name: String,
 }

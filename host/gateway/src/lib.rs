@@ -35,6 +35,7 @@ use crate::http::body::{BoxError, GatewayBody};
 use crate::http::gateway::Gateway;
 use crate::http::server::{self, ServerConfig};
 use crate::observe::metrics::Metrics;
+use crate::observe::readiness::Readiness;
 use crate::queue::AsyncQueue;
 use crate::storage::keyvalue;
 
@@ -71,6 +72,10 @@ impl App {
     /// the cluster when `config.nats` names one, and opens and starts the async queue.
     pub async fn build(config: ServeConfig) -> anyhow::Result<App> {
         let stopping = CancellationToken::new();
+        // Held from here: if the build fails half-way, what it started (the cluster's watches and
+        // heartbeat, the sweeper) stops with it.
+        let stop_on_drop = stopping.clone().drop_guard();
+        let readiness = Readiness::new();
         let metrics = Arc::new(Metrics::new());
         // Compiled code is kept beside the state unless the configuration names a folder, so a
         // restart never recompiles what it compiled before.
@@ -104,11 +109,12 @@ impl App {
                     config.node_name.clone(),
                     config.max_artifact_bytes,
                     config.nats_replicas,
+                    config.nats_connect_timeout,
                 )
                 .await
                 .context("joining the cluster")?;
                 functions.set_replicator(cluster.clone());
-                cluster.start(functions.clone(), stopping.clone());
+                cluster.start(functions.clone(), stopping.clone(), &readiness);
                 Some(cluster)
             }
             None => None,
@@ -199,13 +205,14 @@ impl App {
                 .context("opening the async queue")?;
         let gateway = Gateway::new(api, metrics, config.auth.clone())
             .with_http_limits(config.http_limits)
-            .with_queue(async_queue.clone());
+            .with_queue(async_queue.clone())
+            .with_readiness(readiness);
         async_queue.start(Arc::new(gateway.clone()));
         Ok(App {
             gateway,
             queue: async_queue,
             server: config.server,
-            stopping: stopping.drop_guard(),
+            stopping: stop_on_drop,
         })
     }
 

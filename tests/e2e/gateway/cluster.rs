@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Gateway, api, deploy, get, temp_dir, upload};
+use crate::support::{Gateway, api, deploy, get, run_to_exit, temp_dir, upload};
 
 /// A `nats-server -js` on a free loopback port, stopped when dropped.
 pub(crate) struct Nats {
@@ -17,6 +17,11 @@ pub(crate) struct Nats {
 
 impl Nats {
     pub(crate) fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// A server started with `args` besides its port and store (`--user`, `--pass`, ...).
+    pub(crate) fn start_with(args: &[&str]) -> Nats {
         let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -29,6 +34,7 @@ impl Nats {
         let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(&store)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -259,6 +265,45 @@ async fn async_calls_are_shared_and_survive_a_node() {
     deploy(&a, "flaky", wasmgate_guests::FLAKY, json!({})).await;
     until_all(&[&b, &c], "/function/flaky", 200).await;
 
+    // What the queue keeps about ended calls is bounded by bytes and by age, the oldest going first.
+    let js = async_nats::jetstream::new(
+        async_nats::connect(nats.url.as_str())
+            .await
+            .expect("connect to NATS"),
+    );
+    use wasmgate_gateway::cluster::calls;
+    for (stream, max_bytes, max_age) in [
+        (
+            calls::DEAD_STREAM.to_string(),
+            calls::DEAD_MAX_BYTES,
+            calls::DEAD_MAX_AGE,
+        ),
+        (
+            format!("KV_{}", calls::STATUS_BUCKET),
+            calls::STATUS_MAX_BYTES,
+            calls::STATUS_TTL,
+        ),
+    ] {
+        let config = js
+            .get_stream(&stream)
+            .await
+            .expect("the stream")
+            .info()
+            .await
+            .expect("its info")
+            .config
+            .clone();
+        assert_eq!(
+            (config.max_bytes, config.max_age, config.discard),
+            (
+                max_bytes,
+                max_age,
+                async_nats::jetstream::stream::DiscardPolicy::Old
+            ),
+            "{stream}"
+        );
+    }
+
     // A call travels in one NATS message (1 MiB by default): a body that cannot fit is refused at once.
     // (Only the head is sent: the gateway answers from the declared length.)
     let mut raw = tokio::net::TcpStream::connect(a.addr)
@@ -361,6 +406,120 @@ async fn async_calls_are_shared_and_survive_a_node() {
             "{metrics}"
         );
     }
+}
+
+/// Wrong credentials, or no NATS server at all, end the gateway within `--nats-connect-timeout`
+/// with an error that names the cause, instead of a gateway that retries for ever without serving.
+#[test]
+fn a_gateway_that_cannot_join_exits_naming_why() {
+    let nats = Nats::start_with(&["--user", "wasmgate", "--pass", "right"]);
+    let wrong = nats.url.replace("nats://", "nats://wasmgate:wrong@");
+    let state = temp_dir("no-join");
+    let serve = |url: &str| {
+        run_to_exit(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            &state.display().to_string(),
+            "--nats",
+            url,
+            "--nats-connect-timeout",
+            "3s",
+        ])
+    };
+    let (status, stderr) = serve(&wrong);
+    assert!(!status.success(), "{stderr}");
+    // The error itself names the cause, not only a log line before it.
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"));
+    assert!(
+        error.contains("could not join the NATS cluster")
+            && error.contains("--nats-connect-timeout")
+            && error.to_lowercase().contains("authorization violation"),
+        "{stderr}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (status, stderr) = serve(&format!("nats://127.0.0.1:{port}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("could not join the NATS cluster") && stderr.contains("within 3s"),
+        "{stderr}"
+    );
+}
+
+/// A node that joins a cluster of 1,000 functions says it is not ready (503, with why) until it
+/// serves every one of them; `/healthz` meanwhile says it is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_is_ready_once_it_serves_every_function() {
+    use futures::StreamExt as _;
+    const FUNCTIONS: usize = 1000;
+    let nats = Nats::start();
+    let a = node(&nats, "a", &temp_dir("ready-a"));
+    assert_eq!(get(&a, "/readyz").await.status, 200, "an empty cluster");
+    let digest = upload(
+        &a,
+        std::fs::read(wasmgate_guests::HELLO).expect("read hello"),
+    )
+    .await;
+    futures::stream::iter(0..FUNCTIONS)
+        .for_each_concurrent(8, |i| {
+            let (a, digest) = (&a, &digest);
+            async move {
+                let body = json!({"service": format!("f{i}"), "image": digest});
+                let answer = api(a, "POST", "/system/functions", Some(body)).await;
+                assert_eq!(answer.status, 202, "f{i}: {}", answer.text());
+            }
+        })
+        .await;
+
+    let b = node(&nats, "b", &temp_dir("ready-b"));
+    let started = Instant::now();
+    let mut unready = None;
+    loop {
+        let answer = get(&b, "/readyz").await;
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 503, "{}", answer.text());
+        assert!(
+            answer.text().starts_with("not ready: "),
+            "{}",
+            answer.text()
+        );
+        assert_eq!(get(&b, "/healthz").await.status, 200);
+        unready.get_or_insert_with(|| answer.text());
+        assert!(
+            started.elapsed() < crate::support::PATIENCE,
+            "never ready: {}",
+            answer.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "B was ready after {:?}; before, it said {unready:?}",
+        started.elapsed()
+    );
+    futures::stream::iter(0..FUNCTIONS)
+        .for_each_concurrent(8, |i| {
+            let b = &b;
+            async move {
+                let answer = get(b, &format!("/function/f{i}")).await;
+                assert_eq!(
+                    answer.status,
+                    200,
+                    "f{i} on B once ready: {}",
+                    answer.text()
+                );
+            }
+        })
+        .await;
 }
 
 /// A change another node made that fails here is tried again until it succeeds: the component is

@@ -63,6 +63,14 @@ const CALLS_SUBJECT: &str = "wasmgate.calls";
 const DEAD_SUBJECT: &str = "wasmgate.dead";
 /// Failed calls kept in the dead-letter stream.
 const DEAD_KEEP: i64 = 100_000;
+/// Bytes the dead-letter stream keeps at most (each message carries the call's body); past it, and
+/// past [`DEAD_MAX_AGE`], the oldest go first.
+pub const DEAD_MAX_BYTES: i64 = 1 << 30;
+/// How long a failed call stays in the dead-letter stream.
+pub const DEAD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Bytes the call-status bucket keeps at most; past it the oldest records go first (their age is
+/// bounded by [`STATUS_TTL`] too).
+pub const STATUS_MAX_BYTES: i64 = 256 << 20;
 
 /// A call as it travels in a message.
 #[derive(Debug, Serialize, Deserialize)]
@@ -175,6 +183,40 @@ impl std::fmt::Debug for JetStreamStore {
     }
 }
 
+/// Sets the stream `name`'s byte bound (and its age bound, when given) where they differ, with the
+/// oldest messages discarded past them.
+async fn bound_stream(
+    js: &jetstream::Context,
+    name: &str,
+    max_bytes: i64,
+    max_age: Option<Duration>,
+) -> anyhow::Result<()> {
+    let mut stream = js
+        .get_stream(name)
+        .await
+        .with_context(|| format!("opening the stream {name}"))?;
+    let mut config = stream
+        .info()
+        .await
+        .with_context(|| format!("reading the stream {name}"))?
+        .config
+        .clone();
+    let want_age = max_age.unwrap_or(config.max_age);
+    if config.max_bytes == max_bytes
+        && config.max_age == want_age
+        && config.discard == stream::DiscardPolicy::Old
+    {
+        return Ok(());
+    }
+    config.max_bytes = max_bytes;
+    config.max_age = want_age;
+    config.discard = stream::DiscardPolicy::Old;
+    js.update_stream(&config)
+        .await
+        .with_context(|| format!("bounding the stream {name}"))?;
+    Ok(())
+}
+
 impl JetStreamStore {
     /// Makes sure the streams and the bucket exist; `max_queued` bounds the calls stream.
     pub async fn open(
@@ -206,6 +248,8 @@ impl JetStreamStore {
                 subjects: vec![format!("{DEAD_SUBJECT}.>")],
                 storage: stream::StorageType::File,
                 max_messages: DEAD_KEEP,
+                max_bytes: DEAD_MAX_BYTES,
+                max_age: DEAD_MAX_AGE,
                 discard: stream::DiscardPolicy::Old,
                 num_replicas: replicas,
                 ..Default::default()
@@ -223,6 +267,16 @@ impl JetStreamStore {
                 stream::StorageType::File,
                 replicas,
             )
+        })
+        .await?;
+        // Streams made by an older gateway lack some of these bounds: set them.
+        retrying("bounding the dead-letter stream", || {
+            bound_stream(&js, DEAD_STREAM, DEAD_MAX_BYTES, Some(DEAD_MAX_AGE))
+        })
+        .await?;
+        let status_stream = format!("KV_{STATUS_BUCKET}");
+        retrying("bounding the call status bucket", || {
+            bound_stream(&js, &status_stream, STATUS_MAX_BYTES, None)
         })
         .await?;
         Ok(JetStreamStore {

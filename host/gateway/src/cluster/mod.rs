@@ -11,10 +11,12 @@
 //!   travels.
 //! - **Every node watches** the bucket and applies what changes (deploy, update, removal). The watch
 //!   starts with the current value of every key, so a node that was down, or new, catches up; a
-//!   change it made itself is recognised (same record) and skipped. Every [`RESYNC_EVERY`] (and
-//!   whenever a watch cannot be started) the node also reads each bucket whole with direct gets, which
-//!   need no consumer: a watch that went quiet when its NATS server died delays a change by at most
-//!   that long. Each key's revisions are applied once and in order, whichever path brings them.
+//!   change it made itself is recognised (same record) and skipped. Every [`RESYNC_EVERY`], or less
+//!   often for a large bucket (at most 20 direct gets a second on average), and whenever a watch
+//!   cannot be started, the node also reads each bucket whole with direct gets, which need no
+//!   consumer: a watch that went quiet when its NATS server died delays a change by at most that
+//!   long. Each key's revisions are applied once and in order, whichever path brings them; one that
+//!   fails here is tried again with backoff (`watch.rs`). The first catch-up decides readiness.
 //! - Debian's nats-server 2.9 lacks the account information async-nats 0.51 asks for when it creates
 //!   a key-value bucket, so the bucket's backing stream is created here with the settings the client
 //!   would use.
@@ -45,12 +47,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use async_nats::jetstream::{self, kv, object_store, stream};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::Functions;
+use crate::observe::readiness::Readiness;
 use wasmgate_openfaas::types::FunctionRecord;
 
 /// The key-value bucket of function records.
@@ -71,10 +74,13 @@ pub const HEARTBEAT_EXPIRY: Duration = Duration::from_secs(6);
 const HISTORY: i64 = 5;
 /// Tries of a compare-and-set put before giving up.
 const CAS_TRIES: usize = 5;
-/// How often each bucket is also read whole, in case its watch went quiet.
+/// How often each bucket is also read whole, in case its watch went quiet, at the most (a large
+/// bucket is read less often: `watch.rs`).
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// A NATS server's largest message when its configuration does not say (`max_payload`, 1 MiB).
 const DEFAULT_NATS_MAX_PAYLOAD: usize = 1024 * 1024;
+/// How long joining the cluster at start may take by default (`--nats-connect-timeout`).
+pub const DEFAULT_NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long starting a watch may take.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before watching again after the watch ended (a leader election, a lost connection).
@@ -122,12 +128,49 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Connects to NATS at `urls` (comma-separated: the client fails over between them and learns
     /// the rest of a NATS cluster from the server) and makes sure the buckets, streams and object
-    /// store exist, each with `replicas` copies on the NATS servers.
+    /// store exist, each with `replicas` copies on the NATS servers. A server that is not up yet is
+    /// waited for, but all of it must be done within `timeout`: past it (no server, wrong
+    /// credentials, a JetStream that never answers) the error names the last thing NATS said.
     pub async fn connect(
         urls: &str,
         node: String,
         max_artifact_bytes: usize,
         replicas: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let last_event = Arc::new(std::sync::Mutex::new(None::<String>));
+        let joined = tokio::time::timeout(
+            timeout,
+            Cluster::join(urls, node, max_artifact_bytes, replicas, last_event.clone()),
+        )
+        .await;
+        match joined {
+            Ok(joined) => joined,
+            Err(_) => {
+                let said = last_event
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                match said {
+                    Some(said) => bail!(
+                        "could not join the NATS cluster at {urls} within {timeout:?} \
+                         (--nats-connect-timeout): the last thing NATS said was: {said}"
+                    ),
+                    None => bail!(
+                        "could not join the NATS cluster at {urls} within {timeout:?} \
+                         (--nats-connect-timeout): no NATS server answered"
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn join(
+        urls: &str,
+        node: String,
+        max_artifact_bytes: usize,
+        replicas: usize,
+        last_event: Arc<std::sync::Mutex<Option<String>>>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let addresses = urls
             .split(',')
@@ -140,7 +183,22 @@ impl Cluster {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("wasmgate {node}"))
-            .retry_on_initial_connect();
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let last_event = last_event.clone();
+                async move {
+                    if matches!(
+                        event,
+                        async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_)
+                    ) {
+                        tracing::warn!(%event, "NATS");
+                        *last_event
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(event.to_string());
+                    }
+                }
+            });
         // Credentials in a URL (nats://user:password@host, or nats://token@host) log in.
         if let Some(first) = addresses.first() {
             match (first.username(), first.password()) {
@@ -233,9 +291,16 @@ impl Cluster {
     /// Changes to different functions are applied side by side (a large component that compiles for
     /// seconds does not hold up the others); changes to one function in the order they were made.
     /// The watches and the heartbeat run until `stop` is cancelled.
-    pub fn start(self: &Arc<Self>, functions: Arc<Functions>, stop: CancellationToken) {
+    /// `readiness` waits for each bucket's first catch-up.
+    pub fn start(
+        self: &Arc<Self>,
+        functions: Arc<Functions>,
+        stop: CancellationToken,
+        readiness: &Readiness,
+    ) {
         for bucket in [NAMESPACES_BUCKET, SECRETS_BUCKET, FUNCTIONS_BUCKET] {
-            self.watch(bucket, functions.clone(), stop.clone());
+            let catch_up = readiness.catch_up(bucket);
+            self.watch(bucket, functions.clone(), stop.clone(), catch_up);
         }
         functions.set_live_nodes(self.live.clone());
         self.heartbeat(stop);

@@ -17,15 +17,19 @@ use super::{
     SECRETS_BUCKET, WATCH_TIMEOUT, object_name, retrying, spawn_until,
 };
 use crate::control::{Functions, Replicated};
+use crate::observe::readiness::{Applied, CatchUp};
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::types::FunctionRecord;
 
 impl Cluster {
+    /// Watches `bucket` and applies what changes, until `stop`; `catch_up` counts the records the
+    /// bucket held at the start until each is applied (see `observe/readiness.rs`).
     pub(super) fn watch(
         self: &Arc<Self>,
         bucket: &'static str,
         functions: Arc<Functions>,
         stop: CancellationToken,
+        catch_up: Arc<CatchUp>,
     ) {
         let cluster = self.clone();
         let store = match bucket {
@@ -36,10 +40,14 @@ impl Cluster {
         let retries_stop = stop.clone();
         spawn_until(stop, async move {
             let stop = retries_stop;
+            // An empty bucket has nothing to catch up on (and its watch brings nothing to say so).
+            if let Ok(Ok(status)) = tokio::time::timeout(WATCH_TIMEOUT, store.status()).await
+                && status.values() == 0
+            {
+                catch_up.read_all();
+            }
             let mut per_key: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
-            let mut resync = tokio::time::interval(RESYNC_EVERY);
-            resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            resync.tick().await;
+            let mut next_resync = tokio::time::Instant::now() + RESYNC_EVERY;
             loop {
                 // Asked while the NATS cluster elects a leader, the request may go unanswered.
                 let watch = tokio::time::timeout(WATCH_TIMEOUT, store.watch_with_history(">"))
@@ -50,9 +58,15 @@ impl Cluster {
                         tokio::select! {
                             entry = watch.next() => match entry {
                                 Some(Ok(entry)) => {
+                                    // The watch starts with every key's current value; `delta`
+                                    // counts those still to come.
+                                    let last_of_catch_up = catch_up.reading() && entry.delta == 0;
                                     cluster
-                                        .dispatch(bucket, &functions, &mut per_key, entry, &stop)
+                                        .dispatch(bucket, &functions, &mut per_key, entry, &stop, &catch_up)
                                         .await;
+                                    if last_of_catch_up {
+                                        catch_up.read_all();
+                                    }
                                 }
                                 Some(Err(error)) => {
                                     tracing::warn!(%error, bucket, "the cluster watch failed");
@@ -61,9 +75,11 @@ impl Cluster {
                                 None => break,
                             },
                             // A watch can also go quiet without failing (its server went away); a
-                            // periodic read of the bucket bounds how long a change can be missed.
-                            _ = resync.tick() => {
-                                cluster.resync(bucket, &store, &functions, &mut per_key, &stop).await;
+                            // periodic read of the bucket bounds how long a change can be missed,
+                            // less often the more keys it has (see `resync_interval`).
+                            () = tokio::time::sleep_until(next_resync) => {
+                                let keys = cluster.resync(bucket, &store, &functions, &mut per_key, &stop, &catch_up).await;
+                                next_resync = tokio::time::Instant::now() + resync_interval(keys.unwrap_or(0));
                             }
                         }
                     },
@@ -72,7 +88,7 @@ impl Cluster {
                         // (their consumers cannot be created); read the bucket directly meanwhile.
                         tracing::warn!(%error, bucket, "cannot watch the cluster; reading it directly");
                         cluster
-                            .resync(bucket, &store, &functions, &mut per_key, &stop)
+                            .resync(bucket, &store, &functions, &mut per_key, &stop, &catch_up)
                             .await;
                     }
                 }
@@ -92,6 +108,7 @@ impl Cluster {
         per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
         entry: kv::Entry,
         stop: &CancellationToken,
+        catch_up: &Arc<CatchUp>,
     ) {
         // The watch and the periodic read may both bring a change: apply each revision once, and
         // never an older one after a newer.
@@ -106,6 +123,11 @@ impl Cluster {
             }
             *last = entry.revision;
         }
+        let applied = if catch_up.reading() {
+            catch_up.counted()
+        } else {
+            Applied::none()
+        };
         let lock = per_key.entry(entry.key.clone()).or_default().clone();
         // Taken here, in order; released when applied.
         let first_turn = lock.clone().lock_owned().await;
@@ -140,6 +162,7 @@ impl Cluster {
                         "a change from the cluster failed; trying it again");
                 })
                 .await;
+            applied.done();
             if retries > 0 {
                 tracing::info!(bucket, key = %entry.key, revision = entry.revision, retries,
                     "a change from the cluster that had failed is no longer pending");
@@ -156,7 +179,8 @@ impl Cluster {
             .is_none_or(|last| *last == entry.revision)
     }
 
-    /// Reads every key of `bucket` with direct gets (no consumer needed) and applies what changed.
+    /// Reads every key of `bucket` with direct gets (no consumer needed) and applies what changed;
+    /// returns how many keys it read, `None` when it could not list them.
     async fn resync(
         self: &Arc<Self>,
         bucket: &'static str,
@@ -164,7 +188,8 @@ impl Cluster {
         functions: &Arc<Functions>,
         per_key: &mut HashMap<String, Arc<tokio::sync::Mutex<()>>>,
         stop: &CancellationToken,
-    ) {
+        catch_up: &Arc<CatchUp>,
+    ) -> Option<usize> {
         let prefix = format!("$KV.{bucket}.");
         let subjects = async {
             let mut info = store
@@ -181,24 +206,39 @@ impl Cluster {
             Ok(Ok(subjects)) => subjects,
             Ok(Err(error)) => {
                 tracing::warn!(error = %format!("{error:#}"), bucket, "cannot list the bucket's keys");
-                return;
+                return None;
             }
             Err(_) => {
                 tracing::warn!(bucket, "listing the bucket's keys timed out");
-                return;
+                return None;
             }
         };
+        let keys = subjects.len();
+        let mut read_all = true;
         for subject in subjects {
             let Some(key) = subject.strip_prefix(&prefix) else {
                 continue;
             };
             match tokio::time::timeout(WATCH_TIMEOUT, store.entry(key)).await {
-                Ok(Ok(Some(entry))) => self.dispatch(bucket, functions, per_key, entry, stop).await,
+                Ok(Ok(Some(entry))) => {
+                    self.dispatch(bucket, functions, per_key, entry, stop, catch_up)
+                        .await
+                }
                 Ok(Ok(None)) => {}
-                Ok(Err(error)) => tracing::warn!(%error, key, "cannot read a key"),
-                Err(_) => tracing::warn!(key, "reading a key timed out"),
+                Ok(Err(error)) => {
+                    read_all = false;
+                    tracing::warn!(%error, key, "cannot read a key")
+                }
+                Err(_) => {
+                    read_all = false;
+                    tracing::warn!(key, "reading a key timed out")
+                }
             }
         }
+        if read_all {
+            catch_up.read_all();
+        }
+        Some(keys)
     }
 
     /// Applies a namespace change; false when it failed and should be tried again.
@@ -389,6 +429,17 @@ impl Cluster {
     }
 }
 
+/// Direct gets per second a healthy watch's periodic read of a bucket may cost on average.
+const RESYNC_GETS_PER_SECOND: usize = 20;
+
+/// How long after a periodic read of a bucket of `keys` keys the next one comes while the watch is
+/// healthy: [`RESYNC_EVERY`], or longer for a large bucket, so that a gateway spends at most
+/// [`RESYNC_GETS_PER_SECOND`] gets a second on it (10,000 functions: every 500 s). While a watch
+/// cannot be started, the bucket is read directly at every try instead.
+fn resync_interval(keys: usize) -> Duration {
+    RESYNC_EVERY.max(Duration::from_secs((keys / RESYNC_GETS_PER_SECOND) as u64))
+}
+
 /// The first pause before a failed change from the cluster is tried again.
 pub const APPLY_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest pause between tries of a failed change: it keeps being tried at this interval until
@@ -444,6 +495,14 @@ mod tests {
     use super::*;
 
     const TICK: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn large_buckets_are_read_less_often() {
+        assert_eq!(resync_interval(0), RESYNC_EVERY);
+        assert_eq!(resync_interval(150), RESYNC_EVERY);
+        assert_eq!(resync_interval(1_000), Duration::from_secs(50));
+        assert_eq!(resync_interval(10_000), Duration::from_secs(500));
+    }
 
     #[tokio::test]
     async fn a_failed_change_is_tried_until_it_is_applied() {

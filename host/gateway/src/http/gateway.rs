@@ -20,6 +20,7 @@ use crate::http::auth::Credentials;
 use crate::http::body::{BoxError, GatewayBody, text};
 use crate::http::limits::{BodyLimit, HttpLimits, LimitedBody, Tripped};
 use crate::observe::metrics::Metrics;
+use crate::observe::readiness::Readiness;
 use crate::queue::{AsyncQueue, Call, CancelOutcome, EnqueueError, Invoker, NewCall};
 use wasmgate_openfaas::headers::{
     X_CALL_ID, X_CALLBACK_URL, X_DURATION_SECONDS, X_FORWARDED_FOR, X_FORWARDED_HOST,
@@ -53,6 +54,7 @@ pub struct Gateway {
     api: Api,
     http_limits: HttpLimits,
     queue: Option<AsyncQueue>,
+    readiness: Arc<Readiness>,
 }
 
 impl Gateway {
@@ -65,7 +67,14 @@ impl Gateway {
             api,
             http_limits: HttpLimits::default(),
             queue: None,
+            readiness: Readiness::new(),
         }
+    }
+
+    /// Answers `/readyz` from `readiness` (by default: ready).
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     /// Serves `/async-function/*` and `/system/async/*` from `queue`.
@@ -94,10 +103,18 @@ impl Gateway {
         if path == "/healthz" {
             return text(StatusCode::OK, "OK");
         }
+        // Liveness is /healthz; readiness (state restored, the cluster caught up) is /readyz.
+        if path == "/readyz" {
+            return match self.readiness.check() {
+                Ok(()) => text(StatusCode::OK, "OK"),
+                Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, &reason),
+            };
+        }
         if path == "/metrics" {
             let mut response = text(StatusCode::OK, "");
             self.metrics
                 .set_functions_loaded(self.runtime.loaded_count() as u64);
+            self.api.functions.refresh_replica_metrics();
             let mut rendered = self.metrics.render();
             if let Some(queue) = &self.queue {
                 queue.render_metrics(&mut rendered);
