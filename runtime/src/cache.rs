@@ -58,6 +58,15 @@ impl CodeCache {
         self.path(key).exists()
     }
 
+    /// Removes the compiled code stored for `key`, if any.
+    pub(crate) fn remove(&self, key: &str) {
+        match std::fs::remove_file(self.path(key)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(key, %error, "could not remove cached compiled code"),
+        }
+    }
+
     /// The cached component for `key`, if there is a usable one.
     pub(crate) fn load(&self, engine: &Engine, key: &str) -> Option<Component> {
         let path = self.path(key);

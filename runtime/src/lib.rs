@@ -362,6 +362,14 @@ impl Runtime {
         Ok(true)
     }
 
+    /// Removes the compiled code kept on disk under `cache_key` (a component no function uses any
+    /// more). Loaded functions keep theirs.
+    pub fn forget_compiled(&self, cache_key: &str) {
+        if let Some(cache) = &self.inner.cache {
+            cache.remove(cache_key);
+        }
+    }
+
     /// Drops the compiled code of `name` (scale to zero); requests running keep theirs. Returns whether
     /// it was loaded.
     pub fn unload(&self, name: &str) -> bool {

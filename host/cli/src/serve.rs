@@ -14,7 +14,7 @@ use wasmgate_runtime::{
 
 use wasmgate_gateway::ServeConfig;
 use wasmgate_gateway::cluster::DEFAULT_NATS_CONNECT_TIMEOUT;
-use wasmgate_gateway::control::DEFAULT_MAX_ARTIFACT_BYTES;
+use wasmgate_gateway::control::{DEFAULT_ARTIFACT_GRACE, DEFAULT_MAX_ARTIFACT_BYTES};
 use wasmgate_gateway::http::auth::Credentials;
 use wasmgate_gateway::http::limits::{
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, DEFAULT_MAX_REQUEST_BODY, DEFAULT_READ_TIMEOUT,
@@ -176,6 +176,11 @@ pub struct ServeArgs {
     /// renamed into place.
     #[arg(long, env = "WASMGATE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// How long a component no function references is kept before it is removed (with its compiled
+    /// code, and from the cluster's object store): long enough for an upload to be deployed.
+    #[arg(long, env = "WASMGATE_ARTIFACT_GRACE", default_value = format_duration(DEFAULT_ARTIFACT_GRACE), value_parser = parse_duration)]
+    pub artifact_grace: Duration,
 
     /// A folder with the files basic-auth-user and basic-auth-password (as OpenFaaS mounts them);
     /// turns basic auth on for /system/*.
@@ -362,6 +367,7 @@ impl ServeArgs {
             nats: self.nats,
             nats_replicas: self.nats_replicas.clamp(1, 5),
             nats_connect_timeout: self.nats_connect_timeout,
+            artifact_grace: self.artifact_grace,
             node_name: self
                 .node_name
                 .or_else(|| {

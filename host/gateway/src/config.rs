@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub nats_replicas: usize,
     /// How long joining the cluster at start may take before the build fails.
     pub nats_connect_timeout: std::time::Duration,
+    /// How long a component no function references is kept (see `control/collector.rs`).
+    pub artifact_grace: std::time::Duration,
     /// This node's name in the cluster.
     pub node_name: String,
 }

@@ -159,6 +159,7 @@ impl App {
         functions.precompile_in_background();
 
         functions.sweep_idle(IDLE_SWEEP_INTERVAL, stopping.clone());
+        functions.collect_in_background(config.artifact_grace, stopping.clone());
         if config.auth.is_none() {
             tracing::info!(
                 "basic auth is off for /system/* (loopback address, no credentials given)"

@@ -551,6 +551,50 @@ async fn an_update_lets_running_requests_finish_on_the_old_version() {
     );
 }
 
+/// On one node: 200 updates of a function, each with another component, then its removal, leave
+/// no component and no compiled code behind once the grace period (1 s here) has passed.
+#[tokio::test]
+async fn churn_leaves_no_component_behind_on_one_node() {
+    use crate::cluster::{bytes_under, variant};
+    const UPDATES: usize = 200;
+    let state = support::temp_dir("churn");
+    let gateway = InProcess::start(&[
+        "--state-dir".to_string(),
+        state.display().to_string(),
+        "--cache-dir".to_string(),
+        state.join("cache").display().to_string(),
+        "--artifact-grace".to_string(),
+        "1s".to_string(),
+    ])
+    .await;
+    let kept = || {
+        (
+            bytes_under(&state.join("artifacts")),
+            bytes_under(&state.join("cache")),
+        )
+    };
+    assert_eq!(kept(), (0, 0));
+    let hello = read(wasmgate_guests::HELLO);
+    for n in 0..UPDATES {
+        let digest = upload(&gateway, variant(&hello, n)).await;
+        deploy(&gateway, "churn", &digest, json!({})).await;
+    }
+    assert_eq!(get(&gateway, "/function/churn").await.status, 200);
+    let removed = api(
+        &gateway,
+        "DELETE",
+        "/system/functions",
+        Some(json!({"functionName": "churn"})),
+    )
+    .await;
+    assert_eq!(removed.status, 202, "{}", removed.text());
+    eventually(
+        "every component and its compiled code to be collected",
+        || async { kept() == (0, 0) },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_restart_restores_every_function() {
     let state = support::temp_dir("restart");

@@ -408,6 +408,127 @@ async fn async_calls_are_shared_and_survive_a_node() {
     }
 }
 
+/// `component` with a custom section named `churn` holding `n`: the same function, other bytes.
+pub(crate) fn variant(component: &[u8], n: usize) -> Vec<u8> {
+    let name = b"churn";
+    let payload = n.to_le_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128, "one-byte LEB128 sizes");
+    let mut wasm = component.to_vec();
+    wasm.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(&payload);
+    wasm
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist).
+pub(crate) fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// 200 updates of one function, each with another component, then its removal: once the grace
+/// period has passed (1 s here), both nodes' artifact stores and compiled-code caches are empty
+/// again and the cluster's object store holds no component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_no_component_behind() {
+    use futures::StreamExt as _;
+    const UPDATES: usize = 200;
+    let nats = Nats::start();
+    let states = [temp_dir("churn-a"), temp_dir("churn-b")];
+    let start = |name: &str, state: &std::path::Path| {
+        Gateway::start(&[
+            "--nats".to_string(),
+            nats.url.clone(),
+            "--node-name".to_string(),
+            name.to_string(),
+            "--state-dir".to_string(),
+            state.display().to_string(),
+            "--cache-dir".to_string(),
+            state.join("cache").display().to_string(),
+            "--artifact-grace".to_string(),
+            "1s".to_string(),
+        ])
+    };
+    let a = start("a", &states[0]);
+    let b = start("b", &states[1]);
+    let kept = || -> Vec<u64> {
+        states
+            .iter()
+            .flat_map(|s| {
+                [
+                    bytes_under(&s.join("artifacts")),
+                    bytes_under(&s.join("cache")),
+                ]
+            })
+            .collect()
+    };
+    assert_eq!(kept(), [0, 0, 0, 0], "nothing stored yet");
+
+    let hello = std::fs::read(wasmgate_guests::HELLO).expect("read hello");
+    for n in 0..UPDATES {
+        let digest = upload(&a, variant(&hello, n)).await;
+        deploy(&a, "churn", &digest, json!({})).await;
+    }
+    assert_eq!(get(&a, "/function/churn").await.status, 200);
+    until_all(&[&b], "/function/churn", 200).await;
+    let removed = api(
+        &a,
+        "DELETE",
+        "/system/functions",
+        Some(json!({"functionName": "churn"})),
+    )
+    .await;
+    assert_eq!(removed.status, 202, "{}", removed.text());
+    until_all(&[&b], "/function/churn", 404).await;
+
+    let artifacts = async_nats::jetstream::new(
+        async_nats::connect(nats.url.as_str())
+            .await
+            .expect("connect to NATS"),
+    )
+    .get_object_store(wasmgate_gateway::cluster::ARTIFACTS_BUCKET)
+    .await
+    .expect("the object store");
+    let started = Instant::now();
+    loop {
+        let mut objects = 0;
+        let mut list = artifacts.list().await.expect("list the object store");
+        while let Some(info) = list.next().await {
+            if !info.expect("an object").deleted {
+                objects += 1;
+            }
+        }
+        let left = kept();
+        if objects == 0 && left == [0, 0, 0, 0] {
+            break;
+        }
+        assert!(
+            started.elapsed() < crate::support::PATIENCE,
+            "after {UPDATES} updates and a removal, {objects} components are left in the object \
+             store and {left:?} bytes in the artifact stores and caches of A and B; B said:\n{}",
+            b.log_text()
+                .lines()
+                .filter(|l| l.contains("collect") || l.contains("component"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "{UPDATES} updates and a removal collected within {:?}",
+        started.elapsed()
+    );
+}
+
 /// Wrong credentials, or no NATS server at all, end the gateway within `--nats-connect-timeout`
 /// with an error that names the cause, instead of a gateway that retries for ever without serving.
 #[test]

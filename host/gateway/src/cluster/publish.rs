@@ -1,12 +1,17 @@
 //! This node's changes, put in the cluster's buckets and object store: the [`Replicator`] the
 //! control plane calls after it applied a change locally.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
 use anyhow::{Context, bail};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 
-use super::{CAS_TRIES, Cluster, Published, object_name, retrying};
+use super::{CAS_TRIES, Cluster, FUNCTIONS_BUCKET, Published, object_name, retrying};
 use crate::control::Replicator;
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::types::FunctionRecord;
@@ -139,6 +144,72 @@ impl Replicator for Cluster {
                     .context("writing the namespace's removal to the cluster")
             })
             .await
+        })
+    }
+
+    fn collect_artifacts(&self, grace: Duration) -> BoxFuture<'static, anyhow::Result<usize>> {
+        let (functions_kv, artifacts) = (self.functions_kv.clone(), self.artifacts.clone());
+        Box::pin(async move {
+            // Every component a function record of the cluster names. A record this node cannot
+            // read (a newer gateway's) might name any: then nothing is collected.
+            // Listed from the stream's subjects and read with direct gets, as the periodic read of
+            // the watch does (no consumer to create).
+            let mut referenced = HashSet::new();
+            let prefix = format!("$KV.{FUNCTIONS_BUCKET}.");
+            let mut info = functions_kv
+                .stream
+                .info_with_subjects(format!("{prefix}>"))
+                .await
+                .context("listing the cluster's functions")?;
+            let mut subjects = Vec::new();
+            while let Some(subject) = info.next().await {
+                subjects.push(subject.context("listing the cluster's functions")?.0);
+            }
+            for subject in subjects {
+                let Some(key) = subject.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let Some(entry) = functions_kv
+                    .entry(key)
+                    .await
+                    .context("reading a function record")?
+                else {
+                    continue;
+                };
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                let published: Published =
+                    serde_json::from_slice(&entry.value).with_context(|| {
+                        format!("the record of {key} cannot be read here; collecting nothing")
+                    })?;
+                referenced.insert(object_name(&published.record.digest));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs() as i64;
+            let mut stale = Vec::new();
+            let mut list = artifacts.list().await.context("listing the object store")?;
+            while let Some(info) = list.next().await {
+                let info = info.context("listing the object store")?;
+                let age = info
+                    .modified
+                    .map_or(0, |modified| now.saturating_sub(modified.unix_timestamp()));
+                if !info.deleted
+                    && !referenced.contains(&info.name)
+                    && age >= grace.as_secs() as i64
+                {
+                    stale.push(info.name);
+                }
+            }
+            for name in &stale {
+                artifacts
+                    .delete(name)
+                    .await
+                    .with_context(|| format!("removing {name} from the object store"))?;
+            }
+            Ok(stale.len())
         })
     }
 

@@ -6,12 +6,14 @@
 //! [`Replicator`] (`replication.rs`), and the other nodes' arrive as [`Replicated`] at
 //! [`Functions::apply_replicated`]. Each noun keeps its rules in a file of its own: `deploy.rs`
 //! (deploy, scale, remove), `namespaces.rs`, `secrets.rs` (and each function's secrets directory),
-//! `artifacts.rs` (images, uploads, the artifact store), `spec.rs` (labels and annotations, and the
+//! `artifacts.rs` (images, uploads, the artifact store), `collector.rs` (unreferenced components removed
+//! after a grace period), `spec.rs` (labels and annotations, and the
 //! runtime's `FunctionSpec`), `sweeper.rs` (scale to zero). Failures are an [`Error`] (`error.rs`).
 
 mod apply;
 mod artifacts;
 mod change;
+mod collector;
 mod deploy;
 mod error;
 mod namespaces;
@@ -23,6 +25,7 @@ mod sweeper;
 
 pub use artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
 pub use change::{Change, Component, Origin, PutMode, SecretChange};
+pub use collector::DEFAULT_ARTIFACT_GRACE;
 pub use error::Error;
 pub use registry::Functions;
 pub use replication::{Replicated, Replicator};

@@ -53,6 +53,12 @@ pub trait Replicator: Send + Sync + 'static {
     -> BoxFuture<'static, anyhow::Result<()>>;
     /// A component some node has (`None` when no node has it).
     fn artifact_get(&self, digest: String) -> BoxFuture<'static, anyhow::Result<Option<Vec<u8>>>>;
+    /// Removes the components of the cluster's object store that no function record of the cluster
+    /// names and that were stored more than `grace` ago; returns how many it removed.
+    fn collect_artifacts(
+        &self,
+        grace: std::time::Duration,
+    ) -> BoxFuture<'static, anyhow::Result<usize>>;
     /// A secret was set (`Some`) or deleted (`None`) here.
     fn secret_changed(
         &self,

@@ -382,6 +382,14 @@ impl StateDir {
         let digest = Digest::of(bytes);
         let path = artifact_path(&digest);
         if self.root.is_file(&path) {
+            // Stored again: its age (for collection) starts again too.
+            if let Err(error) = self
+                .root
+                .open(&path)
+                .and_then(|file| file.into_std().set_modified(std::time::SystemTime::now()))
+            {
+                tracing::debug!(%error, %digest, "could not refresh an artifact's time");
+            }
             return Ok((digest, false));
         }
         self.write_atomic(&path, bytes)?;
@@ -405,6 +413,17 @@ impl StateDir {
     /// Whether an artifact with `digest` is stored.
     pub fn has_artifact(&self, digest: &Digest) -> bool {
         self.root.is_file(artifact_path(digest))
+    }
+
+    /// How long ago the artifact with `digest` was last stored, if it is.
+    pub fn artifact_age(&self, digest: &Digest) -> Option<std::time::Duration> {
+        let modified = self
+            .root
+            .metadata(artifact_path(digest))
+            .and_then(|m| m.modified())
+            .ok()?
+            .into_std();
+        Some(modified.elapsed().unwrap_or_default())
     }
 
     /// Deletes the artifact with `digest`; returns whether it was stored.
