@@ -112,6 +112,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMGATE_NATS_CONNECT_TIMEOUT", default_value = format_duration(DEFAULT_NATS_CONNECT_TIMEOUT), value_parser = parse_duration)]
     pub nats_connect_timeout: Duration,
 
+    /// Cluster mode: the keys that seal secret values in JetStream, one per line (64 hex digits,
+    /// e.g. from `openssl rand -hex 32`); the first seals, all open. Without it no secret is shared.
+    #[arg(long, env = "WASMGATE_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+
     /// This node's name in the cluster [default: the host name].
     #[arg(long, env = "WASMGATE_NODE_NAME")]
     pub node_name: Option<String>,
@@ -368,6 +373,7 @@ impl ServeArgs {
             nats_replicas: self.nats_replicas.clamp(1, 5),
             nats_connect_timeout: self.nats_connect_timeout,
             artifact_grace: self.artifact_grace,
+            secrets_key_file: self.secrets_key_file,
             node_name: self
                 .node_name
                 .or_else(|| {

@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub nats_connect_timeout: std::time::Duration,
     /// How long a component no function references is kept (see `control/collector.rs`).
     pub artifact_grace: std::time::Duration,
+    /// The keys that seal secret values in the cluster (see `cluster/seal.rs`).
+    pub secrets_key_file: Option<std::path::PathBuf>,
     /// This node's name in the cluster.
     pub node_name: String,
 }

@@ -110,6 +110,10 @@ impl App {
                     config.max_artifact_bytes,
                     config.nats_replicas,
                     config.nats_connect_timeout,
+                    match &config.secrets_key_file {
+                        Some(path) => Some(Arc::new(crate::cluster::seal::Keyring::read(path)?)),
+                        None => None,
+                    },
                 )
                 .await
                 .context("joining the cluster")?;

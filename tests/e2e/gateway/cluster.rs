@@ -58,15 +58,45 @@ impl Drop for Nats {
     }
 }
 
+/// The secrets key every node of these tests shares.
+const SECRETS_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A file holding `key`, for `--secrets-key-file`.
+pub(crate) fn key_file(key: &str) -> std::path::PathBuf {
+    let path = temp_dir("secrets-key").join("key");
+    std::fs::write(&path, format!("# a test key\n{key}\n")).expect("write the key file");
+    path
+}
+
 pub(crate) fn node(nats: &Nats, name: &str, state: &std::path::Path) -> Gateway {
-    Gateway::start(&[
+    node_with(
+        nats,
+        name,
+        state,
+        &[
+            "--secrets-key-file".to_string(),
+            key_file(SECRETS_KEY).display().to_string(),
+        ],
+    )
+}
+
+/// A node with `extra` arguments instead of the tests' secrets key.
+pub(crate) fn node_with(
+    nats: &Nats,
+    name: &str,
+    state: &std::path::Path,
+    extra: &[String],
+) -> Gateway {
+    let mut args = vec![
         "--nats".to_string(),
         nats.url.clone(),
         "--node-name".to_string(),
         name.to_string(),
         "--state-dir".to_string(),
         state.display().to_string(),
-    ])
+    ];
+    args.extend(extra.iter().cloned());
+    Gateway::start(&args)
 }
 
 /// Polls `path` on every node until each answers `status`; returns how long it took.
@@ -163,6 +193,53 @@ async fn nodes_share_their_functions() {
     let path = "/function/inspect.team/file?/var/openfaas/secrets/api-key";
     until_all(&[&b, &c], path, 200).await;
     assert_eq!(get(&b, path).await.text(), "s3cret");
+
+    // The bucket holds the value sealed, never in the clear.
+    let stored = async_nats::jetstream::new(
+        async_nats::connect(nats.url.as_str())
+            .await
+            .expect("connect to NATS"),
+    )
+    .get_key_value("wasmgate-secrets")
+    .await
+    .expect("the secrets bucket")
+    .get("team.api-key")
+    .await
+    .expect("read the secret")
+    .expect("the secret is there");
+    let stored = String::from_utf8_lossy(&stored).into_owned();
+    assert!(
+        stored.starts_with("wgsealed1.") && !stored.contains("s3cret"),
+        "{stored}"
+    );
+    // A node with another key refuses the secret, saying why, and does not serve the function
+    // that needs it; a node with no key refuses to share a secret at all.
+    let stranger = node_with(
+        &nats,
+        "stranger",
+        &temp_dir("node-stranger"),
+        &[
+            "--secrets-key-file".to_string(),
+            key_file(&"ab".repeat(32)).display().to_string(),
+        ],
+    );
+    stranger.wait_for_log(&["refusing a secret from the cluster", "does not hold"]);
+    assert_eq!(get(&stranger, path).await.status, 404);
+    let keyless = node_with(&nats, "keyless", &temp_dir("node-keyless"), &[]);
+    let refused = api(
+        &keyless,
+        "POST",
+        "/system/secrets",
+        Some(json!({"name": "other", "value": "x", "namespace": "team"})),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("--secrets-key-file"),
+        "{}",
+        refused.text()
+    );
+    drop((stranger, keyless));
     let changed = json!({"name": "api-key", "value": "n3w", "namespace": "team"});
     assert_eq!(
         api(&b, "PUT", "/system/secrets", Some(changed))

@@ -24,7 +24,8 @@
 //! - **Namespaces and secrets** live in the buckets `wasmgate-namespaces` and `wasmgate-secrets`
 //!   (key `namespace.name`, value the secret's bytes), watched and applied the same way. A function
 //!   record that arrives before its namespace or secret waits and is applied when they arrive.
-//!   Secrets are stored in JetStream as they are: secure the NATS server (TLS, accounts).
+//!   Secret values are sealed with the key of `--secrets-key-file` (`seal.rs`); a node without it
+//!   neither writes nor reads them.
 //!
 //! - **Heartbeats**: each node writes its name to `wasmgate-nodes` every [`HEARTBEAT`]; entries expire
 //!   after [`HEARTBEAT_EXPIRY`]. The live nodes are counted from the keys left, and every live node is
@@ -41,6 +42,7 @@
 pub mod calls;
 mod heartbeat;
 mod publish;
+pub mod seal;
 mod watch;
 
 use std::collections::HashMap;
@@ -115,6 +117,8 @@ pub struct Cluster {
     max_payload: usize,
     /// The last revision applied, per bucket and key.
     applied: Arc<std::sync::Mutex<HashMap<(&'static str, String), u64>>>,
+    /// Seals and opens secret values (`--secrets-key-file`); without it secrets are not shared.
+    keyring: Option<Arc<seal::Keyring>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -137,11 +141,19 @@ impl Cluster {
         max_artifact_bytes: usize,
         replicas: usize,
         timeout: Duration,
+        keyring: Option<Arc<seal::Keyring>>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let last_event = Arc::new(std::sync::Mutex::new(None::<String>));
         let joined = tokio::time::timeout(
             timeout,
-            Cluster::join(urls, node, max_artifact_bytes, replicas, last_event.clone()),
+            Cluster::join(
+                urls,
+                node,
+                max_artifact_bytes,
+                replicas,
+                last_event.clone(),
+                keyring,
+            ),
         )
         .await;
         match joined {
@@ -171,6 +183,7 @@ impl Cluster {
         max_artifact_bytes: usize,
         replicas: usize,
         last_event: Arc<std::sync::Mutex<Option<String>>>,
+        keyring: Option<Arc<seal::Keyring>>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let addresses = urls
             .split(',')
@@ -283,6 +296,7 @@ impl Cluster {
             replicas,
             max_payload,
             applied: Arc::default(),
+            keyring,
         }))
     }
 
@@ -345,6 +359,7 @@ impl Cluster {
             replicas: self.replicas,
             max_payload: self.max_payload,
             applied: self.applied.clone(),
+            keyring: self.keyring.clone(),
         }
     }
 }

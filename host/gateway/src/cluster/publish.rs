@@ -16,6 +16,10 @@ use crate::control::Replicator;
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::types::FunctionRecord;
 
+/// Why a node without `--secrets-key-file` shares no secret.
+const NO_KEY: &str = "in cluster mode secrets are shared sealed: start every node with \
+     --secrets-key-file (one key per line, 64 hex digits, for example from `openssl rand -hex 32`)";
+
 impl Cluster {
     async fn put_record(
         &self,
@@ -213,6 +217,13 @@ impl Replicator for Cluster {
         })
     }
 
+    fn shares_secrets(&self) -> Result<(), String> {
+        match self.keyring {
+            Some(_) => Ok(()),
+            None => Err(NO_KEY.to_string()),
+        }
+    }
+
     fn secret_changed(
         &self,
         namespace: String,
@@ -220,8 +231,17 @@ impl Replicator for Cluster {
         value: Option<Vec<u8>>,
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         let store = self.secrets_kv.clone();
+        let keyring = self.keyring.clone();
         Box::pin(async move {
             let key = format!("{namespace}.{name}");
+            // Sealed once, so every retry writes the same bytes.
+            let value = match (value, keyring) {
+                (Some(value), Some(keyring)) => {
+                    Some(keyring.seal(&key, &value).map_err(anyhow::Error::msg)?)
+                }
+                (Some(_), None) => bail!(NO_KEY),
+                (None, _) => None,
+            };
             retrying("publishing a secret", || async { match value.clone() {
                 Some(value) => store
                     .put(&key, Bytes::from(value))

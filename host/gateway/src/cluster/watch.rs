@@ -277,7 +277,25 @@ impl Cluster {
         let Some((namespace, name)) = entry.key.split_once('.') else {
             return true;
         };
-        let value = (entry.operation == kv::Operation::Put).then(|| entry.value.to_vec());
+        let value = match entry.operation {
+            kv::Operation::Put => {
+                let opened = match &self.keyring {
+                    Some(keyring) => keyring.open(&entry.key, &entry.value),
+                    None => Err(format!(
+                        "the secret {} cannot be read: this node has no --secrets-key-file",
+                        entry.key
+                    )),
+                };
+                match opened {
+                    Ok(value) => Some(value),
+                    Err(reason) => {
+                        tracing::error!(key = %entry.key, %reason, "refusing a secret from the cluster");
+                        return false;
+                    }
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
         let secret = Replicated::SecretChanged {
             namespace: namespace.to_string(),
             name: name.to_string(),

@@ -41,6 +41,12 @@ impl Functions {
     /// fails to be published is in effect on this node (the error says so).
     pub async fn apply(&self, change: Change, origin: Origin) -> Result<(), Error> {
         check(&change)?;
+        if origin == Origin::Local
+            && matches!(change, Change::Secret { .. })
+            && let Some(replicator) = self.replicator.get()
+        {
+            replicator.shares_secrets().map_err(Error::invalid)?;
+        }
         let _writes = self.writes.lock().await;
         let left = match change {
             Change::Deploy {

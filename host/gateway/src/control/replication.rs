@@ -59,6 +59,10 @@ pub trait Replicator: Send + Sync + 'static {
         &self,
         grace: std::time::Duration,
     ) -> BoxFuture<'static, anyhow::Result<usize>>;
+    /// Whether secret values can be shared (sealed) at all; why not, for a 400, when they cannot.
+    fn shares_secrets(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// A secret was set (`Some`) or deleted (`None`) here.
     fn secret_changed(
         &self,
