@@ -5,6 +5,7 @@
 //! - [`types`]: the JSON of the management API, field for field;
 //! - [`headers`]: the invocation, async and callback headers, and the hop-by-hop ones;
 //! - [`retry`]: the `com.openfaas.retry.*` annotations and the backoff they describe;
+//! - [`triggers`]: the event connectors' annotations (`topic`, `schedule`, `async`): cron schedules and NATS subjects;
 //! - units: [`duration`] (Go durations), [`quantity`] (Kubernetes memory), [`time`] (RFC 3339);
 //! - [`digest`]: `sha256:<hex>` content digests.
 
@@ -17,4 +18,5 @@ pub mod names;
 pub mod quantity;
 pub mod retry;
 pub mod time;
+pub mod triggers;
 pub mod types;
