@@ -12,6 +12,7 @@ use wasmgate_openfaas::duration::parse_duration;
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::quantity::{format_memory, parse_memory};
 use wasmgate_openfaas::retry::RetryPolicy;
+use wasmgate_openfaas::triggers::TriggerSpec;
 use wasmgate_openfaas::types::{FunctionDeployment, SECRETS_GUEST_PATH};
 use wasmgate_runtime::{FunctionSpec, GuestDir, HostPattern, Limits, RuntimeConfig, World};
 
@@ -54,6 +55,8 @@ pub(super) fn check_settings(
     allowed_hosts(deployment)?;
     keyvalue_buckets(deployment)?;
     RetryPolicy::from_annotations(deployment.settings.annotations.as_ref())
+        .map_err(|e| Error::invalid(format!("annotation {e}")))?;
+    TriggerSpec::from_annotations(deployment.settings.annotations.as_ref())
         .map_err(|e| Error::invalid(format!("annotation {e}")))?;
     Ok(())
 }
