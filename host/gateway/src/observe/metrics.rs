@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
 
+use super::connectors::ConnectorCounts;
 use super::histogram::Histogram;
 use super::prometheus::{escape_label, header, sample};
 
@@ -109,6 +110,8 @@ pub struct Metrics {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     functions_loaded: AtomicU64,
+    /// What the event connectors count, rendered with the rest.
+    pub connectors: ConnectorCounts,
 }
 
 impl Default for Metrics {
@@ -135,6 +138,7 @@ impl Metrics {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             functions_loaded: AtomicU64::new(0),
+            connectors: ConnectorCounts::default(),
         }
     }
 
@@ -385,6 +389,7 @@ impl Metrics {
             header(&mut out, name, kind, help);
             sample(&mut out, name, "", value);
         }
+        self.connectors.render(&mut out);
         out
     }
 }
