@@ -633,7 +633,8 @@ mod tests {
         let m = Metrics::new();
         assert_eq!(
             m.render().lines().filter(|l| l.starts_with('#')).count(),
-            26
+            // 13 families of the gateway's own, 3 of the connectors', two lines each.
+            32
         );
         assert!(
             !m.render()
