@@ -15,8 +15,10 @@
 //! be made (NATS unreachable) is not run here: at most once, never twice.
 //!
 //! **Missed ticks are not replayed.** A node computes the next tick from its clock when the
-//! schedule starts and after each tick; a tick that passed while no node was up (or while this node
-//! slept past [`MAX_LATENESS`]) is skipped, as the cron-connector skips it.
+//! schedule starts and after each tick (from the later of the tick and now, so a node that woke late
+//! runs the tick it woke for and not the ones it slept through); a tick that passed while no node
+//! was up, or that this node reaches more than [`MAX_LATENESS`] late, is skipped, as the
+//! cron-connector skips it.
 //!
 //! **Overlap.** A tick starts even if the last one still runs (as robfig/cron runs jobs), within
 //! the function's [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT) connector invocations; past that the tick
@@ -124,8 +126,11 @@ impl Cron {
                     () = tokio::time::sleep(wait) => {}
                 }
             }
-            after = tick;
-            let late = SystemTime::now().duration_since(tick).unwrap_or_default();
+            // The next tick comes after this one or after now, whichever is later: a node that
+            // woke late runs the tick it woke for, not every tick it slept through (as robfig/cron).
+            let now = SystemTime::now();
+            after = tick.max(now);
+            let late = now.duration_since(tick).unwrap_or_default();
             if late > MAX_LATENESS {
                 tracing::warn!(function = %key, ?late, "skipped a tick that this node reached too late");
                 counts.invoked(&key, "cron", "late");
