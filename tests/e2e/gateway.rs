@@ -12,6 +12,8 @@ mod asynchronous;
 mod cli;
 #[path = "gateway/cluster.rs"]
 mod cluster;
+#[path = "gateway/connectors.rs"]
+mod connectors;
 #[path = "gateway/limits.rs"]
 mod limits;
 #[path = "gateway/oci.rs"]

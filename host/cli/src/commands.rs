@@ -196,6 +196,20 @@ pub async fn describe(
     if let Some(world) = &status.world {
         rows.push(("World", world.clone()));
     }
+    if let Some(triggers) = &status.triggers {
+        rows.push(("Route", triggers.route.clone()));
+        let mode = if triggers.asynchronous {
+            " (async)"
+        } else {
+            ""
+        };
+        if let Some(schedule) = &triggers.schedule {
+            rows.push(("Schedule", format!("{schedule}{mode}")));
+        }
+        if !triggers.topics.is_empty() {
+            rows.push(("Topics", format!("{}{mode}", triggers.topics.join(", "))));
+        }
+    }
     if let Some(env) = &status.settings.env_vars {
         let text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         rows.push(("Environment", text.join(", ")));

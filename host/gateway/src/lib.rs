@@ -4,12 +4,14 @@
 //!
 //! By noun: [`http`] (router, invocation, management API, portal, limits, accept loop), [`control`]
 //! (the function registry), [`queue`] (async calls), [`storage`] (state directory, key-value),
-//! [`cluster`] (NATS replication and the cluster's call store), [`observe`] (metrics).
+//! [`cluster`] (NATS replication and the cluster's call store), [`connectors`] (cron schedules and
+//! NATS topics), [`observe`] (metrics).
 
 #![deny(missing_docs)]
 
 pub mod cluster;
 pub mod config;
+pub mod connectors;
 pub mod control;
 pub mod http;
 pub mod observe;
@@ -53,7 +55,7 @@ pub struct App {
     /// Connection limits, timeouts and the drain deadline of [`App::serve`].
     server: ServerConfig,
     /// The one shutdown signal of the gateway's background tasks: log followers end, the idle
-    /// sweeper and the cluster's watches and heartbeat stop. [`App::serve`] cancels it when its
+    /// sweeper, the connectors and the cluster's watches and heartbeat stop. [`App::serve`] cancels it when its
     /// shutdown comes; dropping the `App` cancels it too (through this guard).
     stopping: DropGuard,
 }
@@ -170,7 +172,7 @@ impl App {
             );
         }
         let api = Api {
-            functions,
+            functions: functions.clone(),
             max_artifact_bytes: config.max_artifact_bytes,
             shutdown: stopping.clone(),
         };
@@ -208,11 +210,18 @@ impl App {
             crate::queue::AsyncQueue::open(store, queue_config, stopping.child_token())
                 .await
                 .context("opening the async queue")?;
-        let gateway = Gateway::new(api, metrics, config.auth.clone())
+        let gateway = Gateway::new(api, metrics.clone(), config.auth.clone())
             .with_http_limits(config.http_limits)
             .with_queue(async_queue.clone())
             .with_readiness(readiness);
         async_queue.start(Arc::new(gateway.clone()));
+        crate::connectors::start(
+            gateway.clone(),
+            functions,
+            metrics,
+            cluster,
+            stopping.clone(),
+        );
         Ok(App {
             gateway,
             queue: async_queue,

@@ -302,6 +302,7 @@ function makeRow(key) {
     replicas: el('td', { className: 'num' }),
     invocations: el('td', { className: 'num' }),
     cold: el('td'),
+    triggers: el('td', { className: 'mono' }),
   };
   const tr = el('tr', {}, ...Object.values(cells));
   tr.cells_ = cells;
@@ -322,6 +323,18 @@ function fillRow(tr, f, m) {
   const cold = m && m.lastCold;
   setText(c.cold, cold ? ago(cold) : 'never');
   c.cold.title = cold ? new Date(cold * 1000).toISOString() : '';
+  setText(c.triggers, triggerText(f));
+  c.triggers.title = f.triggers ? f.triggers.route : '';
+}
+
+// What runs a function (its `triggers`): HTTP always, a schedule and NATS topics when annotated.
+function triggerText(f) {
+  const t = f.triggers || {};
+  const parts = ['HTTP'];
+  const mode = t.async ? ' (async)' : '';
+  if (t.schedule) parts.push(`cron ${t.schedule}${mode}`);
+  if (t.topics && t.topics.length) parts.push(`topics ${t.topics.join(', ')}${mode}`);
+  return parts.join(' · ');
 }
 
 function updateTable(list, metrics) {
@@ -441,6 +454,7 @@ function showSelected() {
     return;
   }
   const parts = [`image ${f.image}`, `created ${f.createdAt}`];
+  if (f.triggers) parts.push(`route ${f.triggers.route}`, `triggers ${triggerText(f)}`);
   if (f.limits && f.limits.memory) parts.push(`memory ${f.limits.memory}`);
   const env = Object.keys(f.envVars || {});
   if (env.length) parts.push(`environment ${env.join(', ')}`);

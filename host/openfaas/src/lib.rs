@@ -6,6 +6,7 @@
 //! - [`headers`]: the invocation, async and callback headers, and the hop-by-hop ones;
 //! - [`settings`]: the labels, annotations and `envVars` wasmgate reads, and their parsing;
 //! - [`retry`]: the `com.openfaas.retry.*` annotations and the backoff they describe;
+//! - [`triggers`]: the event connectors' annotations (`topic`, `schedule`, `async`): cron schedules and NATS subjects;
 //! - units: [`duration`] (Go durations), [`quantity`] (Kubernetes memory), [`time`] (RFC 3339);
 //! - [`digest`]: `sha256:<hex>` content digests.
 
@@ -19,4 +20,5 @@ pub mod quantity;
 pub mod retry;
 pub mod settings;
 pub mod time;
+pub mod triggers;
 pub mod types;

@@ -106,6 +106,10 @@ pub struct FunctionStatus {
     /// wasmgate field; OpenFaaS clients ignore it). Absent while unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub world: Option<String>,
+    /// What runs the function: its route, and its schedule and topics when the connectors'
+    /// annotations give them (a wasmgate field; OpenFaaS clients ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<crate::triggers::Triggers>,
     /// Resource usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

@@ -222,7 +222,16 @@ try {
   await page.locator('#detail:not([hidden])').waitFor();
   check((await page.evaluate(() => document.activeElement.id)) === 'detail-h', 'Enter on a name did not focus the panel');
 
-  // 10. Delete, confirmed: the function leaves the list and the API.
+  // 10. A function deployed with a schedule and topics shows them in its row.
+  const triggered = await api('POST', '/system/functions', JSON.stringify({
+    service: 'ticker', image: wasmPath, labels: {}, annotations: { topic: 'cron-function,jobs.done', schedule: '@hourly' },
+  }));
+  check(triggered.status === 202, `deploying ticker: ${triggered.status} ${await triggered.text()}`);
+  const tickerRow = rows.filter({ hasText: 'ticker' });
+  await tickerRow.locator('td').nth(6).filter({ hasText: 'HTTP · cron @hourly · topics jobs.done' }).waitFor();
+  step(`triggers shown: ${await tickerRow.locator('td').nth(6).textContent()}`);
+
+  // 11. Delete, confirmed: the function leaves the list and the API.
   confirmDelete = true;
   await page.click('#delete');
   await newRow.waitFor({ state: 'detached' });

@@ -83,6 +83,9 @@ const RESYNC_EVERY: Duration = Duration::from_secs(10);
 const DEFAULT_NATS_MAX_PAYLOAD: usize = 1024 * 1024;
 /// How long joining the cluster at start may take by default (`--nats-connect-timeout`).
 pub const DEFAULT_NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages the NATS client buffers per subscription before it drops them as a slow consumer
+/// (async-nats' default, named here because the topics' delivery depends on it).
+pub const SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 /// How long starting a watch may take.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before watching again after the watch ended (a leader election, a lost connection).
@@ -196,6 +199,7 @@ impl Cluster {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("wasmgate {node}"))
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .retry_on_initial_connect()
             .event_callback(move |event| {
                 let last_event = last_event.clone();
@@ -323,6 +327,21 @@ impl Cluster {
     /// The JetStream context, for the async queue.
     pub fn jetstream(&self) -> jetstream::Context {
         self.js.clone()
+    }
+
+    /// The NATS connection, for the event connectors' subscriptions.
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
+    /// This node's name in the cluster.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The largest message the NATS server takes (a reply to a topic's request must fit).
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// Copies of each stream and bucket on the NATS servers.

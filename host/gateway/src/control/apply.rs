@@ -72,6 +72,8 @@ impl Functions {
                 change,
             } => Some(self.change_secret_locked(&namespace, &name, change)?),
         };
+        // Before publishing: a failure to publish leaves the change in effect here.
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         if origin == Origin::Local
             && let Some(replicator) = self.replicator.get()
             && let Some(left) = left

@@ -13,6 +13,7 @@ use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::names::{DEFAULT_NAMESPACE, FunctionRef};
+use wasmgate_openfaas::triggers::{ANNOTATION_TOPIC, TriggerSpec, Triggers};
 use wasmgate_openfaas::types::{FunctionDeployment, FunctionRecord, FunctionStatus, Namespace};
 use wasmgate_runtime::{FunctionSpec, Runtime};
 
@@ -48,6 +49,9 @@ pub struct Functions {
     /// Live nodes of the cluster, from their heartbeats (cluster mode): every node serves every
     /// function, so each is a replica.
     live_nodes: OnceLock<Arc<AtomicU64>>,
+    /// Counts the changes applied (`apply.rs` sends after each), so that the connectors look at
+    /// the functions' triggers again; a watch keeps only the last value, so it never grows.
+    pub(super) changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Functions {
@@ -107,6 +111,7 @@ impl Functions {
             registries: OnceLock::new(),
             replicator: OnceLock::new(),
             live_nodes: OnceLock::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         });
 
         let (records, problems) = functions
@@ -214,6 +219,36 @@ impl Functions {
             .collect()
     }
 
+    /// Told after every change applied (deploys, updates and removals, made here or by another
+    /// node): the connectors follow the triggers with it.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The functions that a connector runs (a schedule or topics in their annotations), by key.
+    /// A record whose annotations no longer parse is left out, with a warning.
+    pub fn triggered(&self) -> Vec<(FunctionRef, TriggerSpec)> {
+        let records = self.read_records();
+        let mut triggered = Vec::new();
+        for (key, record) in records.iter() {
+            let annotations = record.deployment.settings.annotations.as_ref();
+            if !annotations.is_some_and(|a| a.contains_key(ANNOTATION_TOPIC)) {
+                continue;
+            }
+            let Ok(function) = FunctionRef::parse(key) else {
+                continue;
+            };
+            match TriggerSpec::from_annotations(annotations) {
+                Ok(spec) if !spec.is_empty() => triggered.push((function, spec)),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(function = %key, %error, "no connector runs this function: its annotations do not parse")
+                }
+            }
+        }
+        triggered
+    }
+
     /// Whether the function is deployed.
     pub fn exists(&self, function: &FunctionRef) -> bool {
         self.read_records().contains_key(&function.key())
@@ -246,6 +281,9 @@ impl Functions {
             .world
             .or_else(|| self.runtime.world(key).map(|w| w.as_str().to_string()));
         let d = record.deployment;
+        let triggers = FunctionRef::parse(key)
+            .ok()
+            .map(|function| Triggers::of(&function, d.settings.annotations.as_ref()));
         FunctionStatus {
             name: d.service,
             image: d.image,
@@ -256,6 +294,7 @@ impl Functions {
             available_replicas: replicas,
             created_at: record.created_at,
             world,
+            triggers,
             usage: None,
         }
     }

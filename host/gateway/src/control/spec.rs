@@ -12,6 +12,7 @@ use wasmgate_openfaas::retry::RetryPolicy;
 use wasmgate_openfaas::settings::{
     self, ANNOTATION_ALLOWED_HOSTS, ANNOTATION_INSTANCE_CONCURRENCY, ENV_EXEC_TIMEOUT,
 };
+use wasmgate_openfaas::triggers::TriggerSpec;
 use wasmgate_openfaas::types::{FunctionDeployment, SECRETS_GUEST_PATH};
 use wasmgate_runtime::{FunctionSpec, GuestDir, HostPattern, Limits, RuntimeConfig, World};
 
@@ -31,6 +32,8 @@ pub(super) fn check_settings(
     allowed_hosts(deployment)?;
     settings::keyvalue_buckets(settings).map_err(Error::invalid)?;
     RetryPolicy::from_annotations(settings.annotations.as_ref())
+        .map_err(|e| Error::invalid(format!("annotation {e}")))?;
+    TriggerSpec::from_annotations(deployment.settings.annotations.as_ref())
         .map_err(|e| Error::invalid(format!("annotation {e}")))?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, RwLock};
 
+use super::connectors::ConnectorCounts;
 use super::histogram::Histogram;
 use super::prometheus::{escape_label, header, sample};
 
@@ -110,6 +111,8 @@ pub struct Metrics {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     functions_loaded: AtomicU64,
+    /// What the event connectors count, rendered with the rest.
+    pub connectors: ConnectorCounts,
 }
 
 impl Default for Metrics {
@@ -137,6 +140,7 @@ impl Metrics {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             functions_loaded: AtomicU64::new(0),
+            connectors: ConnectorCounts::default(),
         }
     }
 
@@ -393,6 +397,7 @@ impl Metrics {
             header(&mut out, name, kind, help);
             sample(&mut out, name, "", value);
         }
+        self.connectors.render(&mut out);
         out
     }
 }
@@ -640,7 +645,8 @@ mod tests {
         let m = Metrics::new();
         assert_eq!(
             m.render().lines().filter(|l| l.starts_with('#')).count(),
-            28
+            // 14 families of the gateway's own, 3 of the connectors', two lines each.
+            34
         );
         assert!(
             !m.render()
