@@ -14,7 +14,7 @@ use crate::control::{self, Change, Functions, Origin, PutMode, SecretChange};
 use crate::http::body::{BoxError, GatewayBody};
 use crate::http::error::ApiError;
 use wasmgate_openfaas::digest::Digest;
-use wasmgate_openfaas::names::{DEFAULT_NAMESPACE, FunctionRef};
+use wasmgate_openfaas::names::{self, DEFAULT_NAMESPACE, FunctionRef};
 use wasmgate_openfaas::types::{
     DeleteFunctionRequest, FunctionDeployment, Info, LogMessage, Namespace, ProviderInfo,
     ProviderVersion, ScaleServiceRequest, Secret, VersionInfo,
@@ -61,7 +61,13 @@ impl Api {
             (&Method::GET, ["namespaces"]) => {
                 json(StatusCode::OK, &self.functions.namespace_names())
             }
-            (_, ["namespace", ns]) => self.namespace(&method, ns, request).await,
+            // `/system/namespace/` (an empty name) is how the Go SDK creates one.
+            (&Method::GET | &Method::POST | &Method::PUT | &Method::DELETE, ["namespace"]) => {
+                self.namespace(&method, "", request).await
+            }
+            (&Method::GET | &Method::POST | &Method::PUT | &Method::DELETE, ["namespace", ns]) => {
+                self.namespace(&method, ns, request).await
+            }
             (&Method::GET, ["secrets"]) => self.list_secrets(&query),
             (&Method::POST | &Method::PUT | &Method::DELETE, ["secrets"]) => {
                 self.secret(&method, request, &query).await
@@ -72,8 +78,8 @@ impl Api {
             (
                 _,
                 [
-                    "functions" | "function" | "scale-function" | "info" | "namespaces" | "secrets"
-                    | "logs" | "artifacts",
+                    "functions" | "function" | "scale-function" | "info" | "namespaces"
+                    | "namespace" | "secrets" | "logs" | "artifacts",
                     ..,
                 ],
             ) => Err(ApiError::MethodNotAllowed(format!(
@@ -156,57 +162,52 @@ impl Api {
         Ok(empty(StatusCode::ACCEPTED))
     }
 
-    async fn namespace<B>(&self, method: &Method, name: &str, request: Request<B>) -> Reply
+    /// `/system/namespace/{name}`. The name is the path's, or the body's when the path has none
+    /// ([`names::namespace_of_call`]).
+    async fn namespace<B>(&self, method: &Method, path_name: &str, request: Request<B>) -> Reply
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        match *method {
-            Method::GET => match self.functions.namespace(name) {
+        if *method == Method::GET {
+            let name = names::namespace_of_call(path_name, "")?;
+            return match self.functions.namespace(name) {
                 Some(namespace) => json(StatusCode::OK, &namespace),
                 None => Err(control::Error::NotFound(format!("namespace {name}")).into()),
-            },
-            Method::POST | Method::PUT => {
-                let bytes = read_body(request.into_body(), MAX_JSON_BYTES).await?;
-                let mut namespace: Namespace = if bytes.iter().all(u8::is_ascii_whitespace) {
-                    Namespace::default()
-                } else {
-                    serde_json::from_slice(&bytes)
-                        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
-                };
-                if !namespace.name.is_empty() && namespace.name != name {
-                    return Err(ApiError::BadRequest(format!(
-                        "the body names namespace {:?}, the path {name:?}",
-                        namespace.name
-                    )));
-                }
-                namespace.name = name.to_string();
-                let create = *method == Method::POST;
-                let mode = if create {
-                    PutMode::Create
-                } else {
-                    PutMode::Update
-                };
-                self.functions
-                    .apply(Change::PutNamespace { namespace, mode }, Origin::Local)
-                    .await?;
-                Ok(empty(if create {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::ACCEPTED
-                }))
-            }
-            Method::DELETE => {
-                let name = name.to_string();
-                self.functions
-                    .apply(Change::DeleteNamespace { name }, Origin::Local)
-                    .await?;
-                Ok(empty(StatusCode::ACCEPTED))
-            }
-            _ => Err(ApiError::MethodNotAllowed(format!(
-                "{method} is not allowed here"
-            ))),
+            };
         }
+        let bytes = read_body(request.into_body(), MAX_JSON_BYTES).await?;
+        let mut namespace: Namespace = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Namespace::default()
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
+        };
+        namespace.name = names::namespace_of_call(path_name, &namespace.name)?.to_string();
+        let (change, status) = match *method {
+            Method::POST => (
+                Change::PutNamespace {
+                    namespace,
+                    mode: PutMode::Create,
+                },
+                StatusCode::CREATED,
+            ),
+            Method::PUT => (
+                Change::PutNamespace {
+                    namespace,
+                    mode: PutMode::Update,
+                },
+                StatusCode::ACCEPTED,
+            ),
+            _ => (
+                Change::DeleteNamespace {
+                    name: namespace.name,
+                },
+                StatusCode::ACCEPTED,
+            ),
+        };
+        self.functions.apply(change, Origin::Local).await?;
+        Ok(empty(status))
     }
 
     fn list_secrets(&self, query: &HashMap<String, String>) -> Reply {
