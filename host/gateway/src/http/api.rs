@@ -16,8 +16,8 @@ use crate::http::error::ApiError;
 use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::names::{self, DEFAULT_NAMESPACE, FunctionRef};
 use wasmgate_openfaas::types::{
-    DeleteFunctionRequest, FunctionDeployment, Info, LogMessage, Namespace, ProviderInfo,
-    ProviderVersion, ScaleServiceRequest, Secret, VersionInfo,
+    DeleteFunctionRequest, FunctionDeployment, Info, LogMessage, Namespace, PrometheusAlert,
+    ProviderInfo, ProviderVersion, ScaleServiceRequest, Secret, VersionInfo,
 };
 
 /// Largest JSON body the management API reads.
@@ -73,19 +73,16 @@ impl Api {
                 self.secret(&method, request, &query).await
             }
             (&Method::GET, ["logs"]) => self.logs(&query),
+            (&Method::POST, ["alert"]) => self.alert(request).await,
             (&Method::POST, ["artifacts"]) => self.upload(request).await,
             (&Method::GET | &Method::HEAD, ["artifacts", digest]) => self.artifact(digest),
-            (
-                _,
-                [
-                    "functions" | "function" | "scale-function" | "info" | "namespaces"
-                    | "namespace" | "secrets" | "logs" | "artifacts",
-                    ..,
-                ],
-            ) => Err(ApiError::MethodNotAllowed(format!(
-                "{method} is not allowed on {path}"
-            ))),
-            _ => Err(ApiError::NoSuchEndpoint(path.clone())),
+            (_, route) => match allowed_methods(route) {
+                Some(allow) => Err(ApiError::MethodNotAllowed {
+                    reason: format!("{method} is not allowed on {path}; use {allow}"),
+                    allow,
+                }),
+                None => Err(ApiError::NoSuchEndpoint(path.clone())),
+            },
         };
         result.unwrap_or_else(|error| error.response())
     }
@@ -376,6 +373,24 @@ impl Api {
         Ok(response)
     }
 
+    /// `POST /system/alert`, the AlertManager webhook through which OpenFaaS scales functions on
+    /// their alerts. Accepted and otherwise a no-op: every request here gets an instance of its own,
+    /// so there are no replicas to add. The body is checked as OpenFaaS checks it (an AlertManager
+    /// payload; anything else is 400), so a misconfigured webhook is noticed.
+    async fn alert<B>(&self, request: Request<B>) -> Reply
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let alert: PrometheusAlert = read_json(request.into_body()).await?;
+        tracing::debug!(
+            status = %alert.status,
+            alerts = alert.alerts.len(),
+            "an AlertManager alert: nothing to scale, every request gets its own instance"
+        );
+        Ok(empty(StatusCode::OK))
+    }
+
     /// `GET /system/artifacts/sha256:<hex>`: 200 when the component is stored (so a client can skip
     /// uploading it), 404 when not.
     fn artifact(&self, digest: &str) -> Reply {
@@ -429,6 +444,18 @@ fn info() -> Info {
         },
         arch: std::env::consts::ARCH.into(),
     }
+}
+
+/// The methods each `/system/*` route serves, for the `Allow` of its 405; `None` for no such route.
+/// Every method listed here has an arm in [`Api::handle`] (the gateway tests check both ways).
+fn allowed_methods(route: &[&str]) -> Option<&'static str> {
+    Some(match route {
+        ["functions"] | ["secrets"] | ["namespace"] | ["namespace", _] => "GET, POST, PUT, DELETE",
+        ["function", _] | ["info"] | ["namespaces"] | ["logs"] => "GET",
+        ["scale-function", _] | ["alert"] | ["artifacts"] => "POST",
+        ["artifacts", _] => "GET, HEAD",
+        _ => return None,
+    })
 }
 
 /// The namespace of a call: `?namespace=` first, then the body's, then the default.
