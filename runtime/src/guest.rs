@@ -380,6 +380,7 @@ fn finish(
     result: wasmtime::Result<(Instance, u32)>,
     answered: &AtomicBool,
 ) -> Result<(), Error> {
+    store.data().end_output_lines();
     match result {
         Ok((instance, served)) => {
             // Only an instance that returned normally is offered to a later request; one that trapped

@@ -43,6 +43,8 @@ pub(crate) struct RequestState {
     hooks: GuestHooks,
     pub(crate) limiter: MemoryLimiter,
     services: ServicesCtx,
+    /// The guest's stdout and stderr, kept to end their unfinished lines when a request ends.
+    output: [GuestOutputFactory; 2],
 }
 
 /// Holds linear memory to the function's limit and remembers a refusal, so a trap that follows can be
@@ -100,9 +102,11 @@ impl RequestState {
         calls: Calls,
     ) -> Result<Self, Error> {
         let logs = &function.logs;
+        let stdout = GuestOutputFactory::new(logs.clone(), LogStream::Stdout);
+        let stderr = GuestOutputFactory::new(logs.clone(), LogStream::Stderr);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestOutputFactory::new(logs.clone(), LogStream::Stdout))
-            .stderr(GuestOutputFactory::new(logs.clone(), LogStream::Stderr))
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
             .envs(&function.spec.env);
         if let Some(dir) = &function.spec.secrets {
             wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
@@ -129,7 +133,16 @@ impl RequestState {
                 config: function.config.clone(),
                 logs: logs.clone(),
             },
+            output: [stdout, stderr],
         })
+    }
+
+    /// Ends the lines the guest left unfinished on stdout and stderr: its request is over (an
+    /// instance kept for reuse starts the next request on a new line).
+    pub(crate) fn end_output_lines(&self) {
+        for output in &self.output {
+            output.flush();
+        }
     }
 }
 

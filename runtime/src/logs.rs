@@ -1,8 +1,11 @@
 //! Guest output, captured line by line and kept per function.
 //!
 //! Each function owns a [`FunctionLogs`]: a bounded ring of its most recent lines plus a broadcast
-//! channel for followers. A request's `stdout` and `stderr` are [`GuestOutput`] writers that split what
-//! the guest writes into lines, so nothing a guest prints can grow without bound in the host.
+//! channel for followers. A request's `stdout` and `stderr` are each one [`PendingLine`] that every
+//! output stream the guest opens writes into: it assembles what the guest writes into whole lines
+//! (a line written in pieces, through several streams, is one line), cuts a line at
+//! [`MAX_LINE_BYTES`], and ends an unfinished one when the request ends, so nothing a guest prints
+//! can grow without bound in the host.
 
 use std::collections::VecDeque;
 use std::io;
@@ -193,23 +196,32 @@ impl FunctionLogs {
     }
 }
 
-/// A [`StdoutStream`] that feeds a function's logs.
+/// A [`StdoutStream`] that feeds a function's logs: one per request and stream, made with the
+/// request's store. Every output stream the guest opens on it shares one [`PendingLine`].
 #[derive(Debug, Clone)]
 pub(crate) struct GuestOutputFactory {
-    logs: Arc<FunctionLogs>,
-    stream: LogStream,
+    line: Arc<PendingLine>,
 }
 
 impl GuestOutputFactory {
     pub(crate) fn new(logs: Arc<FunctionLogs>, stream: LogStream) -> Self {
-        GuestOutputFactory { logs, stream }
+        GuestOutputFactory {
+            line: Arc::new(PendingLine {
+                logs,
+                stream,
+                partial: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Ends the line the guest left unfinished, if any: called when its request ends.
+    pub(crate) fn flush(&self) {
+        self.line.flush();
     }
 
     fn writer(&self) -> GuestOutput {
         GuestOutput {
-            logs: self.logs.clone(),
-            stream: self.stream,
-            partial: Vec::new(),
+            line: self.line.clone(),
         }
     }
 }
@@ -231,33 +243,47 @@ impl StdoutStream for GuestOutputFactory {
     }
 }
 
-/// Splits what a guest writes into lines. An unfinished line is kept (up to [`MAX_LINE_BYTES`]) until
-/// its end arrives or the stream is dropped.
+/// The line a guest is writing on one of its streams, assembled across writes and across output
+/// streams: WASI hands out a new stream for every `get-stdout`, and a guest that takes one per
+/// piece it writes (directly, or through its toolchain's library) sends one line through several. A line is
+/// kept until its `\n`; one longer than [`MAX_LINE_BYTES`] is cut at that length; what is left
+/// unfinished is a line of its own when the request ends ([`GuestOutputFactory::flush`]) or, at the
+/// latest, when the store that holds the streams is dropped.
 #[derive(Debug)]
-struct GuestOutput {
+struct PendingLine {
     logs: Arc<FunctionLogs>,
     stream: LogStream,
-    partial: Vec<u8>,
+    /// Never longer than [`MAX_LINE_BYTES`] between calls.
+    partial: Mutex<Vec<u8>>,
 }
 
-impl GuestOutput {
-    fn accept(&mut self, mut bytes: &[u8]) {
+impl PendingLine {
+    fn accept(&self, mut bytes: &[u8]) {
+        let mut partial = self.lock();
         while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
             let (line, rest) = bytes.split_at(end);
-            if self.partial.is_empty() {
+            if partial.is_empty() {
                 self.emit(line);
             } else {
-                self.partial.extend_from_slice(line);
-                let partial = std::mem::take(&mut self.partial);
-                self.emit(&partial);
+                partial.extend_from_slice(line);
+                let whole = std::mem::take(&mut *partial);
+                self.emit(&whole);
             }
             bytes = &rest[1..];
         }
-        self.partial.extend_from_slice(bytes);
-        while self.partial.len() >= MAX_LINE_BYTES {
-            let rest = self.partial.split_off(MAX_LINE_BYTES);
-            let full = std::mem::replace(&mut self.partial, rest);
+        partial.extend_from_slice(bytes);
+        while partial.len() >= MAX_LINE_BYTES {
+            let rest = partial.split_off(MAX_LINE_BYTES);
+            let full = std::mem::replace(&mut *partial, rest);
             self.emit(&full);
+        }
+    }
+
+    fn flush(&self) {
+        let mut partial = self.lock();
+        if !partial.is_empty() {
+            let unfinished = std::mem::take(&mut *partial);
+            self.emit(&unfinished);
         }
     }
 
@@ -269,14 +295,30 @@ impl GuestOutput {
             self.logs.push(self.stream, line);
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A panic while holding this lock leaves at worst a partial line; poisoning is ignored.
+        self.partial
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
-impl Drop for GuestOutput {
+impl Drop for PendingLine {
     fn drop(&mut self) {
-        if !self.partial.is_empty() {
-            let partial = std::mem::take(&mut self.partial);
-            self.emit(&partial);
-        }
+        self.flush();
+    }
+}
+
+/// One output stream the guest opened; what it writes goes to the request's [`PendingLine`].
+#[derive(Debug)]
+struct GuestOutput {
+    line: Arc<PendingLine>,
+}
+
+impl GuestOutput {
+    fn accept(&mut self, bytes: &[u8]) {
+        self.line.accept(bytes);
     }
 }
 
@@ -336,7 +378,36 @@ mod tests {
         out.accept(b"o\r\nthree\n\nfour");
         assert_eq!(texts(&logs), ["one", "two", "three", ""]);
         drop(out);
+        factory.flush();
         assert_eq!(texts(&logs), ["one", "two", "three", "", "four"]);
+    }
+
+    #[test]
+    fn a_line_written_through_several_streams_is_one_line() {
+        let logs = Arc::new(FunctionLogs::new("f", 10));
+        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stdout);
+        // What `print!("start "); print!("1"); print!("2"); println!()` can look like to the host:
+        // a stream per write, each dropped before the next is opened.
+        for piece in ["start ", "1", "2", "\n", "next"] {
+            factory.writer().accept(piece.as_bytes());
+        }
+        assert_eq!(texts(&logs), ["start 12"]);
+        factory.flush();
+        assert_eq!(texts(&logs), ["start 12", "next"]);
+        factory.flush();
+        assert_eq!(texts(&logs), ["start 12", "next"], "flushed once");
+    }
+
+    #[test]
+    fn an_unfinished_line_is_kept_until_the_store_goes() {
+        let logs = Arc::new(FunctionLogs::new("f", 10));
+        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stderr);
+        let mut out = factory.writer();
+        out.accept(b"half");
+        drop(out);
+        assert!(texts(&logs).is_empty(), "a dropped stream ends no line");
+        drop(factory);
+        assert_eq!(texts(&logs), ["half"]);
     }
 
     #[test]

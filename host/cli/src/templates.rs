@@ -85,6 +85,13 @@ pub fn new_function(
         let _ = std::fs::remove_dir_all(&folder);
         return Err(error);
     }
+    let faas_cli_template = match write_faas_cli_template(&base, lang) {
+        Ok(written) => written,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&folder);
+            return Err(error);
+        }
+    };
     std::fs::write(stack_path, text)
         .with_context(|| format!("writing {}", stack_path.display()))?;
     println!(
@@ -97,6 +104,12 @@ pub fn new_function(
         },
         stack_path.display()
     );
+    if let Some(path) = faas_cli_template {
+        println!(
+            "Wrote {} so that `faas-cli deploy` accepts the stack file",
+            path.display()
+        );
+    }
     match lang {
         Lang::Rust => {}
         Lang::Js => println!(
@@ -108,6 +121,39 @@ pub fn new_function(
         ),
     }
     Ok(())
+}
+
+/// Where faas-cli looks for a language's template, relative to the folder it runs in.
+const FAAS_CLI_TEMPLATE_DIR: &str = "template";
+
+/// `faas-cli deploy -f stack.yml` reads `./template/<lang>/template.yml` for every function whose
+/// `lang` is not `dockerfile`, to take the `fprocess` it sends as `envProcess`, and stops before any
+/// request when the file is missing. A component has no process to start, so the file wasmgate
+/// writes names the language and nothing else; faas-cli then sends no `envProcess`. It is written
+/// beside the stack file (faas-cli runs where the stack file is), once: an existing one is left as
+/// it is. Returns its path when it was written.
+fn write_faas_cli_template(base: &Path, lang: Lang) -> anyhow::Result<Option<PathBuf>> {
+    let folder = base.join(FAAS_CLI_TEMPLATE_DIR).join(lang.name());
+    let path = folder.join("template.yml");
+    if path.exists() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    std::fs::write(&path, faas_cli_template(lang))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(path))
+}
+
+/// The text of `template/<lang>/template.yml` (faas-cli's `LanguageTemplate`).
+fn faas_cli_template(lang: Lang) -> String {
+    format!(
+        "# Written by `wasmgate new` for faas-cli, which reads this file before it deploys a function\n\
+         # whose `lang` is {lang} (`faas-cli deploy -f stack.yml`). wasmgate runs the function as a\n\
+         # WebAssembly component, so there is no `fprocess` to start and no Dockerfile to build:\n\
+         # build with `wasmgate build`, then deploy with `faas-cli deploy` or `wasmgate deploy`.\n\
+         language: {lang}\n",
+        lang = lang.name()
+    )
 }
 
 fn write_template(folder: &Path, name: &str, lang: Lang, wasi: Wasi) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //!
 //! - [`names`]: function names and namespaces (`figlet.openfaas-fn`);
 //! - [`types`]: the JSON of the management API, field for field;
+//! - [`image`]: a deployment's `image` as faas-cli sends it (the `:latest` it appends);
 //! - [`headers`]: the invocation, async and callback headers, and the hop-by-hop ones;
 //! - [`settings`]: the labels, annotations and `envVars` wasmgate reads, and their parsing;
 //! - [`retry`]: the `com.openfaas.retry.*` annotations and the backoff they describe;
@@ -15,6 +16,7 @@
 pub mod digest;
 pub mod duration;
 pub mod headers;
+pub mod image;
 pub mod names;
 pub mod quantity;
 pub mod retry;

@@ -28,6 +28,42 @@ pub enum NameError {
         "invalid namespace {0:?}: use lowercase letters, digits and '-', starting and ending with a letter or digit"
     )]
     Namespace(String),
+    /// A namespace call names one namespace in its path and another in its body.
+    #[error(
+        "the path names namespace {path:?} and the body {body:?}; name one, or the same in both"
+    )]
+    NamespaceMismatch {
+        /// The name in `/system/namespace/{name}`.
+        path: String,
+        /// The body's `name`.
+        body: String,
+    },
+    /// A namespace call names no namespace, in its path or in its body.
+    #[error(
+        "no namespace named: use /system/namespace/NAME, or POST /system/namespace/ with {{\"name\":\"NAME\"}}"
+    )]
+    NoNamespace,
+}
+
+/// The namespace a `/system/namespace/{name}` call is about, validated. The path names it; the
+/// OpenFaaS Go SDK (and so `faas-cli namespace create`) creates one with `POST /system/namespace/`,
+/// an empty name in the path and the name in the JSON body only, so an empty path takes the body's
+/// `name`. When both are given they must agree.
+pub fn namespace_of_call<'a>(path: &'a str, body: &'a str) -> Result<&'a str, NameError> {
+    let name = match (path, body) {
+        ("", "") => return Err(NameError::NoNamespace),
+        ("", body) => body,
+        (path, "") => path,
+        (path, body) if path == body => path,
+        (path, body) => {
+            return Err(NameError::NamespaceMismatch {
+                path: path.to_string(),
+                body: body.to_string(),
+            });
+        }
+    };
+    validate_namespace(name)?;
+    Ok(name)
 }
 
 impl FunctionRef {
@@ -117,6 +153,30 @@ mod tests {
                 .as_ref()
                 .map(|f| (f.name.as_str(), f.namespace.as_str()));
             assert_eq!(parsed, expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_call_is_named_by_its_path_or_its_body() {
+        let cases: [(&str, &str, Result<&str, NameError>); 7] = [
+            // `faas-cli namespace create team-a`: POST /system/namespace/ {"name":"team-a"}.
+            ("", "team-a", Ok("team-a")),
+            ("team-a", "", Ok("team-a")),
+            ("team-a", "team-a", Ok("team-a")),
+            (
+                "team-a",
+                "team-b",
+                Err(NameError::NamespaceMismatch {
+                    path: "team-a".into(),
+                    body: "team-b".into(),
+                }),
+            ),
+            ("", "", Err(NameError::NoNamespace)),
+            ("", "Team_A", Err(NameError::Namespace("Team_A".into()))),
+            ("-a", "", Err(NameError::Namespace("-a".into()))),
+        ];
+        for (path, body, expected) in cases {
+            assert_eq!(namespace_of_call(path, body), expected, "{path:?} {body:?}");
         }
     }
 

@@ -140,6 +140,43 @@ pub struct ScaleServiceRequest {
     pub namespace: Option<String>,
 }
 
+/// `POST /system/alert` body: what Prometheus AlertManager sends its webhook, as far as OpenFaaS
+/// reads it (unknown fields are ignored, missing ones are empty, as Go's decoder has them).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PrometheusAlert {
+    /// `firing` or `resolved`.
+    #[serde(default)]
+    pub status: String,
+    /// The AlertManager receiver that sent it.
+    #[serde(default)]
+    pub receiver: String,
+    /// The alerts, one per function.
+    #[serde(default)]
+    pub alerts: Vec<PrometheusInnerAlert>,
+}
+
+/// One alert of a [`PrometheusAlert`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PrometheusInnerAlert {
+    /// `firing` or `resolved`.
+    #[serde(default)]
+    pub status: String,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: PrometheusAlertLabels,
+}
+
+/// The labels OpenFaaS reads from an alert.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PrometheusAlertLabels {
+    /// The alert's name (`APIHighInvocationRate`).
+    #[serde(default)]
+    pub alertname: String,
+    /// The function it is about (`name` or `name.namespace`).
+    #[serde(default)]
+    pub function_name: String,
+}
+
 /// A secret in the API. `value` (text) or `rawValue` (base64) on writes; only `name` and
 /// `namespace` on reads.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

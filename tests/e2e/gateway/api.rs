@@ -757,6 +757,8 @@ async fn basic_auth_guards_every_system_route() {
         ("POST", "/system/secrets"),
         ("GET", "/system/logs?name=x"),
         ("POST", "/system/artifacts"),
+        ("POST", "/system/namespace/"),
+        ("POST", "/system/alert"),
     ];
     let good = format!("Basic {}", base64_encode("admin:pa55word"));
     let wrong = format!("Basic {}", base64_encode("admin:wrong"));

@@ -35,6 +35,7 @@ pub fn all_guests() -> Vec<String> {
         ("bigstream", wasmgate_guests::BIGSTREAM),
         ("outbound", wasmgate_guests::OUTBOUND),
         ("flaky", wasmgate_guests::FLAKY),
+        ("pieces", wasmgate_guests::PIECES),
         ("kvcounter", wasmgate_guests::KVCOUNTER),
         ("greeter", wasmgate_guests::GREETER),
         ("pipeline", wasmgate_guests::PIPELINE),
@@ -61,6 +62,12 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `wasmgate serve --listen 127.0.0.1:0` with `args` and waits for its address.
     pub fn start(args: &[String]) -> Gateway {
+        Gateway::start_in(None, args)
+    }
+
+    /// [`Gateway::start`] in the working directory `dir` (the test's own when `None`), which is
+    /// where the gateway reads relative `image` paths from.
+    pub fn start_in(dir: Option<&std::path::Path>, args: &[String]) -> Gateway {
         let state_dir = match args.iter().position(|a| a == "--state-dir") {
             Some(i) => PathBuf::from(&args[i + 1]),
             None => temp_dir("state"),
@@ -74,6 +81,9 @@ impl Gateway {
         }
         if !args.iter().any(|a| a == "--cache-dir") {
             command.arg("--cache-dir").arg(shared_cache_dir());
+        }
+        if let Some(dir) = dir {
+            command.current_dir(dir);
         }
         let mut child = command
             .env("WASMGATE_LOG", "info")

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use wasmgate_openfaas::digest::Digest;
+use wasmgate_openfaas::image;
 use wasmgate_runtime::{WasmSource, World};
 
 use super::error::Error;
@@ -16,7 +17,9 @@ pub const DEFAULT_MAX_ARTIFACT_BYTES: usize = 64 * 1024 * 1024;
 
 impl Functions {
     /// Reads a component from `image`: an uploaded artifact (`sha256:...`), an OCI reference, or a
-    /// `.wasm` path. The digest is known for the first two.
+    /// `.wasm` path. The digest is known for the first two. The `:latest` faas-cli appends to an
+    /// image without a tag changes neither what kind of image it is nor, on a path, the file
+    /// ([`wasmgate_openfaas::image`]); any other tag on a path is refused.
     pub(super) async fn resolve_image(
         &self,
         image: &str,
@@ -37,14 +40,25 @@ impl Functions {
             })?;
             return Ok((bytes, Some(digest)));
         }
-        if wasmgate_oci::Reference::looks_like(image) {
+        if wasmgate_oci::Reference::looks_like(image::without_cli_tag(image)) {
             return self.pull(image).await;
         }
-        let path = PathBuf::from(image);
+        let path =
+            PathBuf::from(image::path_of(image).map_err(|e| Error::InvalidInput(e.to_string()))?);
         let max = self.max_artifact_bytes;
         let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-            let metadata = std::fs::metadata(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let metadata = std::fs::metadata(&path).map_err(|e| {
+                // faas-cli sends a stack file's relative path as it is, and the gateway, not the
+                // client, reads it: say from where.
+                let from = match std::env::current_dir() {
+                    Ok(dir) if path.is_relative() => format!(
+                        " (a relative path is read from the gateway's working directory, {})",
+                        dir.display()
+                    ),
+                    _ => String::new(),
+                };
+                format!("cannot read {}: {e}{from}", path.display())
+            })?;
             if metadata.len() > max as u64 {
                 return Err(format!(
                     "{} is larger than the {max} byte limit",

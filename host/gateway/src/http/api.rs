@@ -14,10 +14,10 @@ use crate::control::{self, Change, Functions, Origin, PutMode, SecretChange};
 use crate::http::body::{BoxError, GatewayBody};
 use crate::http::error::ApiError;
 use wasmgate_openfaas::digest::Digest;
-use wasmgate_openfaas::names::{DEFAULT_NAMESPACE, FunctionRef};
+use wasmgate_openfaas::names::{self, DEFAULT_NAMESPACE, FunctionRef};
 use wasmgate_openfaas::types::{
-    DeleteFunctionRequest, FunctionDeployment, Info, LogMessage, Namespace, ProviderInfo,
-    ProviderVersion, ScaleServiceRequest, Secret, VersionInfo,
+    DeleteFunctionRequest, FunctionDeployment, Info, LogMessage, Namespace, PrometheusAlert,
+    ProviderInfo, ProviderVersion, ScaleServiceRequest, Secret, VersionInfo,
 };
 
 /// Largest JSON body the management API reads.
@@ -61,25 +61,28 @@ impl Api {
             (&Method::GET, ["namespaces"]) => {
                 json(StatusCode::OK, &self.functions.namespace_names())
             }
-            (_, ["namespace", ns]) => self.namespace(&method, ns, request).await,
+            // `/system/namespace/` (an empty name) is how the Go SDK creates one.
+            (&Method::GET | &Method::POST | &Method::PUT | &Method::DELETE, ["namespace"]) => {
+                self.namespace(&method, "", request).await
+            }
+            (&Method::GET | &Method::POST | &Method::PUT | &Method::DELETE, ["namespace", ns]) => {
+                self.namespace(&method, ns, request).await
+            }
             (&Method::GET, ["secrets"]) => self.list_secrets(&query),
             (&Method::POST | &Method::PUT | &Method::DELETE, ["secrets"]) => {
                 self.secret(&method, request, &query).await
             }
             (&Method::GET, ["logs"]) => self.logs(&query),
+            (&Method::POST, ["alert"]) => self.alert(request).await,
             (&Method::POST, ["artifacts"]) => self.upload(request).await,
             (&Method::GET | &Method::HEAD, ["artifacts", digest]) => self.artifact(digest),
-            (
-                _,
-                [
-                    "functions" | "function" | "scale-function" | "info" | "namespaces" | "secrets"
-                    | "logs" | "artifacts",
-                    ..,
-                ],
-            ) => Err(ApiError::MethodNotAllowed(format!(
-                "{method} is not allowed on {path}"
-            ))),
-            _ => Err(ApiError::NoSuchEndpoint(path.clone())),
+            (_, route) => match allowed_methods(route) {
+                Some(allow) => Err(ApiError::MethodNotAllowed {
+                    reason: format!("{method} is not allowed on {path}; use {allow}"),
+                    allow,
+                }),
+                None => Err(ApiError::NoSuchEndpoint(path.clone())),
+            },
         };
         result.unwrap_or_else(|error| error.response())
     }
@@ -156,57 +159,52 @@ impl Api {
         Ok(empty(StatusCode::ACCEPTED))
     }
 
-    async fn namespace<B>(&self, method: &Method, name: &str, request: Request<B>) -> Reply
+    /// `/system/namespace/{name}`. The name is the path's, or the body's when the path has none
+    /// ([`names::namespace_of_call`]).
+    async fn namespace<B>(&self, method: &Method, path_name: &str, request: Request<B>) -> Reply
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        match *method {
-            Method::GET => match self.functions.namespace(name) {
+        if *method == Method::GET {
+            let name = names::namespace_of_call(path_name, "")?;
+            return match self.functions.namespace(name) {
                 Some(namespace) => json(StatusCode::OK, &namespace),
                 None => Err(control::Error::NotFound(format!("namespace {name}")).into()),
-            },
-            Method::POST | Method::PUT => {
-                let bytes = read_body(request.into_body(), MAX_JSON_BYTES).await?;
-                let mut namespace: Namespace = if bytes.iter().all(u8::is_ascii_whitespace) {
-                    Namespace::default()
-                } else {
-                    serde_json::from_slice(&bytes)
-                        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
-                };
-                if !namespace.name.is_empty() && namespace.name != name {
-                    return Err(ApiError::BadRequest(format!(
-                        "the body names namespace {:?}, the path {name:?}",
-                        namespace.name
-                    )));
-                }
-                namespace.name = name.to_string();
-                let create = *method == Method::POST;
-                let mode = if create {
-                    PutMode::Create
-                } else {
-                    PutMode::Update
-                };
-                self.functions
-                    .apply(Change::PutNamespace { namespace, mode }, Origin::Local)
-                    .await?;
-                Ok(empty(if create {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::ACCEPTED
-                }))
-            }
-            Method::DELETE => {
-                let name = name.to_string();
-                self.functions
-                    .apply(Change::DeleteNamespace { name }, Origin::Local)
-                    .await?;
-                Ok(empty(StatusCode::ACCEPTED))
-            }
-            _ => Err(ApiError::MethodNotAllowed(format!(
-                "{method} is not allowed here"
-            ))),
+            };
         }
+        let bytes = read_body(request.into_body(), MAX_JSON_BYTES).await?;
+        let mut namespace: Namespace = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Namespace::default()
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
+        };
+        namespace.name = names::namespace_of_call(path_name, &namespace.name)?.to_string();
+        let (change, status) = match *method {
+            Method::POST => (
+                Change::PutNamespace {
+                    namespace,
+                    mode: PutMode::Create,
+                },
+                StatusCode::CREATED,
+            ),
+            Method::PUT => (
+                Change::PutNamespace {
+                    namespace,
+                    mode: PutMode::Update,
+                },
+                StatusCode::ACCEPTED,
+            ),
+            _ => (
+                Change::DeleteNamespace {
+                    name: namespace.name,
+                },
+                StatusCode::ACCEPTED,
+            ),
+        };
+        self.functions.apply(change, Origin::Local).await?;
+        Ok(empty(status))
     }
 
     fn list_secrets(&self, query: &HashMap<String, String>) -> Reply {
@@ -375,6 +373,24 @@ impl Api {
         Ok(response)
     }
 
+    /// `POST /system/alert`, the AlertManager webhook through which OpenFaaS scales functions on
+    /// their alerts. Accepted and otherwise a no-op: every request here gets an instance of its own,
+    /// so there are no replicas to add. The body is checked as OpenFaaS checks it (an AlertManager
+    /// payload; anything else is 400), so a misconfigured webhook is noticed.
+    async fn alert<B>(&self, request: Request<B>) -> Reply
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let alert: PrometheusAlert = read_json(request.into_body()).await?;
+        tracing::debug!(
+            status = %alert.status,
+            alerts = alert.alerts.len(),
+            "an AlertManager alert: nothing to scale, every request gets its own instance"
+        );
+        Ok(empty(StatusCode::OK))
+    }
+
     /// `GET /system/artifacts/sha256:<hex>`: 200 when the component is stored (so a client can skip
     /// uploading it), 404 when not.
     fn artifact(&self, digest: &str) -> Reply {
@@ -428,6 +444,18 @@ fn info() -> Info {
         },
         arch: std::env::consts::ARCH.into(),
     }
+}
+
+/// The methods each `/system/*` route serves, for the `Allow` of its 405; `None` for no such route.
+/// Every method listed here has an arm in [`Api::handle`] (the gateway tests check both ways).
+fn allowed_methods(route: &[&str]) -> Option<&'static str> {
+    Some(match route {
+        ["functions"] | ["secrets"] | ["namespace"] | ["namespace", _] => "GET, POST, PUT, DELETE",
+        ["function", _] | ["info"] | ["namespaces"] | ["logs"] => "GET",
+        ["scale-function", _] | ["alert"] | ["artifacts"] => "POST",
+        ["artifacts", _] => "GET, HEAD",
+        _ => return None,
+    })
 }
 
 /// The namespace of a call: `?namespace=` first, then the body's, then the default.

@@ -2,7 +2,7 @@
 //! control plane or one of HTTP's own, and [`ApiError::status`], the one place where either becomes
 //! an HTTP status. The body is OpenFaaS's: the reason as plain text ([`crate::http::body::text`]).
 
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::control;
 use crate::http::body::{GatewayBody, text};
@@ -22,9 +22,15 @@ pub enum ApiError {
     /// No stored artifact has this digest (the digest).
     #[error("no artifact {0}")]
     NoSuchArtifact(String),
-    /// The route exists, the method does not (the reason).
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    /// The route exists, the method does not: why, and the methods the route serves, which the
+    /// answer lists in `Allow` (RFC 9110 requires it on every 405).
+    #[error("{reason}")]
+    MethodNotAllowed {
+        /// What was refused, for the body.
+        reason: String,
+        /// The `Allow` header: the route's methods, comma separated.
+        allow: &'static str,
+    },
     /// The body is larger than this many bytes.
     #[error("the body is larger than the {0} byte limit")]
     TooLarge(usize),
@@ -51,15 +57,21 @@ impl ApiError {
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NoSuchEndpoint(_) | ApiError::NoSuchArtifact(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
-    /// The answer: the status, and the reason as the plain-text body.
+    /// The answer: the status, and the reason as the plain-text body (with `Allow` on a 405).
     pub fn response(&self) -> Response<GatewayBody> {
-        text(self.status(), &self.to_string())
+        let mut response = text(self.status(), &self.to_string());
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
     }
 }
 
@@ -108,7 +120,10 @@ mod tests {
                 "no artifact sha256:ab",
             ),
             (
-                ApiError::MethodNotAllowed("PATCH is not allowed here".into()),
+                ApiError::MethodNotAllowed {
+                    reason: "PATCH is not allowed here".into(),
+                    allow: "GET, POST",
+                },
                 405,
                 "PATCH is not allowed here",
             ),
@@ -136,6 +151,15 @@ mod tests {
         for (error, status, body) in cases {
             let response = error.response();
             assert_eq!(response.status().as_u16(), status, "{error:?}");
+            let allow = response.headers().get(http::header::ALLOW);
+            match &error {
+                ApiError::MethodNotAllowed {
+                    allow: expected, ..
+                } => {
+                    assert_eq!(allow.map(|v| v.as_bytes()), Some(expected.as_bytes()));
+                }
+                _ => assert!(allow.is_none(), "{error:?}"),
+            }
             assert_eq!(
                 response.headers()[http::header::CONTENT_TYPE],
                 "text/plain; charset=utf-8"

@@ -100,6 +100,15 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let path = request.uri().path();
+        if path == "/healthz" || path == "/readyz" || path == "/metrics" {
+            let method = request.method();
+            if method != Method::GET && method != Method::HEAD {
+                return method_not_allowed(
+                    &format!("{method} is not allowed on {path}"),
+                    "GET, HEAD",
+                );
+            }
+        }
         if path == "/healthz" {
             return text(StatusCode::OK, "OK");
         }
@@ -192,14 +201,14 @@ impl Gateway {
             return self.async_cancel(queue, name).await;
         }
         if request.method() != Method::POST {
-            let mut response = internal_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "async calls are queued with POST (and cancelled with DELETE /async-function/{call-id})",
+            return method_not_allowed(
+                &format!(
+                    "{} is not allowed on /async-function/ (POST queues a call, DELETE \
+                     /async-function/{{call-id}} cancels one)",
+                    request.method()
+                ),
+                "POST, DELETE",
             );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
-            return response;
         }
         let function = match FunctionRef::parse(name) {
             Ok(function) if self.runtime.contains(&function.key()) => function,
@@ -359,7 +368,10 @@ impl Gateway {
             return text(StatusCode::NOT_FOUND, "this gateway has no async queue");
         };
         if method != Method::GET {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+            return method_not_allowed(
+                &format!("{method} is not allowed on /system/async/{{call-id}}"),
+                "GET",
+            );
         }
         match queue.status(id.to_string()).await {
             Ok(Some(status)) => {
@@ -418,13 +430,10 @@ impl Gateway {
 
         let response = async {
             if !ALLOWED_METHODS.contains(&parts.method) {
-                let mut response =
-                    internal_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-                response.headers_mut().insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD"),
+                return method_not_allowed(
+                    &format!("{} is not allowed on /function/", parts.method),
+                    "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD",
                 );
-                return response;
             }
             let request_content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
             parts.uri = match guest_uri(&parts.headers, &suffix, parts.uri.query()) {
@@ -642,6 +651,18 @@ fn internal_error(status: StatusCode, reason: &str) -> Response<GatewayBody> {
     response
         .headers_mut()
         .insert(X_OPENFAAS_INTERNAL, HeaderValue::from_static(INTERNAL));
+    response
+}
+
+/// A 405 with the route's methods in `Allow`, as RFC 9110 requires of every 405.
+fn method_not_allowed(reason: &str, allow: &'static str) -> Response<GatewayBody> {
+    let mut response = internal_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{reason}; use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 
