@@ -12,6 +12,8 @@ mod asynchronous;
 mod cli;
 #[path = "gateway/cluster.rs"]
 mod cluster;
+#[path = "gateway/edge.rs"]
+mod edge;
 #[path = "gateway/limits.rs"]
 mod limits;
 #[path = "gateway/oci.rs"]
@@ -42,6 +44,7 @@ wasmgate_guests::foreach_guest!(require_test);
 mod guests {
     use super::*;
     // The wasi:http 0.3 guests' tests live with the other 0.3 tests.
+    pub use crate::edge::p3_grpc;
     pub use crate::p3::{
         p3_caller, p3_echo, p3_hello, p3_inspect, p3_memhog, p3_outbound, p3_sleep, p3_spin,
         p3_stream_forever, p3_trailers, spin7_hello,
