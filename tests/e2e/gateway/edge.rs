@@ -140,6 +140,17 @@ pub async fn tls_certificate_reload() {
     let stream = tls_connect(gateway.addr, &trusted, &[b"http/1.1"]).await;
     assert_eq!(presented(&stream), first.der);
 
+    // The second certificate with the first one's key: not a pair, still the first one.
+    let mismatched = Cert {
+        cert_pem: second.cert_pem.clone(),
+        key_pem: first.key_pem.clone(),
+        der: second.der.clone(),
+    };
+    install(&dir, &mismatched);
+    gateway.wait_for_log(&["is not the key of the certificate"]);
+    let stream = tls_connect(gateway.addr, &trusted, &[b"http/1.1"]).await;
+    assert_eq!(presented(&stream), first.der);
+
     install(&dir, &second);
     gateway.wait_for_log(&["TLS certificate reloaded"]);
     let stream = tls_connect(gateway.addr, &trusted, &[b"http/1.1"]).await;
