@@ -14,6 +14,8 @@ mod cli;
 mod cluster;
 #[path = "gateway/connectors.rs"]
 mod connectors;
+#[path = "gateway/edge.rs"]
+mod edge;
 #[path = "gateway/faascli.rs"]
 mod faascli;
 #[path = "gateway/limits.rs"]
@@ -48,6 +50,7 @@ mod guests {
     // `pieces` is shown through faas-cli's `logs` request, with the other faas-cli replays.
     pub use crate::faascli::pieces;
     // The wasi:http 0.3 guests' tests live with the other 0.3 tests.
+    pub use crate::edge::p3_grpc;
     pub use crate::p3::{
         p3_caller, p3_echo, p3_hello, p3_inspect, p3_memhog, p3_outbound, p3_sleep, p3_spin,
         p3_stream_forever, p3_trailers, spin7_hello,

@@ -21,8 +21,10 @@ use wasmgate_gateway::http::limits::{
     DEFAULT_WRITE_TIMEOUT, HttpLimits,
 };
 use wasmgate_gateway::http::server::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT, ServerConfig,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_TIMEOUT, ServerConfig,
 };
+use wasmgate_gateway::http::tls::{DEFAULT_TLS_RELOAD_INTERVAL, TlsConfig};
 use wasmgate_gateway::queue::{self, QueueConfig};
 use wasmgate_openfaas::duration::{format_duration, parse_duration};
 use wasmgate_openfaas::names::FunctionRef;
@@ -166,6 +168,39 @@ pub struct ServeArgs {
     #[arg(long, default_value = format_duration(DEFAULT_WRITE_TIMEOUT), value_parser = parse_duration)]
     pub write_timeout: Duration,
 
+    /// Requests one HTTP/2 connection may have open at once (announced to the client).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1, by ALPN) with this certificate chain (PEM, leaf first).
+    /// A changed file is read again without a restart (see --tls-reload-interval).
+    #[arg(
+        long,
+        env = "WASMGATE_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "WASMGATE_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often --tls-cert and --tls-key are looked at for a change (one stat each); a new pair
+    /// that cannot be used is logged and the current certificate kept.
+    #[arg(long, env = "WASMGATE_TLS_RELOAD_INTERVAL", default_value = format_duration(DEFAULT_TLS_RELOAD_INTERVAL), value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// Refuse to start without --tls-cert and --tls-key (for example where basic auth must never
+    /// cross the network in the clear).
+    #[arg(long, env = "WASMGATE_REQUIRE_TLS")]
+    pub require_tls: bool,
+
     /// How instances get memory: a pool reserved at start-up (fast), on demand, or pooling when the
     /// address space allows it.
     #[arg(long, value_enum, default_value_t = AllocatorArg::Auto)]
@@ -272,6 +307,27 @@ impl ServeArgs {
         if self.max_connections == 0 {
             bail!("--max-connections must be at least 1");
         }
+        if self.max_concurrent_streams == 0 {
+            bail!("--max-concurrent-streams must be at least 1");
+        }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => {
+                if self.tls_reload_interval.is_zero() {
+                    bail!("--tls-reload-interval must be more than zero");
+                }
+                Some(TlsConfig {
+                    cert,
+                    key,
+                    reload_interval: self.tls_reload_interval,
+                })
+            }
+            _ if self.require_tls => bail!(
+                "--require-tls: refusing to serve plain HTTP on {}; give a certificate and its key \
+                 with --tls-cert and --tls-key (WASMGATE_TLS_CERT, WASMGATE_TLS_KEY)",
+                self.listen
+            ),
+            _ => None,
+        };
         let auth = match (
             &self.basic_auth_dir,
             &self.basic_auth_user,
@@ -365,6 +421,8 @@ impl ServeArgs {
                 max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
                 max_headers: self.max_headers,
                 write_timeout: self.write_timeout,
+                max_concurrent_streams: self.max_concurrent_streams,
+                tls,
             },
             state_dir,
             auth,

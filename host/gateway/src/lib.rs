@@ -36,6 +36,7 @@ use crate::http::api::Api;
 use crate::http::body::{BoxError, GatewayBody};
 use crate::http::gateway::Gateway;
 use crate::http::server::{self, ServerConfig};
+use crate::http::tls::Tls;
 use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
 use crate::queue::AsyncQueue;
@@ -54,6 +55,8 @@ pub struct App {
     queue: AsyncQueue,
     /// Connection limits, timeouts and the drain deadline of [`App::serve`].
     server: ServerConfig,
+    /// The certificate served when `server.tls` names one; its watcher runs until `stopping`.
+    tls: Option<Tls>,
     /// The one shutdown signal of the gateway's background tasks: log followers end, the idle
     /// sweeper, the connectors and the cluster's watches and heartbeat stop. [`App::serve`] cancels it when its
     /// shutdown comes; dropping the `App` cancels it too (through this guard).
@@ -65,6 +68,7 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("gateway", &self.gateway)
             .field("server", &self.server)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +78,11 @@ impl App {
     /// the cluster when `config.nats` names one, and opens and starts the async queue.
     pub async fn build(config: ServeConfig) -> anyhow::Result<App> {
         let stopping = CancellationToken::new();
+        // First: a bad certificate stops the start before anything else is opened.
+        let tls = match &config.server.tls {
+            Some(tls) => Some(Tls::load(tls.clone()).context("loading the TLS certificate")?),
+            None => None,
+        };
         // Held from here: if the build fails half-way, what it started (the cluster's watches and
         // heartbeat, the sweeper) stops with it.
         let stop_on_drop = stopping.clone().drop_guard();
@@ -215,6 +224,10 @@ impl App {
             .with_queue(async_queue.clone())
             .with_readiness(readiness);
         async_queue.start(Arc::new(gateway.clone()));
+        if let Some(tls) = &tls {
+            // Stops with the gateway's other background tasks; the handle is not needed.
+            drop(tls.watch(stopping.clone()));
+        }
         crate::connectors::start(
             gateway.clone(),
             functions,
@@ -226,6 +239,7 @@ impl App {
             gateway,
             queue: async_queue,
             server: config.server,
+            tls,
             stopping: stop_on_drop,
         })
     }
@@ -251,6 +265,7 @@ impl App {
             gateway,
             queue,
             server,
+            tls,
             stopping,
         } = self;
         let token = stopping.disarm();
@@ -263,7 +278,8 @@ impl App {
             stop.cancel();
         };
         let shutdown_timeout = server.shutdown_timeout;
-        let served = server::serve(listener, gateway, server, shutdown).await;
+        let acceptor = tls.as_ref().map(Tls::acceptor);
+        let served = server::serve(listener, gateway, server, acceptor, shutdown).await;
         queue.drain(shutdown_timeout).await;
         // Also when serving failed before the shutdown came.
         token.cancel();
@@ -274,6 +290,19 @@ impl App {
 /// Builds the [`App`], binds `config.listen`, prints the address, and serves until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let listen = config.listen;
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if config.auth.is_some() && config.server.tls.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            "basic auth over plain HTTP on a non-loopback address: passwords cross the network in the \
+             clear; serve HTTPS (--tls-cert, --tls-key) or put a TLS proxy in front, and pass \
+             --require-tls to refuse to start without it"
+        );
+    }
     let app = App::build(config).await?;
     // Before the address is announced: see `shutdown_signal`.
     let signal = server::shutdown_signal().context("installing the SIGINT/SIGTERM handlers")?;
@@ -283,7 +312,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let address = listener.local_addr().context("reading the bound address")?;
     // One line on stdout that scripts and tests wait for.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "wasmgate listening on http://{address}")?;
+    writeln!(stdout, "wasmgate listening on {scheme}://{address}")?;
     stdout.flush()?;
     drop(stdout);
     app.serve(listener, signal).await

@@ -106,7 +106,11 @@ impl Gateway {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut first = String::new();
         stdout.read_line(&mut first).expect("read stdout");
-        let Some(addr) = first.trim().strip_prefix("wasmgate listening on http://") else {
+        let announced = first.trim().strip_prefix("wasmgate listening on ");
+        let Some(addr) = announced.and_then(|a| {
+            a.strip_prefix("http://")
+                .or_else(|| a.strip_prefix("https://"))
+        }) else {
             let _ = child.wait();
             // Give the reader thread a moment to collect the last lines of stderr.
             let text = wait_for_eof(&logs);
