@@ -112,11 +112,8 @@ fn reply(
     body: Vec<u8>,
     trailers: Vec<(String, Vec<u8>)>,
 ) -> Result<Response, ErrorCode> {
-    let headers = Fields::from_list(&[(
-        "content-type".to_string(),
-        b"application/grpc".to_vec(),
-    )])
-    .map_err(internal)?;
+    let headers = Fields::from_list(&[("content-type".to_string(), b"application/grpc".to_vec())])
+        .map_err(internal)?;
     let trailers = Fields::from_list(&trailers).map_err(internal)?;
     let (mut out, out_rx) = wit_stream::new();
     let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));

@@ -74,7 +74,9 @@ impl Guest for Pieces {
         let body = response.body().expect("body is taken once");
         ResponseOutparam::set(out, Ok(response));
         let stream = body.write().expect("stream is taken once");
-        stream.blocking_write_and_flush(b"ok").expect("write the answer");
+        stream
+            .blocking_write_and_flush(b"ok")
+            .expect("write the answer");
         drop(stream);
         OutgoingBody::finish(body, None).expect("finish the body");
     }
