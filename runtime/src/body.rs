@@ -11,6 +11,7 @@ use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::limits::InflightPermit;
+use crate::trace::SpanGuard;
 
 /// The rest of a guest's run after it answered: writing its body and returning from `handle`.
 /// Its outcome only matters before it answers: a failure after that is logged where it happens.
@@ -32,6 +33,9 @@ pub struct ResponseBody {
     failed: Option<String>,
     /// Keeps the request counted in flight while its body streams, when no guest run holds it.
     permit: Option<InflightPermit>,
+    /// A traced request's `handle` span: ended with the last byte (failed, if the body fails), or
+    /// when the reader drops the body.
+    span: Option<SpanGuard>,
 }
 
 /// The body as the guest's world of `wasi:http` produces it. An enum rather than a box, so a 0.2
@@ -103,7 +107,14 @@ impl ResponseBody {
                 timer: None,
             }),
             permit: None,
+            span: None,
         }
+    }
+
+    /// The same body, ending `span` when it ends.
+    pub(crate) fn traced(mut self, span: SpanGuard) -> Self {
+        self.span = Some(span);
+        self
     }
 
     /// A body written by a guest that another task drives (a shared instance): cut at `deadline`,
@@ -124,6 +135,7 @@ impl ResponseBody {
                 timer: None,
             }),
             permit: Some(permit),
+            span: None,
         }
     }
 }
@@ -141,6 +153,37 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = self.as_mut().poll_guest_frame(cx);
+        if self.span.is_some() {
+            match &frame {
+                Poll::Ready(None) => self.span = None,
+                Poll::Ready(Some(Err(error))) => {
+                    if let Some(span) = self.span.take() {
+                        span.0.fail(error.0.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl ResponseBody {
+    /// The next frame: the guest driven first, its deadline enforced, a failure after it answered
+    /// turned into the body's error.
+    fn poll_guest_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         // Let the guest write first, so that what it writes in this step is read in this step.
         if let Some(running) = this.guest.as_mut() {
@@ -199,13 +242,5 @@ impl Body for ResponseBody {
             });
         }
         frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

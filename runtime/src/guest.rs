@@ -33,6 +33,7 @@ use crate::invoke::{Budget, RequestState, incoming_body_error, yield_while_alive
 use crate::limits::InflightPermit;
 use crate::observe::{InstanceGuard, Observer};
 use crate::shared::{Pool, Settings};
+use crate::trace::SpanGuard;
 
 /// What keeps a request counted while its guest runs: its pool slot and its in-flight permit.
 type Guards = (InstanceGuard, InflightPermit);
@@ -56,6 +57,7 @@ where
         outbound,
         keyvalue,
         calls,
+        trace,
     } = budget;
     let deadline = Instant::now() + timeout;
     if function.shares_instances()
@@ -101,13 +103,22 @@ where
     let instance = InstanceGuard::acquire(observer.clone());
     // A function that opted into reuse may have an instance left by an earlier request.
     let (mut store, warm) = match function.take_warm() {
-        Some(warm) => (warm.store, Some((warm.instance, warm.served))),
+        Some(mut warm) => {
+            // A kept store last served another request: its calls and lines belong to this one now.
+            warm.store.data_mut().set_trace(trace);
+            (warm.store, Some((warm.instance, warm.served)))
+        }
         None => {
             let alive = calls.runtime.clone();
-            let mut store = Store::new(
-                engine,
-                RequestState::new(&function.guest, memory_bytes, &outbound, &keyvalue, calls)?,
-            );
+            let state = RequestState::new(
+                &function.guest,
+                memory_bytes,
+                &outbound,
+                &keyvalue,
+                calls,
+                trace,
+            )?;
+            let mut store = Store::new(engine, state);
             store.limiter(|state| &mut state.limiter);
             // Yield to other requests on every epoch tick. This is also what lets the time limit
             // reach a guest that never calls the host: its future returns at each tick.
@@ -355,6 +366,28 @@ async fn instantiate(
     store: &mut Store<RequestState>,
 ) -> wasmtime::Result<Instance> {
     let started = Instant::now();
+    let span = store.data().trace().map(|trace| {
+        SpanGuard(trace.child(
+            "instantiate",
+            opentelemetry::trace::SpanKind::Internal,
+            Vec::new(),
+        ))
+    });
+    let instance = instantiate_in_pool(function, store).await;
+    if let (Some(span), Err(error)) = (&span, &instance) {
+        span.0.fail(format!("{error:#}"));
+    }
+    let instance = instance?;
+    drop(span);
+    observer.instantiated(started.elapsed().as_secs_f64());
+    Ok(instance)
+}
+
+/// A new instance of `function` in `store`, making room in a pool full of idle kept instances.
+async fn instantiate_in_pool(
+    function: &Function,
+    store: &mut Store<RequestState>,
+) -> wasmtime::Result<Instance> {
     let instance = match function.pre.instantiate(store).await {
         // A pool full of instances kept idle for reuse lets one of them go for a new request
         // rather than refuse it; a pool full of busy instances still refuses.
@@ -368,7 +401,6 @@ async fn instantiate(
         }
         other => other?,
     };
-    observer.instantiated(started.elapsed().as_secs_f64());
     Ok(instance)
 }
 

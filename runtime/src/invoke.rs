@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use tracing::Instrument;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
@@ -19,6 +20,9 @@ use crate::logs::{FunctionLogs, GuestOutputFactory, LogStream};
 use crate::outbound::{HostPattern, Outbound, OutboundClient};
 use crate::services::{KeyValueStore, Services, ServicesCtx};
 use crate::spec::FunctionSpec;
+use crate::trace::{SpanGuard, Trace, status_code};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// What the state of every request of one function version is made from, built once when the
 /// function is loaded.
@@ -100,10 +104,12 @@ impl RequestState {
         client: &OutboundClient,
         keyvalue: &Arc<dyn KeyValueStore>,
         calls: Calls,
+        trace: Option<Trace>,
     ) -> Result<Self, Error> {
         let logs = &function.logs;
-        let stdout = GuestOutputFactory::new(logs.clone(), LogStream::Stdout);
-        let stderr = GuestOutputFactory::new(logs.clone(), LogStream::Stderr);
+        let trace_id: Option<Arc<str>> = trace.as_ref().map(|t| t.trace_id().into());
+        let stdout = GuestOutputFactory::new(logs.clone(), LogStream::Stdout, trace_id.clone());
+        let stderr = GuestOutputFactory::new(logs.clone(), LogStream::Stderr, trace_id.clone());
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -121,6 +127,7 @@ impl RequestState {
                 caller: function.name.clone(),
                 namespace: function.namespace.clone(),
                 calls,
+                trace,
             },
             limiter: MemoryLimiter {
                 limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
@@ -132,9 +139,26 @@ impl RequestState {
                 buckets: function.keyvalue_buckets.clone(),
                 config: function.config.clone(),
                 logs: logs.clone(),
+                trace_id,
             },
             output: [stdout, stderr],
         })
+    }
+
+    /// The traced request's `handle` span, if it is traced.
+    pub(crate) fn trace(&self) -> Option<&Trace> {
+        self.hooks.trace.as_ref()
+    }
+
+    /// Makes a kept state serve a new request: its calls, its outbound requests and its log lines
+    /// belong to `trace` (or to no trace) from now on.
+    pub(crate) fn set_trace(&mut self, trace: Option<Trace>) {
+        let trace_id: Option<Arc<str>> = trace.as_ref().map(|t| t.trace_id().into());
+        for output in &self.output {
+            output.set_trace_id(trace_id.clone());
+        }
+        self.services.trace_id = trace_id;
+        self.hooks.trace = trace;
     }
 
     /// Ends the lines the guest left unfinished on stdout and stderr: its request is over (an
@@ -173,6 +197,8 @@ struct GuestHooks {
     caller: Arc<str>,
     namespace: Arc<str>,
     calls: Calls,
+    /// The request's `handle` span: its calls and outbound requests are children of it.
+    trace: Option<Trace>,
 }
 
 impl GuestHooks {
@@ -242,62 +268,149 @@ impl WasiHttpHooks for GuestHooks {
                 )>,
             > + Send,
     > {
+        let mut request = request;
         if let Some((runtime, callee)) = self.function_target(request.uri()) {
             let caller = self.caller.clone();
             let depth = self.calls.depth + 1;
             let left = self.calls.left.clone();
-            return Box::new(async move {
-                let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
-                    Box::new(async { Ok(()) });
-                if depth > MAX_CALL_DEPTH {
-                    let text = format!(
-                        "{caller} cannot call {callee}: calls are nested {MAX_CALL_DEPTH} deep \
-                         already (a loop of functions calling each other?)"
-                    );
-                    tracing::warn!("{text}");
-                    return Ok((call_answer(508, text), done));
-                }
-                if left
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_err()
-                {
-                    let text = format!(
-                        "{caller} cannot call {callee}: this request already made \
-                         {MAX_CALLS_PER_REQUEST} calls to functions"
-                    );
-                    tracing::warn!("{text}");
-                    return Ok((call_answer(508, text), done));
-                }
-                let observer = runtime.observer().clone();
-                observer.call_started(&caller, &callee);
-                let started = Instant::now();
-                let answer = match runtime.invoke_at_depth(&callee, request, depth, left).await {
-                    Ok(response) => response.map(|body| {
-                        body.map_err(|e| {
-                            wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
-                        })
-                        .boxed_unsync()
-                    }),
-                    Err(error) => call_answer(call_status(&error), error.to_string()),
-                };
-                observer.call_finished(
-                    &caller,
-                    &callee,
-                    answer.status().as_u16(),
-                    started.elapsed().as_secs_f64(),
+            // The call's span; the callee's spans are its children (through the request).
+            let span = self.trace.as_ref().map(|trace| {
+                let span = trace.child(
+                    format!("call {callee}"),
+                    SpanKind::Client,
+                    vec![
+                        KeyValue::new("faas.invoked_name", callee.clone()),
+                        KeyValue::new("http.request.method", request.method().to_string()),
+                    ],
                 );
-                Ok((answer, done))
+                span.set_headers(request.headers_mut());
+                request.extensions_mut().insert(span.clone());
+                SpanGuard(span)
             });
+            return Box::new(
+                async move {
+                    let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                        Box::new(async { Ok(()) });
+                    if depth > MAX_CALL_DEPTH {
+                        let text = format!(
+                            "{caller} cannot call {callee}: calls are nested {MAX_CALL_DEPTH} deep \
+                         already (a loop of functions calling each other?)"
+                        );
+                        tracing::warn!("{text}");
+                        if let Some(span) = &span {
+                            span.0.fail(text.clone());
+                        }
+                        return Ok((call_answer(508, text), done));
+                    }
+                    if left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_err()
+                    {
+                        let text = format!(
+                            "{caller} cannot call {callee}: this request already made \
+                         {MAX_CALLS_PER_REQUEST} calls to functions"
+                        );
+                        tracing::warn!("{text}");
+                        if let Some(span) = &span {
+                            span.0.fail(text.clone());
+                        }
+                        return Ok((call_answer(508, text), done));
+                    }
+                    let observer = runtime.observer().clone();
+                    observer.call_started(&caller, &callee);
+                    let started = Instant::now();
+                    let answer = match runtime.invoke_at_depth(&callee, request, depth, left).await
+                    {
+                        Ok(response) => response.map(|body| {
+                            body.map_err(|e| {
+                                wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+                            })
+                            .boxed_unsync()
+                        }),
+                        Err(error) => {
+                            if let Some(span) = &span {
+                                span.0.fail(error.to_string());
+                            }
+                            call_answer(call_status(&error), error.to_string())
+                        }
+                    };
+                    if let Some(span) = &span {
+                        span.0.set_attribute(status_code(answer.status()));
+                    }
+                    observer.call_finished(
+                        &caller,
+                        &callee,
+                        answer.status().as_u16(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    Ok((answer, done))
+                }
+                // wasi:http may drive the call from a task of its own: the callee's log lines stay in
+                // the request's log span.
+                .in_current_span(),
+            );
         }
+        let span = self.trace.as_ref().map(|trace| {
+            let span = trace.child(
+                request.method().to_string(),
+                SpanKind::Client,
+                outbound_attributes(&request),
+            );
+            span.set_headers(request.headers_mut());
+            SpanGuard(span)
+        });
         let send = self.outbound.send(request, options);
-        Box::new(async move {
-            let response = send.await?;
-            // Errors while sending the request body surface through the response future itself.
-            let sent: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
-                Box::new(async { Ok(()) });
-            Ok((response, sent))
-        })
+        Box::new(
+            async move {
+                let response = send.await;
+                if let Some(span) = &span {
+                    match &response {
+                        Ok(response) => {
+                            span.0.set_attribute(status_code(response.status()));
+                            if response.status().is_server_error() {
+                                span.0.fail(format!("status {}", response.status()));
+                            }
+                        }
+                        Err(error) => span.0.fail(error.to_string()),
+                    }
+                }
+                let response = response?;
+                // Errors while sending the request body surface through the response future itself.
+                let sent: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                    Box::new(async { Ok(()) });
+                Ok((response, sent))
+            }
+            .in_current_span(),
+        )
     }
+}
+
+/// The attributes of an outbound request's span: method, server, and the URL without its query
+/// (which may hold secrets).
+fn outbound_attributes<B>(request: &http::Request<B>) -> Vec<KeyValue> {
+    let uri = request.uri();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri.host().unwrap_or_default();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    vec![
+        KeyValue::new("http.request.method", request.method().to_string()),
+        KeyValue::new("server.address", host.to_string()),
+        KeyValue::new("server.port", i64::from(port)),
+        KeyValue::new(
+            "url.full",
+            format!(
+                "{scheme}://{}{}",
+                uri.authority()
+                    .map_or("", |a| a.as_str())
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or_default(),
+                uri.path()
+            ),
+        ),
+    ]
 }
 
 /// Maps a request body's error into the one `wasi:http` understands.
@@ -322,6 +435,8 @@ pub(crate) struct Budget {
     pub(crate) keyvalue: Arc<dyn KeyValueStore>,
     /// Where it stands in a chain of functions calling functions.
     pub(crate) calls: Calls,
+    /// Its `handle` span, when the host traces it.
+    pub(crate) trace: Option<Trace>,
 }
 
 /// How deep a chain of functions calling functions may go (`http://NAME.NAMESPACE/...`); the call

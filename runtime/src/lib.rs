@@ -47,6 +47,7 @@ mod pagemap;
 pub mod services;
 mod shared;
 mod spec;
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +77,9 @@ pub use crate::outbound::{
 };
 pub use crate::shared::SHARED_IDLE_TIMEOUT;
 pub use crate::spec::{FunctionSpec, GuestDir, Limits, World};
+pub use crate::trace::{TRACEPARENT, TRACESTATE, Trace};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// Marks a response (in its `http` extensions) whose request found its function not loaded and
 /// waited for it to load first: a cold start.
@@ -253,6 +257,7 @@ impl Runtime {
             source,
             Arc::new(FunctionSpec::default()),
             logs,
+            None,
         )
         .await
         .map(|function| function.pre.world())
@@ -294,7 +299,14 @@ impl Runtime {
         let spec = Arc::new(spec);
         let logs = self.logs_for(name);
         let function = self
-            .compile(name, Some(wasm), source.clone(), spec.clone(), logs.clone())
+            .compile(
+                name,
+                Some(wasm),
+                source.clone(),
+                spec.clone(),
+                logs.clone(),
+                None,
+            )
             .await?;
         let entry = self.entry(name, source, spec, logs);
         let world = function.pre.world();
@@ -337,7 +349,7 @@ impl Runtime {
     /// Loads the function `name` if it is not loaded. Not counted as a cold start.
     pub async fn warm(&self, name: &str) -> Result<(), Error> {
         let entry = self.get(name)?;
-        self.load_entry(&entry, false).await.map(drop)
+        self.load_entry(&entry, false, None).await.map(drop)
     }
 
     /// Makes sure the compiled code of `name` is in the disk cache, compiling it if not, without
@@ -357,6 +369,7 @@ impl Runtime {
             entry.source.clone(),
             entry.spec.clone(),
             logs,
+            None,
         )
         .await?;
         Ok(true)
@@ -456,6 +469,7 @@ impl Runtime {
     /// The request's URI should carry the path and query the guest is to see, and an authority (or a
     /// `Host` header). The response is returned as soon as the guest sets it; its body streams. When
     /// the function had to be loaded for this request, the response's extensions hold [`ColdStart`].
+    /// A request whose extensions hold a [`Trace`] is traced (see its module).
     pub async fn invoke<B>(
         &self,
         name: &str,
@@ -500,13 +514,41 @@ impl Runtime {
     {
         let entry = self.get(name)?;
         entry.last_used.store(self.now_millis(), Ordering::Relaxed);
+        let mut request = request;
+        let trace = request.extensions_mut().remove::<Trace>();
         let (function, cold) = match self.inner.loaded.get(&entry.id) {
             Some(function) => {
                 self.inner.observer.warm_start(&entry.name);
                 (function, false)
             }
-            None => (self.load_entry(&entry, true).await?, true),
+            None => {
+                let load = trace.as_ref().map(|trace| {
+                    trace::SpanGuard(trace.child(
+                        format!("load {}", entry.name),
+                        SpanKind::Internal,
+                        vec![KeyValue::new("faas.name", entry.name.to_string())],
+                    ))
+                });
+                let loaded = self.load_entry(&entry, true, load.as_ref()).await;
+                if let (Some(span), Err(error)) = (&load, &loaded) {
+                    span.0.fail(error.to_string());
+                }
+                (loaded?, true)
+            }
         };
+        // The guest's handling, from here to its last body byte; the guest sees it as its parent.
+        let handle = trace.map(|trace| {
+            let handle = trace.child(
+                format!("handle {}", entry.name),
+                SpanKind::Internal,
+                vec![
+                    KeyValue::new("faas.name", entry.name.to_string()),
+                    KeyValue::new("faas.coldstart", cold),
+                ],
+            );
+            handle.set_headers(request.headers_mut());
+            trace::SpanGuard(handle)
+        });
         let config = &self.inner.config;
         let limits = entry.spec.limits;
         let permit = InflightPermit::try_acquire(
@@ -525,7 +567,16 @@ impl Runtime {
                 scope,
                 limit,
             }
-        })?;
+        });
+        let permit = match permit {
+            Ok(permit) => permit,
+            Err(error) => {
+                if let Some(handle) = &handle {
+                    handle.0.fail(error.to_string());
+                }
+                return Err(error);
+            }
+        };
         let budget = invoke::Budget {
             memory_bytes: limits
                 .memory_bytes
@@ -543,15 +594,32 @@ impl Runtime {
                 depth,
                 left: calls_left,
             },
+            trace: handle.as_ref().map(|handle| handle.0.clone()),
         };
-        let mut response = guest::invoke(
+        let outcome = guest::invoke(
             &self.inner.engine,
             &self.inner.observer,
             function,
             budget,
             request,
         )
-        .await?;
+        .await;
+        let mut response = match (outcome, handle) {
+            (Ok(response), None) => response,
+            (Ok(response), Some(handle)) => {
+                handle
+                    .0
+                    .set_attribute(trace::status_code(response.status()));
+                // Ended with the body's last byte (or its failure).
+                response.map(|body| body.traced(handle))
+            }
+            (Err(error), handle) => {
+                if let Some(handle) = handle {
+                    handle.0.fail(error.to_string());
+                }
+                return Err(error);
+            }
+        };
         if cold {
             response.extensions_mut().insert(ColdStart);
         }
@@ -561,9 +629,19 @@ impl Runtime {
     /// The entry's compiled function, loading it from its source (or the disk cache) if needed.
     /// Concurrent callers wait for one load; only a request that actually loads (`cold`) counts a cold
     /// start.
-    async fn load_entry(&self, entry: &Entry, cold: bool) -> Result<Arc<Function>, Error> {
+    /// `span`, when the request is traced, learns where the code came from.
+    async fn load_entry(
+        &self,
+        entry: &Entry,
+        cold: bool,
+        span: Option<&trace::SpanGuard>,
+    ) -> Result<Arc<Function>, Error> {
         let _loading = entry.loading.lock().await;
         if let Some(function) = self.inner.loaded.get(&entry.id) {
+            if let Some(span) = span {
+                span.0
+                    .set_attribute(KeyValue::new("wasmgate.load.source", "shared"));
+            }
             return Ok(function);
         }
         if cold {
@@ -576,6 +654,7 @@ impl Runtime {
                 entry.source.clone(),
                 entry.spec.clone(),
                 entry.logs.clone(),
+                span.map(|span| span.0.clone()),
             )
             .await?,
         );
@@ -592,7 +671,8 @@ impl Runtime {
     }
 
     /// Produces the function from the compiled-code cache when it has it, else by compiling (`wasm`
-    /// if given, else what `source` reads) and caching the result. Runs on a blocking thread.
+    /// if given, else what `source` reads) and caching the result. Runs on a blocking thread. A
+    /// traced load's `span` gets `wasmgate.load.source`.
     async fn compile(
         &self,
         name: &str,
@@ -600,6 +680,7 @@ impl Runtime {
         source: WasmSource,
         spec: Arc<FunctionSpec>,
         logs: Arc<FunctionLogs>,
+        span: Option<Trace>,
     ) -> Result<Function, Error> {
         let inner = self.inner.clone();
         let owned_name = name.to_string();
@@ -609,6 +690,14 @@ impl Runtime {
                 (Some(cache), Some(key)) => cache.load(engine, key),
                 _ => None,
             };
+            if let Some(span) = &span {
+                let from = if cached.is_some() {
+                    "disk_cache"
+                } else {
+                    "compile"
+                };
+                span.set_attribute(KeyValue::new("wasmgate.load.source", from));
+            }
             let component = match cached {
                 Some(component) => component,
                 None => {

@@ -94,6 +94,8 @@ pub struct LogLine {
     pub stream: LogStream,
     /// The text, with invalid UTF-8 replaced.
     pub text: String,
+    /// The trace of the request that wrote it, when that request was traced (32 hex digits).
+    pub trace_id: Option<Arc<str>>,
 }
 
 /// The recent output of one function and a channel to follow it.
@@ -129,7 +131,13 @@ impl FunctionLogs {
     /// A `wasi:logging` line: `LEVEL context: message` (or `LEVEL message` without a context), kept
     /// like output and sent to `tracing` at the matching level. A message with several lines becomes
     /// several log lines.
-    pub(crate) fn log(&self, level: Level, context: &str, message: &str) {
+    pub(crate) fn log(
+        &self,
+        level: Level,
+        context: &str,
+        message: &str,
+        trace_id: Option<&Arc<str>>,
+    ) {
         for text in message.lines() {
             let line = if context.is_empty() {
                 format!("{} {text}", level.as_str())
@@ -137,13 +145,22 @@ impl FunctionLogs {
                 format!("{} {context}: {text}", level.as_str())
             };
             let function = &self.function;
+            let trace_id = trace_id.map(|id| &**id);
             match level {
-                Level::Trace => tracing::trace!(target: "wasmgate::guest", "{function}: {line}"),
-                Level::Debug => tracing::debug!(target: "wasmgate::guest", "{function}: {line}"),
-                Level::Info => tracing::info!(target: "wasmgate::guest", "{function}: {line}"),
-                Level::Warn => tracing::warn!(target: "wasmgate::guest", "{function}: {line}"),
+                Level::Trace => {
+                    tracing::trace!(target: "wasmgate::guest", trace_id, "{function}: {line}");
+                }
+                Level::Debug => {
+                    tracing::debug!(target: "wasmgate::guest", trace_id, "{function}: {line}");
+                }
+                Level::Info => {
+                    tracing::info!(target: "wasmgate::guest", trace_id, "{function}: {line}");
+                }
+                Level::Warn => {
+                    tracing::warn!(target: "wasmgate::guest", trace_id, "{function}: {line}");
+                }
                 Level::Error | Level::Critical => {
-                    tracing::error!(target: "wasmgate::guest", "{function}: {line}");
+                    tracing::error!(target: "wasmgate::guest", trace_id, "{function}: {line}");
                 }
             }
             self.keep(LogLine {
@@ -151,21 +168,24 @@ impl FunctionLogs {
                 timestamp: SystemTime::now(),
                 stream: LogStream::Logging,
                 text: line,
+                trace_id: trace_id.map(Arc::from),
             });
         }
     }
 
-    fn push(&self, stream: LogStream, bytes: &[u8]) {
+    fn push(&self, stream: LogStream, bytes: &[u8], trace_id: Option<&Arc<str>>) {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         let line = LogLine {
             function: self.function.clone(),
             timestamp: SystemTime::now(),
             stream,
             text: String::from_utf8_lossy(bytes).into_owned(),
+            trace_id: trace_id.cloned(),
         };
         tracing::info!(
             target: "wasmgate::guest",
             stream = stream.as_str(),
+            trace_id = trace_id.map(|id| &**id),
             "{}: {}",
             self.function,
             line.text
@@ -204,14 +224,28 @@ pub(crate) struct GuestOutputFactory {
 }
 
 impl GuestOutputFactory {
-    pub(crate) fn new(logs: Arc<FunctionLogs>, stream: LogStream) -> Self {
+    /// `trace_id`: the trace of the request the lines belong to, if it is traced.
+    pub(crate) fn new(
+        logs: Arc<FunctionLogs>,
+        stream: LogStream,
+        trace_id: Option<Arc<str>>,
+    ) -> Self {
         GuestOutputFactory {
             line: Arc::new(PendingLine {
                 logs,
                 stream,
-                partial: Mutex::new(Vec::new()),
+                partial: Mutex::new(Partial {
+                    bytes: Vec::new(),
+                    trace_id,
+                }),
             }),
         }
+    }
+
+    /// The lines from now on belong to the request of `trace_id` (a kept instance serves a new
+    /// request).
+    pub(crate) fn set_trace_id(&self, trace_id: Option<Arc<str>>) {
+        self.line.lock().trace_id = trace_id;
     }
 
     /// Ends the line the guest left unfinished, if any: called when its request ends.
@@ -253,50 +287,62 @@ impl StdoutStream for GuestOutputFactory {
 struct PendingLine {
     logs: Arc<FunctionLogs>,
     stream: LogStream,
+    partial: Mutex<Partial>,
+}
+
+/// The unfinished line and the trace it belongs to.
+#[derive(Debug)]
+struct Partial {
     /// Never longer than [`MAX_LINE_BYTES`] between calls.
-    partial: Mutex<Vec<u8>>,
+    bytes: Vec<u8>,
+    trace_id: Option<Arc<str>>,
 }
 
 impl PendingLine {
     fn accept(&self, mut bytes: &[u8]) {
-        let mut partial = self.lock();
+        let mut guard = self.lock();
+        let Partial {
+            bytes: partial,
+            trace_id,
+        } = &mut *guard;
+        let trace_id = trace_id.as_ref();
         while let Some(end) = bytes.iter().position(|&b| b == b'\n') {
             let (line, rest) = bytes.split_at(end);
             if partial.is_empty() {
-                self.emit(line);
+                self.emit(line, trace_id);
             } else {
                 partial.extend_from_slice(line);
-                let whole = std::mem::take(&mut *partial);
-                self.emit(&whole);
+                let whole = std::mem::take(partial);
+                self.emit(&whole, trace_id);
             }
             bytes = &rest[1..];
         }
         partial.extend_from_slice(bytes);
         while partial.len() >= MAX_LINE_BYTES {
             let rest = partial.split_off(MAX_LINE_BYTES);
-            let full = std::mem::replace(&mut *partial, rest);
-            self.emit(&full);
+            let full = std::mem::replace(partial, rest);
+            self.emit(&full, trace_id);
         }
     }
 
     fn flush(&self) {
-        let mut partial = self.lock();
-        if !partial.is_empty() {
-            let unfinished = std::mem::take(&mut *partial);
-            self.emit(&unfinished);
+        let mut guard = self.lock();
+        if !guard.bytes.is_empty() {
+            let unfinished = std::mem::take(&mut guard.bytes);
+            self.emit(&unfinished, guard.trace_id.as_ref());
         }
     }
 
-    fn emit(&self, line: &[u8]) {
+    fn emit(&self, line: &[u8], trace_id: Option<&Arc<str>>) {
         for piece in line.chunks(MAX_LINE_BYTES) {
-            self.logs.push(self.stream, piece);
+            self.logs.push(self.stream, piece, trace_id);
         }
         if line.is_empty() {
-            self.logs.push(self.stream, line);
+            self.logs.push(self.stream, line, trace_id);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Partial> {
         // A panic while holding this lock leaves at worst a partial line; poisoning is ignored.
         self.partial
             .lock()
@@ -372,7 +418,7 @@ mod tests {
     #[test]
     fn splits_lines_across_writes() {
         let logs = Arc::new(FunctionLogs::new("f", 10));
-        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stdout);
+        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stdout, None);
         let mut out = factory.writer();
         out.accept(b"one\ntw");
         out.accept(b"o\r\nthree\n\nfour");
@@ -385,7 +431,7 @@ mod tests {
     #[test]
     fn a_line_written_through_several_streams_is_one_line() {
         let logs = Arc::new(FunctionLogs::new("f", 10));
-        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stdout);
+        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stdout, None);
         // What `print!("start "); print!("1"); print!("2"); println!()` can look like to the host:
         // a stream per write, each dropped before the next is opened.
         for piece in ["start ", "1", "2", "\n", "next"] {
@@ -401,7 +447,7 @@ mod tests {
     #[test]
     fn an_unfinished_line_is_kept_until_the_store_goes() {
         let logs = Arc::new(FunctionLogs::new("f", 10));
-        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stderr);
+        let factory = GuestOutputFactory::new(logs.clone(), LogStream::Stderr, None);
         let mut out = factory.writer();
         out.accept(b"half");
         drop(out);
@@ -413,7 +459,7 @@ mod tests {
     #[test]
     fn keeps_only_the_newest_lines() {
         let logs = Arc::new(FunctionLogs::new("f", 2));
-        let mut out = GuestOutputFactory::new(logs.clone(), LogStream::Stderr).writer();
+        let mut out = GuestOutputFactory::new(logs.clone(), LogStream::Stderr, None).writer();
         out.accept(b"a\nb\nc\n");
         assert_eq!(texts(&logs), ["b", "c"]);
         assert!(
@@ -426,7 +472,7 @@ mod tests {
     #[test]
     fn cuts_endless_lines() {
         let logs = Arc::new(FunctionLogs::new("f", 10));
-        let mut out = GuestOutputFactory::new(logs.clone(), LogStream::Stdout).writer();
+        let mut out = GuestOutputFactory::new(logs.clone(), LogStream::Stdout, None).writer();
         out.accept(&vec![b'x'; MAX_LINE_BYTES * 2 + 5]);
         let lens: Vec<usize> = logs.recent().iter().map(|l| l.text.len()).collect();
         assert_eq!(lens, [MAX_LINE_BYTES, MAX_LINE_BYTES]);
@@ -438,7 +484,7 @@ mod tests {
     fn followers_see_new_lines() {
         let logs = Arc::new(FunctionLogs::new("f", 10));
         let mut follower = logs.follow();
-        GuestOutputFactory::new(logs.clone(), LogStream::Stdout)
+        GuestOutputFactory::new(logs.clone(), LogStream::Stdout, None)
             .writer()
             .accept(b"hi\n");
         assert_eq!(

@@ -199,6 +199,8 @@ pub(crate) struct ServicesCtx {
     pub(crate) buckets: Arc<[String]>,
     pub(crate) config: Arc<[(String, String)]>,
     pub(crate) logs: Arc<FunctionLogs>,
+    /// The trace of the request these services serve, for its `wasi:logging` lines.
+    pub(crate) trace_id: Option<Arc<str>>,
 }
 
 /// The services' view of a request's store.
@@ -460,7 +462,9 @@ impl logging::Host for Services<'_> {
             }
             message.truncate(cut);
         }
-        self.ctx.logs.log(level, &context, &message);
+        self.ctx
+            .logs
+            .log(level, &context, &message, self.ctx.trace_id.as_ref());
         Ok(())
     }
 }

@@ -240,6 +240,8 @@ async fn serve(
         &settings.outbound,
         &settings.keyvalue,
         calls,
+        // Shared by many requests at once, its calls and lines belong to none of their traces.
+        None,
     )
     .map_err(|e| e.to_string())?;
     let mut store = Store::new(&settings.engine, state);
