@@ -15,6 +15,7 @@ pub mod commands;
 pub mod deploy;
 pub mod lang;
 pub mod logwriter;
+pub mod otel;
 pub mod paint;
 pub mod serve;
 pub mod stack;

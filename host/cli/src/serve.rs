@@ -262,6 +262,10 @@ pub struct ServeArgs {
     /// Largest component accepted by upload or deploy, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: usize,
+
+    /// Tracing: OTLP export, sampling, the export queue's bound.
+    #[command(flatten)]
+    pub traces: crate::otel::TraceArgs,
 }
 
 /// `--allocator` values.
@@ -386,6 +390,7 @@ impl ServeArgs {
         if self.max_inflight == Some(0) {
             bail!("--max-inflight must be at least 1");
         }
+        let traces = self.traces.into_config()?;
         let state_dir = match self.state_dir {
             Some(dir) => dir,
             None => default_state_dir()?,
@@ -451,6 +456,7 @@ impl ServeArgs {
                 keep_finished: self.async_keep_finished,
                 ..QueueConfig::default()
             },
+            traces,
         })
     }
 }

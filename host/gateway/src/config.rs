@@ -9,6 +9,7 @@ use wasmgate_runtime::RuntimeConfig;
 use crate::http::auth::Credentials;
 use crate::http::limits::HttpLimits;
 use crate::http::server::ServerConfig;
+use crate::observe::traces::TraceConfig;
 use crate::queue::QueueConfig;
 
 /// Everything `serve` needs, validated.
@@ -44,4 +45,6 @@ pub struct ServeConfig {
     pub secrets_key_file: Option<std::path::PathBuf>,
     /// This node's name in the cluster.
     pub node_name: String,
+    /// Where spans go, when tracing is on (see `observe/traces.rs`).
+    pub traces: Option<TraceConfig>,
 }

@@ -39,6 +39,7 @@ use crate::http::server::{self, ServerConfig};
 use crate::http::tls::Tls;
 use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
+use crate::observe::traces::Traces;
 use crate::queue::AsyncQueue;
 use crate::storage::keyvalue;
 
@@ -57,6 +58,9 @@ pub struct App {
     server: ServerConfig,
     /// The certificate served when `server.tls` names one; its watcher runs until `stopping`.
     tls: Option<Tls>,
+    /// Tracing, when on: its export task runs until [`App::serve`] has drained everything (so the
+    /// last requests' spans go out too), or until the `App` is dropped.
+    traces: Option<Traces>,
     /// The one shutdown signal of the gateway's background tasks: log followers end, the idle
     /// sweeper, the connectors and the cluster's watches and heartbeat stop. [`App::serve`] cancels it when its
     /// shutdown comes; dropping the `App` cancels it too (through this guard).
@@ -86,6 +90,10 @@ impl App {
         // Held from here: if the build fails half-way, what it started (the cluster's watches and
         // heartbeat, the sweeper) stops with it.
         let stop_on_drop = stopping.clone().drop_guard();
+        let traces = match &config.traces {
+            Some(traces) => Some(Traces::start(traces).context("starting tracing")?),
+            None => None,
+        };
         let readiness = Readiness::new();
         let metrics = Arc::new(Metrics::new());
         // Compiled code is kept beside the state unless the configuration names a folder, so a
@@ -215,14 +223,19 @@ impl App {
             }
         }
         // Its own signal, so `AsyncQueue::stop` stops only the queue; the gateway's stops it too.
-        let async_queue =
-            crate::queue::AsyncQueue::open(store, queue_config, stopping.child_token())
-                .await
-                .context("opening the async queue")?;
+        let async_queue = crate::queue::AsyncQueue::open(
+            store,
+            queue_config,
+            stopping.child_token(),
+            traces.clone(),
+        )
+        .await
+        .context("opening the async queue")?;
         let gateway = Gateway::new(api, metrics.clone(), config.auth.clone())
             .with_http_limits(config.http_limits)
             .with_queue(async_queue.clone())
-            .with_readiness(readiness);
+            .with_readiness(readiness)
+            .with_traces(traces.clone());
         async_queue.start(Arc::new(gateway.clone()));
         if let Some(tls) = &tls {
             // Stops with the gateway's other background tasks; the handle is not needed.
@@ -240,6 +253,7 @@ impl App {
             queue: async_queue,
             server: config.server,
             tls,
+            traces,
             stopping: stop_on_drop,
         })
     }
@@ -266,6 +280,7 @@ impl App {
             queue,
             server,
             tls,
+            traces,
             stopping,
         } = self;
         let token = stopping.disarm();
@@ -283,6 +298,9 @@ impl App {
         queue.drain(shutdown_timeout).await;
         // Also when serving failed before the shutdown came.
         token.cancel();
+        if let Some(traces) = traces {
+            traces.shutdown().await;
+        }
         served
     }
 }

@@ -264,6 +264,9 @@ pub struct LogMessage<'a> {
     pub timestamp: String,
     /// The line.
     pub text: &'a str,
+    /// The trace of the request that wrote it, when it was traced (a wasmgate addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
 }
 
 /// What wasmgate persists for a function: the deployment as received plus what it resolved.

@@ -163,6 +163,7 @@ impl Cron {
             let request = invocation(
                 &self.function,
                 &self.spec,
+                crate::observe::traces::Trigger::Timer,
                 CRON_CONNECTOR,
                 CRON_TOPIC,
                 Bytes::new(),

@@ -38,6 +38,7 @@ use crate::control::Functions;
 use crate::http::body::GatewayBody;
 use crate::http::gateway::Gateway;
 use crate::observe::metrics::Metrics;
+use crate::observe::traces::Trigger;
 
 /// Connector invocations of one function running at once, cron and topics together.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -162,10 +163,12 @@ pub fn start(
 }
 
 /// The request a connector makes for `function`: `POST`, `X-Connector` and `X-Topic`, to the async
-/// route when the function asked for it; `body` as the message brought it.
+/// route when the function asked for it; `body` as the message brought it. `trigger` says what
+/// started it, for its trace (`faas.trigger`).
 fn invocation(
     function: &FunctionRef,
     spec: &TriggerSpec,
+    trigger: Trigger,
     connector: &str,
     topic: &str,
     body: Bytes,
@@ -177,6 +180,7 @@ fn invocation(
         "function"
     };
     let mut request = Request::post(format!("/{route}/{}", function.key()))
+        .extension(trigger)
         .header(http::header::HOST, "wasmgate")
         .header(X_CONNECTOR, connector)
         .header(X_TOPIC, topic);

@@ -119,9 +119,16 @@ impl Topic {
         if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get("Content-Type")) {
             extra.push(("content-type", content_type.as_str().to_string()));
         }
+        // A publisher's trace context is continued (as a client's would be).
+        for name in [wasmgate_runtime::TRACEPARENT, wasmgate_runtime::TRACESTATE] {
+            if let Some(value) = message.headers.as_ref().and_then(|h| h.get(name)) {
+                extra.push((name, value.as_str().to_string()));
+            }
+        }
         let request = invocation(
             &self.function,
             &self.spec,
+            crate::observe::traces::Trigger::PubSub,
             NATS_CONNECTOR,
             message.subject.as_str(),
             message.payload.clone(),

@@ -324,6 +324,7 @@ impl Api {
                 instance: INSTANCE,
                 timestamp: wasmgate_openfaas::time::format_rfc3339(line.timestamp, true),
                 text: &line.text,
+                trace_id: line.trace_id.as_deref(),
             };
             let mut json = serde_json::to_vec(&message).unwrap_or_default();
             json.push(b'\n');

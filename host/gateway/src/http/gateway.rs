@@ -21,7 +21,10 @@ use crate::http::body::{BoxError, GatewayBody, text};
 use crate::http::limits::{BodyLimit, HttpLimits, LimitedBody, Tripped};
 use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
+use crate::observe::traces::{self, TRACERESPONSE, Traces, Trigger};
 use crate::queue::{AsyncQueue, Call, CancelOutcome, EnqueueError, Invoker, NewCall};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use wasmgate_openfaas::headers::{
     X_CALL_ID, X_CALLBACK_URL, X_DURATION_SECONDS, X_FORWARDED_FOR, X_FORWARDED_HOST,
     X_OPENFAAS_INTERNAL, X_START_TIME, call_id, strip_hop_by_hop,
@@ -55,6 +58,8 @@ pub struct Gateway {
     http_limits: HttpLimits,
     queue: Option<AsyncQueue>,
     readiness: Arc<Readiness>,
+    /// When tracing is on; `None` makes no span and adds no header.
+    traces: Option<Traces>,
 }
 
 impl Gateway {
@@ -68,7 +73,14 @@ impl Gateway {
             http_limits: HttpLimits::default(),
             queue: None,
             readiness: Readiness::new(),
+            traces: None,
         }
+    }
+
+    /// Traces requests with `traces` (nothing is traced with `None`).
+    pub fn with_traces(mut self, traces: Option<Traces>) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// Answers `/readyz` from `readiness` (by default: ready).
@@ -127,6 +139,9 @@ impl Gateway {
             let mut rendered = self.metrics.render();
             if let Some(queue) = &self.queue {
                 queue.render_metrics(&mut rendered);
+            }
+            if let Some(traces) = &self.traces {
+                traces.render_metrics(&mut rendered);
             }
             *response.body_mut() = Full::new(Bytes::from(rendered))
                 .map_err(|never| match never {})
@@ -284,6 +299,31 @@ impl Gateway {
             .cloned()
             .unwrap_or_else(|| HeaderValue::from(unix_nanos()));
         prepare_request_headers(&mut parts.headers, &call_id, &start_time, peer);
+        // The call's trace context is the enqueue span: stored with the call, continued by each
+        // attempt and by the callback.
+        let span = self.traces.as_ref().map(|traces| {
+            let parent = traces.extract(&parts.headers);
+            let span = traces.span(
+                parent,
+                format!("enqueue {}", function.key()),
+                SpanKind::Producer,
+                vec![
+                    KeyValue::new("faas.name", function.key()),
+                    KeyValue::new(
+                        "faas.invocation_id",
+                        call_id.to_str().unwrap_or_default().to_string(),
+                    ),
+                    KeyValue::new(
+                        "faas.trigger",
+                        trigger_name(parts.extensions.get::<Trigger>()),
+                    ),
+                    KeyValue::new("http.request.method", parts.method.to_string()),
+                    KeyValue::new("http.route", "/async-function/{name}"),
+                ],
+            );
+            span.set_headers(&mut parts.headers);
+            span
+        });
         let call = NewCall {
             id: call_id.to_str().unwrap_or_default().to_string(),
             function: function.key(),
@@ -307,7 +347,26 @@ impl Gateway {
             )
             .unwrap_or(u64::MAX),
         };
-        match queue.enqueue(call).await {
+        let (mut response, refused) = self.enqueue(queue, call, call_id, start_time).await;
+        if let Some(span) = span {
+            traces::end_with_status(&span, response.status(), refused.as_deref());
+            response
+                .headers_mut()
+                .insert(TRACERESPONSE, span.traceparent());
+            span.end();
+        }
+        response
+    }
+
+    /// Hands `call` to the queue: the 202, or the refusal and its reason.
+    async fn enqueue(
+        &self,
+        queue: &AsyncQueue,
+        call: NewCall,
+        call_id: HeaderValue,
+        start_time: HeaderValue,
+    ) -> (Response<GatewayBody>, Option<String>) {
+        let error = match queue.enqueue(call).await {
             Ok(_) => {
                 // An empty body, as OpenFaaS answers.
                 let mut response = Response::new(
@@ -319,9 +378,13 @@ impl Gateway {
                 let headers = response.headers_mut();
                 headers.insert(X_CALL_ID, call_id);
                 headers.insert(X_START_TIME, start_time);
-                response
+                return (response, None);
             }
-            Err(error @ EnqueueError::Full(_)) => {
+            Err(error) => error,
+        };
+        let reason = error.to_string();
+        let response = match error {
+            error @ EnqueueError::Full(_) => {
                 let mut response =
                     internal_error(StatusCode::TOO_MANY_REQUESTS, &error.to_string());
                 response
@@ -329,14 +392,15 @@ impl Gateway {
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 response
             }
-            Err(error @ EnqueueError::Stopping) => {
+            error @ EnqueueError::Stopping => {
                 internal_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string())
             }
-            Err(error @ EnqueueError::Store(_)) => {
+            error @ EnqueueError::Store(_) => {
                 tracing::error!(%error, "an async call was refused");
                 internal_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
             }
-        }
+        };
+        (response, Some(reason))
     }
 
     async fn async_cancel(&self, queue: &AsyncQueue, id: &str) -> Response<GatewayBody> {
@@ -426,7 +490,43 @@ impl Gateway {
             method = %parts.method,
             path = %suffix,
             status = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        let trigger = parts.extensions.remove::<Trigger>();
+        let trace = self.traces.as_ref().map(|traces| {
+            let parent = traces.extract(&parts.headers);
+            let (name, kind) = match trigger {
+                Some(Trigger::Async { .. }) => (format!("run {key}"), SpanKind::Consumer),
+                // Span names stay few: a name nobody deployed is not one of them.
+                _ if !known => (
+                    format!("{} /function/{{name}}", parts.method),
+                    SpanKind::Server,
+                ),
+                _ => (
+                    format!("{} /function/{key}", parts.method),
+                    SpanKind::Server,
+                ),
+            };
+            let mut attributes = vec![
+                KeyValue::new("faas.name", key.clone()),
+                KeyValue::new(
+                    "faas.invocation_id",
+                    call_id.to_str().unwrap_or_default().to_string(),
+                ),
+                KeyValue::new("faas.trigger", trigger_name(trigger.as_ref())),
+                KeyValue::new("http.request.method", parts.method.to_string()),
+                KeyValue::new("http.route", "/function/{name}"),
+                KeyValue::new("url.path", parts.uri.path().to_string()),
+            ];
+            if let Some(Trigger::Async { attempt }) = trigger {
+                attributes.push(KeyValue::new("wasmgate.async.attempt", i64::from(attempt)));
+            }
+            let trace = traces.span(parent, name, kind, attributes);
+            span.record("trace_id", trace.trace_id());
+            trace
+        });
+        // Why the function's answer is an error, for the span's status.
+        let mut failure: Option<String> = None;
 
         let response = async {
             if !ALLOWED_METHODS.contains(&parts.method) {
@@ -451,6 +551,10 @@ impl Gateway {
             let tripped = Tripped::default();
             let body = LimitedBody::new(body, self.http_limits, tripped.clone());
 
+            if let Some(trace) = &trace {
+                // The runtime's spans are children of the gateway's.
+                parts.extensions.insert(trace.clone());
+            }
             let outcome = self
                 .runtime
                 .invoke(&key, Request::from_parts(parts, body))
@@ -495,7 +599,10 @@ impl Gateway {
                             self.http_limits.read_timeout
                         ),
                     ),
-                    None => error_response(&function, &error),
+                    None => {
+                        failure = Some(error.to_string());
+                        error_response(&function, &error)
+                    }
                 },
             }
         }
@@ -508,6 +615,18 @@ impl Gateway {
         headers.insert(X_START_TIME, start_time);
         headers.insert(X_DURATION_SECONDS, duration_header(started));
         span.record("status", response.status().as_u16());
+        if let Some(trace) = trace {
+            let cold = response
+                .headers()
+                .get(X_WASMGATE_COLD_START)
+                .is_some_and(|v| v == "true");
+            trace.set_attribute(KeyValue::new("faas.coldstart", cold));
+            traces::end_with_status(&trace, response.status(), failure.as_deref());
+            response
+                .headers_mut()
+                .insert(TRACERESPONSE, trace.traceparent());
+            response = response.map(|body| traces::end_with_body(body, trace));
+        }
         if known {
             let seconds = started.elapsed().as_secs_f64();
             self.metrics
@@ -536,6 +655,11 @@ impl Invoker for Gateway {
             for (name, value) in &call.headers {
                 request = request.header(name.as_str(), value.as_slice());
             }
+            // Traced as a run of the queued call, under the context it was queued with (among its
+            // headers).
+            request = request.extension(Trigger::Async {
+                attempt: retries + 1,
+            });
             // The function can tell a retry from a first attempt (and the queue's retries of a
             // failed attempt from the client's own), as the callback can.
             if retries > 0 {
@@ -562,6 +686,15 @@ impl Invoker for Gateway {
                 RetryPolicy::from_annotations(status.settings.annotations.as_ref()).ok()
             })
             .unwrap_or_default()
+    }
+}
+
+/// `faas.trigger` for a request started by `trigger` (none: a client's request).
+fn trigger_name(trigger: Option<&Trigger>) -> &'static str {
+    match trigger {
+        None => "http",
+        Some(Trigger::Timer) => "timer",
+        Some(Trigger::PubSub | Trigger::Async { .. }) => "pubsub",
     }
 }
 

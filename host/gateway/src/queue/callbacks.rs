@@ -22,6 +22,7 @@ use super::config::QueueConfig;
 use super::counts::{self, Counts};
 use super::store::{CallStore, CallbackState, Outcome, PendingCallback};
 use super::writer::Writer;
+use crate::observe::traces::{self, Traces};
 
 /// Callbacks being delivered at once.
 const CALLBACKS_IN_FLIGHT: usize = 64;
@@ -49,6 +50,9 @@ struct Inner {
     writer: Writer,
     counts: Arc<Mutex<Counts>>,
     stopping: CancellationToken,
+    /// When tracing is on: each delivery is a `callback` span, the child of the context the call
+    /// stored (the `traceparent` among its kept headers).
+    traces: Option<Traces>,
 }
 
 impl Callbacks {
@@ -58,6 +62,7 @@ impl Callbacks {
         writer: Writer,
         counts: Arc<Mutex<Counts>>,
         stopping: CancellationToken,
+        traces: Option<Traces>,
     ) -> Callbacks {
         Callbacks {
             inner: Arc::new(Inner {
@@ -68,6 +73,7 @@ impl Callbacks {
                 writer,
                 counts,
                 stopping,
+                traces,
             }),
         }
     }
@@ -182,9 +188,40 @@ impl Callbacks {
                     (callback.max_attempts.saturating_sub(1)).to_string(),
                 );
         }
-        let request = request
+        let mut request = request
             .body(Full::new(Bytes::from(callback.response.body.clone())))
             .map_err(|e| format!("building the callback: {e}"))?;
+        let span = self.inner.traces.as_ref().map(|traces| {
+            let parent = traces.extract(request.headers());
+            let span = traces.span(
+                parent,
+                format!("callback {}", callback.called_as),
+                opentelemetry::trace::SpanKind::Client,
+                vec![
+                    opentelemetry::KeyValue::new("http.request.method", "POST"),
+                    opentelemetry::KeyValue::new("faas.invocation_id", callback.id.clone()),
+                    opentelemetry::KeyValue::new(
+                        "wasmgate.callback.delivery",
+                        i64::from(callback.deliveries),
+                    ),
+                ],
+            );
+            span.set_headers(request.headers_mut());
+            span
+        });
+        let outcome = self.send(request).await;
+        if let Some(span) = span {
+            match &outcome {
+                Ok(status) => traces::end_with_status(&span, *status, None),
+                Err(reason) => span.fail(reason.clone()),
+            }
+            span.end();
+        }
+        outcome
+    }
+
+    /// Sends one callback request and reads (and drops) the answer.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<StatusCode, String> {
         match tokio::time::timeout(CALLBACK_TIMEOUT, self.inner.client.request(request)).await {
             Err(_) => Err(format!("no answer within {CALLBACK_TIMEOUT:?}")),
             Ok(Err(e)) => Err(wasmgate_net::error_chain(&e)),

@@ -26,6 +26,8 @@ use super::store::{
 };
 use super::writer::Writer;
 use crate::http::body::GatewayBody;
+use crate::observe::traces::TRACERESPONSE;
+use wasmgate_runtime::{TRACEPARENT, TRACESTATE};
 
 /// The dispatcher looks at the store at least this often, whatever it was told.
 const DISPATCH_IDLE: Duration = Duration::from_secs(1);
@@ -211,6 +213,7 @@ impl Dispatcher {
             if cut {
                 headers.push(("x-wasmgate-truncated".into(), b"true".to_vec()));
             }
+            callback_trace_context(&mut headers, &call.call.headers);
             let finished = Finished {
                 status,
                 attempts: call.attempts,
@@ -274,6 +277,30 @@ impl Dispatcher {
     }
 }
 
+/// Makes the trace context among a finished call's kept headers the one its callback continues:
+/// the last attempt's span (the gateway's `traceresponse`, when tracing is on), else the context
+/// the call was queued with (passed on as the client sent it). The function's own trace headers
+/// are not the callback's.
+fn callback_trace_context(kept: &mut Vec<(String, Vec<u8>)>, queued: &[(String, Vec<u8>)]) {
+    let last_run = kept
+        .iter()
+        .find(|(name, _)| name == TRACERESPONSE)
+        .map(|(_, value)| value.clone());
+    kept.retain(|(name, _)| name != TRACEPARENT && name != TRACESTATE && name != TRACERESPONSE);
+    let from_queue = |wanted: &str| {
+        queued
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.clone())
+    };
+    if let Some(parent) = last_run.or_else(|| from_queue(TRACEPARENT)) {
+        kept.push((TRACEPARENT.to_string(), parent));
+        if let Some(state) = from_queue(TRACESTATE) {
+            kept.push((TRACESTATE.to_string(), state));
+        }
+    }
+}
+
 /// Reads a whole body, keeping at most `keep` bytes. Returns what was kept, whether it was cut, and
 /// the error the body ended with, if any.
 async fn read_bounded(mut body: GatewayBody, keep: usize) -> (Bytes, bool, Option<String>) {
@@ -294,4 +321,51 @@ async fn read_bounded(mut body: GatewayBody, keep: usize) -> (Bytes, bool, Optio
         }
     }
     (Bytes::from(kept), cut, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn the_callback_continues_the_last_run_else_the_queued_context() {
+        let queued = pairs(&[("traceparent", "00-t-queued-01"), ("tracestate", "v=1")]);
+        // Traced: the last run's span (its `traceresponse`), the queued state; the function's own
+        // trace headers are dropped.
+        let mut kept = pairs(&[
+            ("content-type", "text/plain"),
+            ("traceparent", "00-t-function-01"),
+            ("traceresponse", "00-t-run-01"),
+        ]);
+        callback_trace_context(&mut kept, &queued);
+        assert_eq!(
+            kept,
+            pairs(&[
+                ("content-type", "text/plain"),
+                ("traceparent", "00-t-run-01"),
+                ("tracestate", "v=1"),
+            ])
+        );
+        // Not traced: the context the client queued the call with, passed on.
+        let mut kept = pairs(&[("content-type", "text/plain")]);
+        callback_trace_context(&mut kept, &queued);
+        assert_eq!(
+            kept,
+            pairs(&[
+                ("content-type", "text/plain"),
+                ("traceparent", "00-t-queued-01"),
+                ("tracestate", "v=1"),
+            ])
+        );
+        // No context at all: none is made up.
+        let mut kept = pairs(&[("content-type", "text/plain")]);
+        callback_trace_context(&mut kept, &[]);
+        assert_eq!(kept, pairs(&[("content-type", "text/plain")]));
+    }
 }

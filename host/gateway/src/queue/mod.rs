@@ -53,6 +53,7 @@ pub use store::{
     Outcome, PendingCallback, StoredResponse,
 };
 
+use crate::observe::traces::Traces;
 use callbacks::Callbacks;
 use counts::Counts;
 use dispatch::Dispatcher;
@@ -103,11 +104,12 @@ impl std::fmt::Debug for AsyncQueue {
 impl AsyncQueue {
     /// Opens the queue over `store`: calls a previous process left running are queued again, and
     /// the writer starts. Nothing runs until [`AsyncQueue::start`]; nothing is taken or started
-    /// once `stopping` is cancelled.
+    /// once `stopping` is cancelled. With `traces`, each callback delivery is a span.
     pub async fn open(
         store: Arc<dyn CallStore>,
         config: QueueConfig,
         stopping: CancellationToken,
+        traces: Option<Traces>,
     ) -> anyhow::Result<AsyncQueue> {
         let recovered = store.recover(now_ms()).await?;
         if recovered > 0 {
@@ -136,7 +138,13 @@ impl AsyncQueue {
         }
         let counts = Arc::new(Mutex::new(counts));
         let writer = Writer::start(store.clone());
-        let callbacks = Callbacks::new(&config, writer.clone(), counts.clone(), stopping.clone());
+        let callbacks = Callbacks::new(
+            &config,
+            writer.clone(),
+            counts.clone(),
+            stopping.clone(),
+            traces,
+        );
         Ok(AsyncQueue {
             inner: Arc::new(Inner {
                 store,
