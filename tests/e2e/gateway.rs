@@ -27,6 +27,8 @@ mod p3;
 #[path = "gateway/services.rs"]
 mod services;
 mod support;
+#[path = "gateway/traces.rs"]
+mod traces;
 #[path = "gateway/ui.rs"]
 mod ui;
 

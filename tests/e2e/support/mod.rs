@@ -85,6 +85,15 @@ impl Gateway {
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
+        // A developer's own collector settings must not turn tracing on in every test.
+        for name in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_SDK_DISABLED",
+        ] {
+            command.env_remove(name);
+        }
         let mut child = command
             .env("WASMGATE_LOG", "info")
             .stdin(Stdio::null())

@@ -1,5 +1,6 @@
-//! `echo`: shows what a function receives. The request's method, path, query and every `x-*` header come
-//! back as response headers (`x-echo-method`, `x-echo-path`, `x-echo-query`, `x-echo-<header>`), and the
+//! `echo`: shows what a function receives. The request's method, path, query, every `x-*` header and
+//! its W3C trace context (`traceparent`, `tracestate`) come back as response headers (`x-echo-method`,
+//! `x-echo-path`, `x-echo-query`, `x-echo-<header>`), and the
 //! request body streams back as the response body chunk by chunk, never held whole. The response head is
 //! sent before the body is read, so a client sees it while it is still sending.
 
@@ -45,7 +46,8 @@ impl Guest for Echo {
         ];
         let content_type = request.headers().get("content-type");
         for (name, value) in request.headers().entries() {
-            if name.to_ascii_lowercase().starts_with("x-") {
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with("x-") || lower == "traceparent" || lower == "tracestate" {
                 echoed.push((format!("x-echo-{}", name.to_ascii_lowercase()), value));
             }
         }
