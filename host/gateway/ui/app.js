@@ -535,6 +535,10 @@ $('try').addEventListener('submit', async (event) => {
       ? `${fmtSeconds(gateway)} (round trip ${fmtSeconds(roundTrip)})`
       : fmtSeconds(roundTrip);
     $('t-cold').textContent = coldText;
+    // A traced answer names the gateway's span in W3C `traceresponse`: its trace id finds the call
+    // in the tracing backend.
+    const traced = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(res.headers.get('traceresponse') || '');
+    $('t-trace').textContent = traced ? traced[1] : 'not traced';
     $('t-resp-headers').textContent = [...res.headers].map(([k, v]) => `${k}: ${v}`).join('\n');
     let text = new TextDecoder().decode(bytes.subarray(0, BODY_SHOWN));
     if (bytes.length > BODY_SHOWN) text += `\n… ${fmtBytes(bytes.length - BODY_SHOWN)} more`;
@@ -569,7 +573,7 @@ function showLog(entry) {
   const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
   const when = new Date(entry.timestamp);
   const time = el('time', { dateTime: entry.timestamp }, Number.isNaN(when.getTime()) ? entry.timestamp : when.toLocaleTimeString());
-  pre.append(el('span', {}, time, ` ${entry.text}\n`));
+  pre.append(el('span', entry.trace_id ? { title: `trace ${entry.trace_id}` } : {}, time, ` ${entry.text}\n`));
   while (pre.childElementCount > LOG_LINES) pre.firstElementChild.remove();
   if (atEnd) pre.scrollTop = pre.scrollHeight;
 }

@@ -135,9 +135,16 @@ fn run_bounded(mut command: Command) -> (std::process::ExitStatus, String, Strin
 #[test]
 fn portal_in_a_real_browser() {
     let tools = browser_tools();
+    // Traced, to a collector that is not there (a port just freed): the spans are dropped, and the
+    // try panel shows each call's trace id all the same.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let collector = format!("http://{}", nobody.local_addr().expect("address"));
+    drop(nobody);
     let (gateway, secrets) = gateway_with_auth(&[
         "--function".to_string(),
         format!("echo={}", wasmgate_guests::ECHO),
+        "--otlp-endpoint".to_string(),
+        collector,
     ]);
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()

@@ -169,6 +169,10 @@ try {
   check((await page.textContent('#t-cold')) === 'no', `cold start: ${await page.textContent('#t-cold')}`);
   check((await page.textContent('#t-resp-headers')).includes('x-call-id: '), 'no X-Call-Id among the headers');
   check(/ms|µs/.test(await page.textContent('#t-duration')), 'no duration shown');
+  // The gateway traces (to a collector that is not there): the panel shows the call's trace id.
+  const trace = (await page.textContent('#t-trace')).trim();
+  check(/^[0-9a-f]{32}$/.test(trace), `trace id: ${trace}`);
+  check((await page.textContent('#t-resp-headers')).includes(`traceresponse: 00-${trace}-`), 'the trace id shown is not the answer\'s traceresponse');
   step(`answered: ${(await page.textContent('#t-status')).trim()}`);
 
   // 5. Its log line arrives in the following log view.
