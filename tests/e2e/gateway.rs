@@ -14,6 +14,8 @@ mod cli;
 mod cluster;
 #[path = "gateway/connectors.rs"]
 mod connectors;
+#[path = "gateway/disk.rs"]
+mod disk;
 #[path = "gateway/edge.rs"]
 mod edge;
 #[path = "gateway/faascli.rs"]

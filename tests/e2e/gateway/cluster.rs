@@ -316,6 +316,70 @@ async fn replicas_become(node: &Gateway, function: &str, replicas: u64) {
         .unwrap_or_else(|_| panic!("{function} never had {replicas} replicas"));
 }
 
+/// Scaling to zero is the cluster's: a function that sleeps when idle has as replicas the nodes
+/// where it is awake, every node reports the same count, and a scale made on one node is made on
+/// all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_agree_on_what_sleeps() {
+    let nats = Nats::start();
+    let states = [temp_dir("sleep-a"), temp_dir("sleep-b")];
+    let a = node(&nats, "a", &states[0]);
+    let b = node(&nats, "b", &states[1]);
+    let sleeps = json!({"labels": {"com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "3s"}});
+    deploy(&a, "sleepy", wasmgate_guests::HELLO, sleeps).await;
+    deploy(&a, "plain", wasmgate_guests::HELLO, json!({})).await;
+    until_all(&[&a, &b], "/function/sleepy", 200).await;
+    until_all(&[&a, &b], "/function/plain", 200).await;
+    replicas_become(&a, "plain", 2).await;
+
+    // Idle on both nodes: asleep on both, and both say so.
+    for node in [&a, &b] {
+        replicas_become(node, "sleepy", 0).await;
+    }
+    // Kept awake on B only: one replica, as A sees it too; then on both: two.
+    let keep_awake = |node: &Gateway| {
+        let addr = node.addr;
+        tokio::spawn(async move {
+            loop {
+                let request = http::Request::get("/function/sleepy")
+                    .header(http::header::HOST, addr.to_string())
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .expect("a request");
+                crate::support::send(addr, request).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let on_b = keep_awake(&b);
+    replicas_become(&a, "sleepy", 1).await;
+    replicas_become(&b, "sleepy", 1).await;
+    let on_a = keep_awake(&a);
+    replicas_become(&b, "sleepy", 2).await;
+    let metrics = get(&b, "/metrics").await.text();
+    assert!(
+        metrics.contains("gateway_service_count{function_name=\"sleepy.openfaas-fn\"} 2"),
+        "{metrics}"
+    );
+    on_a.abort();
+    on_b.abort();
+    for node in [&a, &b] {
+        replicas_become(node, "sleepy", 0).await;
+    }
+
+    // A scale to 0 on A is made on B too; B's next request wakes it there, which A sees.
+    let scale = json!({"serviceName": "plain", "replicas": 0});
+    let scaled = api(&a, "POST", "/system/scale-function/plain", Some(scale)).await;
+    assert_eq!(scaled.status, 202, "{}", scaled.text());
+    replicas_become(&b, "plain", 0).await;
+    assert_eq!(get(&b, "/function/plain").await.status, 200);
+    replicas_become(&a, "plain", 1).await;
+    // Scaled up again on B: every live node serves it.
+    let scale = json!({"serviceName": "plain", "replicas": 1});
+    let scaled = api(&b, "POST", "/system/scale-function/plain", Some(scale)).await;
+    assert_eq!(scaled.status, 202, "{}", scaled.text());
+    replicas_become(&a, "plain", 2).await;
+}
+
 /// The async queue is shared: calls queued on one node run on all of them, and a node killed while
 /// it runs calls loses none (JetStream gives them to another node after the ack wait).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

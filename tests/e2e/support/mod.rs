@@ -68,11 +68,29 @@ impl Gateway {
     /// [`Gateway::start`] in the working directory `dir` (the test's own when `None`), which is
     /// where the gateway reads relative `image` paths from.
     pub fn start_in(dir: Option<&std::path::Path>, args: &[String]) -> Gateway {
+        Gateway::launch(dir, &[], args)
+    }
+
+    /// [`Gateway::start`] through `launcher`, a command that ends by running the rest of its
+    /// arguments (`unshare ... sh -c '...; exec "$@"'`): the gateway is the launcher's process.
+    pub fn start_through(launcher: &[String], args: &[String]) -> Gateway {
+        Gateway::launch(None, launcher, args)
+    }
+
+    fn launch(dir: Option<&std::path::Path>, launcher: &[String], args: &[String]) -> Gateway {
         let state_dir = match args.iter().position(|a| a == "--state-dir") {
             Some(i) => PathBuf::from(&args[i + 1]),
             None => temp_dir("state"),
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
+        let binary = env!("CARGO_BIN_EXE_wasmgate");
+        let mut command = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args);
@@ -132,6 +150,11 @@ impl Gateway {
     /// Starts a gateway serving every guest.
     pub fn with_all_guests() -> Gateway {
         Gateway::start(&all_guests())
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything it logged so far.

@@ -27,17 +27,17 @@
 //!   Secret values are sealed with the key of `--secrets-key-file` (`seal.rs`); a node without it
 //!   neither writes nor reads them.
 //!
-//! - **Heartbeats**: each node writes its name to `wasmgate-nodes` every [`HEARTBEAT`]; entries expire
-//!   after [`HEARTBEAT_EXPIRY`]. The live nodes are counted from the keys left, and every live node is
-//!   a replica of every function.
+//! - **Heartbeats**: each node writes its name to `wasmgate-nodes` every [`HEARTBEAT`], with the
+//!   functions that can sleep (scale to zero) it has awake; entries expire after [`HEARTBEAT_EXPIRY`].
+//!   The live nodes are counted from the entries left. Every live node is a replica of every
+//!   function, except of one that can sleep, whose replicas are the nodes that have it awake
+//!   (`control/peers.rs`). A scale (`/system/scale-function`) is a record change like a deploy.
 //!
 //! - **The async queue** is shared too: see `queue/jetstream.rs`.
 //!
-//! Not yet shared: scaling to zero.
-//!
 //! Files: this one connects and creates the buckets; `watch.rs` applies what other nodes change;
 //! `publish.rs` puts this node's changes in the buckets (the [`Replicator`] side); `heartbeat.rs`
-//! counts the live nodes; `calls.rs` is the async queue's store.
+//! counts the live nodes and what they have awake; `calls.rs` is the async queue's store.
 
 pub mod calls;
 mod heartbeat;
@@ -54,7 +54,7 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::Functions;
+use crate::control::{Functions, Peers};
 use crate::observe::readiness::Readiness;
 use wasmgate_openfaas::types::FunctionRecord;
 
@@ -112,8 +112,8 @@ pub struct Cluster {
     /// tried again after each secret or namespace applied.
     pending: Arc<std::sync::Mutex<HashMap<String, FunctionRecord>>>,
     nodes_kv: kv::Store,
-    /// Live nodes, counted from the heartbeats.
-    live: Arc<std::sync::atomic::AtomicU64>,
+    /// The other nodes, from their heartbeats: how many are live, which sleepers they have awake.
+    peers: Arc<Peers>,
     /// Copies of each stream and bucket on the NATS servers.
     replicas: usize,
     /// The largest message the NATS server takes.
@@ -296,7 +296,7 @@ impl Cluster {
             max_artifact_bytes,
             pending: Arc::default(),
             nodes_kv,
-            live: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            peers: Arc::default(),
             replicas,
             max_payload,
             applied: Arc::default(),
@@ -320,8 +320,8 @@ impl Cluster {
             let catch_up = readiness.catch_up(bucket);
             self.watch(bucket, functions.clone(), stop.clone(), catch_up);
         }
-        functions.set_live_nodes(self.live.clone());
-        self.heartbeat(stop);
+        functions.set_peers(self.peers.clone());
+        self.heartbeat(functions, stop);
     }
 
     /// The JetStream context, for the async queue.
@@ -357,7 +357,7 @@ impl Cluster {
 
     /// Live nodes, as last counted.
     pub fn live_nodes(&self) -> u64 {
-        self.live.load(std::sync::atomic::Ordering::Relaxed)
+        self.peers.live()
     }
 }
 
@@ -374,7 +374,7 @@ impl Cluster {
             max_artifact_bytes: self.max_artifact_bytes,
             pending: self.pending.clone(),
             nodes_kv: self.nodes_kv.clone(),
-            live: self.live.clone(),
+            peers: self.peers.clone(),
             replicas: self.replicas,
             max_payload: self.max_payload,
             applied: self.applied.clone(),

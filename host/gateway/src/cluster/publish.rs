@@ -21,14 +21,18 @@ const NO_KEY: &str = "in cluster mode secrets are shared sealed: start every nod
      --secrets-key-file (one key per line, 64 hex digits, for example from `openssl rand -hex 32`)";
 
 impl Cluster {
+    /// Puts a function's record, after its component (`wasm`, unless it is known to be shared
+    /// already).
     async fn put_record(
         &self,
         key: String,
         record: FunctionRecord,
-        wasm: Vec<u8>,
+        wasm: Option<Vec<u8>>,
     ) -> anyhow::Result<()> {
         let name = object_name(&record.digest);
-        if self.artifacts.info(&name).await.is_err() {
+        if let Some(wasm) = wasm
+            && self.artifacts.info(&name).await.is_err()
+        {
             let mut reader = wasm.as_slice();
             self.artifacts
                 .put(name.as_str(), &mut reader)
@@ -270,7 +274,22 @@ impl Replicator for Cluster {
             )?
             .key();
             retrying("publishing a deploy", || {
-                this.put_record(key.clone(), record.clone(), wasm.clone())
+                this.put_record(key.clone(), record.clone(), Some(wasm.clone()))
+            })
+            .await
+        })
+    }
+
+    fn function_scaled(&self, record: FunctionRecord) -> BoxFuture<'static, anyhow::Result<()>> {
+        let this = self.clone_handles();
+        Box::pin(async move {
+            let key = FunctionRef::new(
+                &record.deployment.service,
+                record.deployment.namespace.as_deref(),
+            )?
+            .key();
+            retrying("publishing a scale", || {
+                this.put_record(key.clone(), record.clone(), None)
             })
             .await
         })

@@ -57,10 +57,7 @@ impl Functions {
                 self.deploy_locked(deployment, mode, component, origin)
                     .await?,
             ),
-            Change::Scale { function, replicas } => {
-                self.scale_locked(&function, replicas)?;
-                None
-            }
+            Change::Scale { function, replicas } => Some(self.scale_locked(&function, replicas)?),
             Change::Remove { function } => Some(self.remove_locked(&function, origin)?),
             Change::PutNamespace { namespace, mode } => {
                 Some(self.put_namespace_locked(namespace, mode)?)
@@ -95,6 +92,10 @@ impl Functions {
                     replicator.function_put(record, wasm),
                 )
             }
+            Replicated::FunctionScaled(record) => (
+                "publishing the scale to the cluster (it is in effect on this node)",
+                replicator.function_scaled(record),
+            ),
             Replicated::FunctionRemoved(function) => (
                 "publishing the removal to the cluster (it is gone from this node)",
                 replicator.function_removed(function.key()),
@@ -127,14 +128,24 @@ impl Functions {
     /// if missing. Nothing is published again.
     pub async fn apply_replicated(&self, replicated: Replicated) -> Result<bool, Error> {
         let change = match replicated {
-            Replicated::FunctionPut(record) => {
+            Replicated::FunctionPut(record) | Replicated::FunctionScaled(record) => {
                 let function = function_of(&record.deployment)?;
-                if let Some(local) = self.read_records().get(&function.key())
+                let local = self.read_records().get(&function.key()).cloned();
+                if let Some(local) = local
                     && local.digest == record.digest
                     && serde_json::to_value(&local.deployment).ok()
                         == serde_json::to_value(&record.deployment).ok()
                 {
-                    return Ok(false);
+                    // The same deployment: only its replicas may differ (a scale).
+                    if local.replicas == record.replicas {
+                        return Ok(false);
+                    }
+                    let scale = Change::Scale {
+                        function,
+                        replicas: record.replicas,
+                    };
+                    self.apply(scale, Origin::Remote).await?;
+                    return Ok(true);
                 }
                 self.ensure_namespace(&function.namespace).await;
                 let digest = Digest::parse(&record.digest).ok_or_else(|| {

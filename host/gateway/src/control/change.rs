@@ -23,8 +23,8 @@ pub enum Change {
         /// Where its component comes from.
         component: Component,
     },
-    /// Sets a function's replicas: 0 unloads its compiled code, more loads it. Not published: each
-    /// node keeps its own.
+    /// Sets a function's replicas: 0 unloads its compiled code, more loads it. Published: every
+    /// node of a cluster sets the same.
     Scale {
         /// The function.
         function: FunctionRef,

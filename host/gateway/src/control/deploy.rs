@@ -134,7 +134,11 @@ impl Functions {
     }
 
     /// Sets replicas: 0 unloads the compiled code, more loads it (in the background).
-    pub(super) fn scale_locked(&self, function: &FunctionRef, replicas: u64) -> Result<(), Error> {
+    pub(super) fn scale_locked(
+        &self,
+        function: &FunctionRef,
+        replicas: u64,
+    ) -> Result<Replicated, Error> {
         let key = function.key();
         let Some(mut record) = self.read_records().get(&key).cloned() else {
             return Err(Error::NotFound(format!("function {function}")));
@@ -142,7 +146,7 @@ impl Functions {
         record.replicas = replicas;
         self.state
             .put_function(&function.namespace, &function.name, &record)?;
-        self.write_records().insert(key.clone(), record);
+        self.write_records().insert(key.clone(), record.clone());
         self.metrics.set_replicas(&key, replicas);
         if replicas == 0 {
             self.runtime.unload(&key);
@@ -156,7 +160,7 @@ impl Functions {
         }
         self.metrics
             .set_functions_loaded(self.runtime.loaded_count() as u64);
-        Ok(())
+        Ok(Replicated::FunctionScaled(record))
     }
 
     /// Removes a function: its record, its runtime entry, its secrets directory, its metrics.

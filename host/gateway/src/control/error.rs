@@ -21,6 +21,13 @@ pub enum Error {
     /// What the request would create exists already; the text is what it names.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The state directory's disk is full, or its quota is reached, while writing what the text
+    /// says. Nothing was changed (every write is whole or absent: `storage/state.rs`), and the same
+    /// request works once space is freed.
+    #[error(
+        "no space left in the state directory ({0}); nothing was changed: free some space and try again"
+    )]
+    NoSpace(String),
     /// This side failed while doing `context` (logged when the error was made).
     #[error("{context}: {detail}")]
     Internal {
@@ -70,9 +77,21 @@ impl From<StateError> for Error {
             StateError::InvalidName(name) => Error::InvalidInput(format!("invalid name {name:?}")),
             StateError::Exists(what) => Error::Conflict(what),
             StateError::NotFound(what) => Error::NotFound(what),
+            StateError::Io { context, source } if is_no_space(&source) => {
+                tracing::warn!(%context, error = %source, "the state directory is full");
+                Error::NoSpace(format!("{context}: {source}"))
+            }
             other => Error::internal("state directory", format!("{other:#}")),
         }
     }
+}
+
+/// Whether an I/O error says the disk (or the quota) is full.
+pub(crate) fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 #[cfg(test)]
@@ -107,6 +126,15 @@ mod tests {
                     detail: "writing f".into(),
                 },
                 "state directory: writing f",
+            ),
+            (
+                StateError::Io {
+                    context: "writing f".into(),
+                    source: std::io::Error::from_raw_os_error(28),
+                },
+                Error::NoSpace("writing f: No space left on device (os error 28)".into()),
+                "no space left in the state directory (writing f: No space left on device (os \
+                 error 28)); nothing was changed: free some space and try again",
             ),
         ];
         for (state, expected, text) in cases {

@@ -8,7 +8,8 @@
 //! (deploy, scale, remove), `namespaces.rs`, `secrets.rs` (and each function's secrets directory),
 //! `artifacts.rs` (images, uploads, the artifact store), `collector.rs` (unreferenced components removed
 //! after a grace period), `spec.rs` (labels and annotations, and the
-//! runtime's `FunctionSpec`), `sweeper.rs` (scale to zero). Failures are an [`Error`] (`error.rs`).
+//! runtime's `FunctionSpec`), `sweeper.rs` (scale to zero), `peers.rs` (the other nodes, for replica
+//! counts). Failures are an [`Error`] (`error.rs`).
 
 mod apply;
 mod artifacts;
@@ -17,6 +18,7 @@ mod collector;
 mod deploy;
 mod error;
 mod namespaces;
+mod peers;
 mod registry;
 mod replication;
 mod secrets;
@@ -27,5 +29,6 @@ pub use artifacts::DEFAULT_MAX_ARTIFACT_BYTES;
 pub use change::{Change, Component, Origin, PutMode, SecretChange};
 pub use collector::DEFAULT_ARTIFACT_GRACE;
 pub use error::Error;
+pub use peers::Peers;
 pub use registry::Functions;
 pub use replication::{Replicated, Replicator};

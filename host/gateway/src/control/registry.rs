@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cap_std::ambient_authority;
@@ -18,6 +17,7 @@ use wasmgate_openfaas::types::{FunctionDeployment, FunctionRecord, FunctionStatu
 use wasmgate_runtime::{FunctionSpec, Runtime};
 
 use super::error::Error;
+use super::peers::Peers;
 use super::replication::Replicator;
 use super::spec;
 use crate::observe::metrics::Metrics;
@@ -46,9 +46,8 @@ pub struct Functions {
     pub(super) registries: OnceLock<wasmgate_oci::RegistryClient>,
     /// Where changes made here are published for other nodes (cluster mode).
     pub(super) replicator: OnceLock<Arc<dyn Replicator>>,
-    /// Live nodes of the cluster, from their heartbeats (cluster mode): every node serves every
-    /// function, so each is a replica.
-    live_nodes: OnceLock<Arc<AtomicU64>>,
+    /// The other nodes of the cluster, from their heartbeats (cluster mode), for replica counts.
+    peers: OnceLock<Arc<Peers>>,
     /// Counts the changes applied (`apply.rs` sends after each), so that the connectors look at
     /// the functions' triggers again; a watch keeps only the last value, so it never grows.
     pub(super) changes: tokio::sync::watch::Sender<u64>,
@@ -110,7 +109,7 @@ impl Functions {
             max_artifact_bytes,
             registries: OnceLock::new(),
             replicator: OnceLock::new(),
-            live_nodes: OnceLock::new(),
+            peers: OnceLock::new(),
             changes: tokio::sync::watch::Sender::new(0),
         });
 
@@ -186,9 +185,22 @@ impl Functions {
         &self.runtime
     }
 
-    /// Counts replicas as the cluster's live nodes (kept up to date in `count`) from now on.
-    pub fn set_live_nodes(&self, count: Arc<AtomicU64>) {
-        let _ = self.live_nodes.set(count);
+    /// Counts replicas across the cluster's nodes, as `peers` (kept up to date by the heartbeat)
+    /// tells, from now on.
+    pub fn set_peers(&self, peers: Arc<Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The functions that can sleep (`peers.rs`) and are awake on this node: what its heartbeat
+    /// tells the other nodes.
+    pub fn awake_sleepers(&self) -> Vec<String> {
+        self.read_records()
+            .iter()
+            .filter(|(key, record)| {
+                can_sleep(record) && self.runtime.is_loaded(key).unwrap_or(false)
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// Publishes this node's changes through `replicator` from now on (cluster mode).
@@ -256,15 +268,15 @@ impl Functions {
 
     /// The replicas a function has, as the list, `describe` and `gateway_service_count` all report
     /// them. One node: 1 (or its `scale.min`) while its code is loaded, 0 once scaled to zero until
-    /// its next request loads it. Cluster mode: the live nodes, unless it was scaled to 0.
+    /// its next request loads it. Cluster mode (`peers.rs`): a function that can sleep has the nodes
+    /// where it is awake, this one included; any other has every live node.
     fn replicas(&self, key: &str, record: &FunctionRecord) -> u64 {
-        match self.live_nodes.get() {
-            Some(live) if record.replicas > 0 => live.load(Ordering::Relaxed),
-            Some(_) => 0,
-            None => {
-                let loaded = self.runtime.is_loaded(key).unwrap_or(false);
-                if loaded { record.replicas.max(1) } else { 0 }
-            }
+        let awake_here = self.runtime.is_loaded(key).unwrap_or(false);
+        match self.peers.get() {
+            Some(peers) if can_sleep(record) => u64::from(awake_here) + peers.awake_elsewhere(key),
+            Some(peers) => peers.live(),
+            None if awake_here => record.replicas.max(1),
+            None => 0,
         }
     }
 
@@ -362,4 +374,9 @@ impl Functions {
     pub(super) fn write_namespaces(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Namespace>> {
         self.namespaces.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether a function can sleep (`peers.rs`): it opted into scale to zero, or was scaled to 0.
+fn can_sleep(record: &FunctionRecord) -> bool {
+    record.replicas == 0 || spec::scale_zero_after(&record.deployment).is_some()
 }

@@ -17,6 +17,9 @@ pub enum Replicated {
     /// A function was deployed or updated: its record. Its component is in the artifact store by
     /// the record's digest.
     FunctionPut(FunctionRecord),
+    /// A function's replicas were set (`/system/scale-function`): its record, whose component is
+    /// unchanged. Another node applies it as it applies [`Replicated::FunctionPut`].
+    FunctionScaled(FunctionRecord),
     /// A function was removed.
     FunctionRemoved(FunctionRef),
     /// A namespace was created or updated.
@@ -42,6 +45,8 @@ pub trait Replicator: Send + Sync + 'static {
         record: FunctionRecord,
         wasm: Vec<u8>,
     ) -> BoxFuture<'static, anyhow::Result<()>>;
+    /// A function's replicas were set here: its record (its component is already shared).
+    fn function_scaled(&self, record: FunctionRecord) -> BoxFuture<'static, anyhow::Result<()>>;
     /// A function (`name.namespace`) was removed here.
     fn function_removed(&self, key: String) -> BoxFuture<'static, anyhow::Result<()>>;
     /// A namespace was created or updated here.

@@ -30,6 +30,16 @@ fn secrets_rel(function: &FunctionRef) -> PathBuf {
         .join(&function.name)
 }
 
+/// Why a function's secrets folder could not be assembled.
+fn secrets_failed(error: std::io::Error) -> Error {
+    const CONTEXT: &str = "preparing the function's secrets";
+    if super::error::is_no_space(&error) {
+        Error::NoSpace(format!("{CONTEXT}: {error}"))
+    } else {
+        Error::internal(CONTEXT, error)
+    }
+}
+
 impl Functions {
     /// Makes `change` to a secret (its name checked already), then rebuilds the secrets directory
     /// and the `wasi:config` values of every function that lists it. Called with the write lock held.
@@ -94,22 +104,48 @@ impl Functions {
     }
 
     /// Assembles `run/secrets/<ns>/<fn>/` with exactly the secrets the function lists, owner-only.
+    /// It is built beside (`<fn>.next`) and swapped in whole, so a failure (a full disk) leaves the
+    /// function's current secrets as they were.
     pub(super) fn build_secrets_dir(
         &self,
         function: &FunctionRef,
         deployment: &FunctionDeployment,
     ) -> Result<(), Error> {
         let rel = secrets_rel(function);
-        let _ = self.run.remove_dir_all(&rel);
         let secrets: Vec<&String> = deployment.settings.secrets.iter().flatten().collect();
         if secrets.is_empty() {
+            let _ = self.run.remove_dir_all(&rel);
             return Ok(());
         }
-        let fail = |e: std::io::Error| Error::internal("preparing the function's secrets", e);
+        // A function's name has no dot, so no other function's folder is called this.
+        let next = rel.with_extension("next");
+        let _ = self.run.remove_dir_all(&next);
+        let built = self
+            .fill_secrets_dir(function, &next, &secrets)
+            .and_then(|()| {
+                let _ = self.run.remove_dir_all(&rel);
+                self.run
+                    .rename(&next, &self.run, &rel)
+                    .map_err(secrets_failed)
+            });
+        if built.is_err() {
+            let _ = self.run.remove_dir_all(&next);
+        }
+        built
+    }
+
+    fn fill_secrets_dir(
+        &self,
+        function: &FunctionRef,
+        rel: &std::path::Path,
+        secrets: &[&String],
+    ) -> Result<(), Error> {
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
-        self.run.create_dir_with(&rel, &builder).map_err(fail)?;
-        let dir = self.run.open_dir(&rel).map_err(fail)?;
+        self.run
+            .create_dir_with(rel, &builder)
+            .map_err(secrets_failed)?;
+        let dir = self.run.open_dir(rel).map_err(secrets_failed)?;
         for secret in secrets {
             let value = self
                 .state
@@ -117,8 +153,8 @@ impl Functions {
                 .unwrap_or_default();
             let mut options = OpenOptions::new();
             options.write(true).create(true).truncate(true).mode(0o600);
-            let mut file = dir.open_with(secret, &options).map_err(fail)?;
-            std::io::Write::write_all(&mut file, &value).map_err(fail)?;
+            let mut file = dir.open_with(secret, &options).map_err(secrets_failed)?;
+            std::io::Write::write_all(&mut file, &value).map_err(secrets_failed)?;
         }
         Ok(())
     }

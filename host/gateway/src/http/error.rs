@@ -53,6 +53,7 @@ impl ApiError {
                 control::Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
                 control::Error::NotFound(_) => StatusCode::NOT_FOUND,
                 control::Error::Conflict(_) => StatusCode::CONFLICT,
+                control::Error::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
                 control::Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

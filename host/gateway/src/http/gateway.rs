@@ -396,8 +396,15 @@ impl Gateway {
                 internal_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string())
             }
             error @ EnqueueError::Store(_) => {
+                // Not durable, so not accepted: the store may be full (a full disk) or out of
+                // reach (NATS), which passes; the client may send it again.
                 tracing::error!(%error, "an async call was refused");
-                internal_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())
+                let mut response =
+                    internal_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response
             }
         };
         (response, Some(reason))
