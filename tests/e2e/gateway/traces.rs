@@ -1,7 +1,8 @@
 //! OpenTelemetry traces, checked at a real OTLP/HTTP receiver: `otlp_receiver.py`, a Python
 //! process that decodes each `ExportTraceServiceRequest` with the official protobuf definitions
 //! (PyPI `opentelemetry-proto`) and prints the spans. One request through `pipeline` is one trace
-//! with its calls under it; an async call's enqueue, runs and callback share the trace; a collector
+//! with its calls under it; an async call's enqueue, runs and callback share the trace; a cron tick
+//! is a trace of its own with the timer trigger; a collector
 //! gone or stalled costs requests nothing, and its dropped spans are counted.
 
 use std::io::{BufRead, BufReader};
@@ -383,6 +384,40 @@ async fn an_async_call_is_one_trace_through_its_callback() {
             callback["span_id"].as_str().expect("id")
         ),
         "the callback request carries its span"
+    );
+}
+
+/// A cron tick is a trace of its own, marked as the timer's (`faas.trigger`), with the function's
+/// spans under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_tick_is_a_trace_with_the_timer_trigger() {
+    let receiver = Receiver::start();
+    let gateway = InProcess::start(&tracing_to(&receiver)).await;
+    let schedule = serde_json::json!({"annotations": {
+        "topic": "cron-function",
+        "schedule": "@every 1s",
+    }});
+    deploy(&gateway, "ticking", wasmgate_guests::HELLO, schedule).await;
+    let name = "POST /function/ticking.openfaas-fn";
+    let spans = receiver.wait_for(&[name]).await;
+    let tick = spans
+        .iter()
+        .find(|s| s["name"] == name)
+        .expect("a tick's span");
+    assert_eq!(tick["attributes"]["faas.trigger"], "timer", "{tick}");
+    assert_eq!(tick["parent_span_id"], "", "a tick starts a trace");
+    let trace = tick["trace_id"].as_str().expect("a trace id");
+    eventually("the tick's handle span", || async {
+        receiver
+            .spans()
+            .iter()
+            .any(|s| s["name"] == "handle ticking.openfaas-fn" && s["trace_id"] == trace)
+    })
+    .await;
+    let spans = receiver.spans();
+    is_child(
+        span(&spans, trace, "handle ticking.openfaas-fn"),
+        span(&spans, trace, name),
     );
 }
 
