@@ -129,6 +129,17 @@ fn is_child(child: &Value, parent: &Value) {
     );
 }
 
+/// The standard variables, as an operator sets them: the collector, a header it wants (a
+/// credential, say), the service's name, and no wait for a batch to fill.
+fn otel_env(receiver: &Receiver) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-test-header=a%20key".into()),
+        ("OTEL_SERVICE_NAME", "edge-gateway".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "10".into()),
+    ]
+}
+
 /// The flags that export to `receiver` at once (no wait for a batch to fill).
 fn tracing_to(receiver: &Receiver) -> Vec<String> {
     vec![
@@ -149,7 +160,7 @@ fn tracing_to(receiver: &Receiver) -> Vec<String> {
 async fn a_request_through_pipeline_is_one_trace() {
     let receiver = Receiver::start();
     let upstream = Callbacks::start().await;
-    let mut args = tracing_to(&receiver);
+    let mut args = Vec::new();
     for guest in [
         ("pipeline", wasmgate_guests::PIPELINE),
         ("hello", wasmgate_guests::HELLO),
@@ -157,7 +168,10 @@ async fn a_request_through_pipeline_is_one_trace() {
     ] {
         args.extend(["--function".to_string(), format!("{}={}", guest.0, guest.1)]);
     }
-    let gateway = Gateway::start(&args);
+    // Configured the standard way, through OTEL_* variables.
+    let env = otel_env(&receiver);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gateway = Gateway::start_with_env(None, &args, &env);
 
     let mut call = request("POST", &gateway, "/function/pipeline", "x");
     let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
@@ -177,7 +191,11 @@ async fn a_request_through_pipeline_is_one_trace() {
         server["parent_span_id"], CLIENT_SPAN,
         "the client's trace goes on"
     );
-    assert_eq!(server["service"], "wasmgate");
+    assert_eq!(server["service"], "edge-gateway", "OTEL_SERVICE_NAME");
+    assert_eq!(
+        server["header"], "a key",
+        "OTEL_EXPORTER_OTLP_HEADERS, %-decoded"
+    );
     let attributes = &server["attributes"];
     assert_eq!(attributes["faas.name"], "pipeline.openfaas-fn");
     assert_eq!(attributes["faas.invocation_id"], call_id.as_str());
@@ -349,6 +367,7 @@ async fn an_async_call_is_one_trace_through_its_callback() {
     let enqueue = span(&spans, TRACE_ID, "enqueue retried.openfaas-fn");
     assert_eq!(enqueue["kind"], "SPAN_KIND_PRODUCER");
     assert_eq!(enqueue["parent_span_id"], CLIENT_SPAN);
+    assert_eq!(enqueue["service"], "wasmgate", "the default service.name");
     assert_eq!(
         enqueue["attributes"]["faas.invocation_id"],
         call_id.as_str()

@@ -68,6 +68,15 @@ impl Gateway {
     /// [`Gateway::start`] in the working directory `dir` (the test's own when `None`), which is
     /// where the gateway reads relative `image` paths from.
     pub fn start_in(dir: Option<&std::path::Path>, args: &[String]) -> Gateway {
+        Gateway::start_with_env(dir, args, &[])
+    }
+
+    /// [`Gateway::start_in`] with `env` set in the gateway's environment.
+    pub fn start_with_env(
+        dir: Option<&std::path::Path>,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         Gateway::launch(dir, &[], args)
     }
 
@@ -100,6 +109,7 @@ impl Gateway {
         if !args.iter().any(|a| a == "--cache-dir") {
             command.arg("--cache-dir").arg(shared_cache_dir());
         }
+        command.envs(env.iter().copied());
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
