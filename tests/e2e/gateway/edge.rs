@@ -229,6 +229,92 @@ pub async fn http2_header_limits() {
     assert_eq!(response.status(), 200, "the connection still serves");
 }
 
+/// `wasmgate_instances_in_use`, as `/metrics` says.
+async fn instances_in_use(gateway: &Gateway) -> i64 {
+    crate::support::get(gateway, "/metrics")
+        .await
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmgate_instances_in_use "))
+        .and_then(|n| n.parse().ok())
+        .expect("wasmgate_instances_in_use in /metrics")
+}
+
+/// `--max-concurrent-streams` bounds the requests one HTTP/2 connection runs at once: of three sent
+/// together on a connection that allows two, two run and the third waits for one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub async fn http2_streams_are_bounded_per_connection() {
+    let gateway = Gateway::start(&[
+        "--max-concurrent-streams".to_string(),
+        "2".to_string(),
+        "--function".to_string(),
+        format!("flaky={}", wasmgate_guests::FLAKY),
+    ]);
+    let stream = TcpStream::connect(gateway.addr).await.expect("connect");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let request = http::Request::get("http://localhost/function/flaky?sleep_ms=3000")
+                    .body(Empty::<Bytes>::new())
+                    .expect("request");
+                let response = sender.send_request(request).await.expect("an answer");
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                status
+            })
+        })
+        .collect();
+    crate::support::eventually("two of the calls to run", || async {
+        instances_in_use(&gateway).await == 2
+    })
+    .await;
+    // The third is held by the client, as the server's SETTINGS told it; the server runs two.
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(instances_in_use(&gateway).await, 2);
+    }
+    for call in calls {
+        assert_eq!(call.await.expect("a call"), 200);
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection with no request in flight is closed after
+/// `--header-read-timeout`, so idle clients cannot hold connections for ever.
+#[tokio::test]
+pub async fn an_idle_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = Gateway::start(&["--header-read-timeout".to_string(), "1s".to_string()]);
+    let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = [0u8; 256];
+    let n = stream.read(&mut answer).await.expect("read the answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // Idle now: the server closes it (a read sees the end) well within the test's patience.
+    let closed = tokio::time::timeout(crate::support::PATIENCE, async {
+        loop {
+            match stream.read(&mut answer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection stayed open");
+}
+
 /// The gRPC client of `tests/e2e/gateway/grpc_client.py`: it calls `/function/p3-grpc/...`.
 fn grpc_client(args: &[&str]) -> String {
     let script = concat!(

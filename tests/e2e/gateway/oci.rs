@@ -202,3 +202,79 @@ async fn deploy_by_reference_on_all_nodes() {
         assert_eq!(listed["image"], reference.as_str());
     }
 }
+
+/// A pull from a registry that does not answer holds up no other change: another function deploys,
+/// and is served, while the pull still waits. Once the registry's connections close, that deploy
+/// fails with the reason and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pull_blocks_no_other_deploy() {
+    // Accepts connections and never answers, until dropped.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a listener");
+    let port = silent.local_addr().expect("its address").port();
+    let (close, closed) = tokio::sync::oneshot::channel::<()>();
+    let (reached, reached_rx) = tokio::sync::oneshot::channel::<()>();
+    let registry = tokio::spawn(async move {
+        let mut held = Vec::new();
+        let mut reached = Some(reached);
+        tokio::select! {
+            _ = closed => {}
+            () = async {
+                while let Ok((connection, _)) = silent.accept().await {
+                    held.push(connection);
+                    if let Some(reached) = reached.take() {
+                        let _ = reached.send(());
+                    }
+                }
+            } => {}
+        }
+        // The held connections close here.
+    });
+
+    let gateway = Gateway::start(&[]);
+    let stalled = tokio::spawn({
+        let (addr, body) = (
+            gateway.addr,
+            json!({"service": "stalled", "image": format!("127.0.0.1:{port}/fn:1")}),
+        );
+        async move {
+            let request = http::Request::post("/system/functions")
+                .header(http::header::HOST, addr.to_string())
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    body.to_string(),
+                )))
+                .expect("a request");
+            crate::support::send(addr, request).await
+        }
+    });
+    // Its pull has begun once the gateway connected to the silent registry.
+    tokio::time::timeout(crate::support::PATIENCE, reached_rx)
+        .await
+        .expect("the gateway reached the registry")
+        .expect("the registry task runs");
+    let hello = json!({"service": "hello", "image": wasmgate_guests::HELLO});
+    let answer = api(&gateway, "POST", "/system/functions", Some(hello)).await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    assert_eq!(get(&gateway, "/function/hello").await.status, 200);
+    assert!(
+        !stalled.is_finished(),
+        "the stalled deploy ended before the other one: {:?}",
+        stalled.await.map(|a| (a.status, a.text()))
+    );
+
+    close.send(()).expect("the registry task runs");
+    registry.await.expect("the registry task ends");
+    let refused = stalled.await.expect("the stalled deploy answers");
+    assert!(
+        refused.status.is_client_error() || refused.status.is_server_error(),
+        "{}",
+        refused.status
+    );
+    assert_eq!(
+        api(&gateway, "GET", "/system/function/stalled", None)
+            .await
+            .status,
+        404
+    );
+}

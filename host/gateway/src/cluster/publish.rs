@@ -75,6 +75,29 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Puts `record` (after its component, `wasm`, when given), retrying as `what`.
+    fn publish_record(
+        &self,
+        what: &'static str,
+        record: FunctionRecord,
+        wasm: Option<Vec<u8>>,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        let this = self.clone_handles();
+        Box::pin(async move {
+            let key = FunctionRef::new(
+                &record.deployment.service,
+                record.deployment.namespace.as_deref(),
+            )?
+            .key();
+            retrying(what, || {
+                this.put_record(key.clone(), record.clone(), wasm.clone())
+            })
+            .await
+        })
+    }
+}
+
 impl Replicator for Cluster {
     fn artifact_put(
         &self,
@@ -266,33 +289,11 @@ impl Replicator for Cluster {
         record: FunctionRecord,
         wasm: Vec<u8>,
     ) -> BoxFuture<'static, anyhow::Result<()>> {
-        let this = self.clone_handles();
-        Box::pin(async move {
-            let key = FunctionRef::new(
-                &record.deployment.service,
-                record.deployment.namespace.as_deref(),
-            )?
-            .key();
-            retrying("publishing a deploy", || {
-                this.put_record(key.clone(), record.clone(), Some(wasm.clone()))
-            })
-            .await
-        })
+        self.publish_record("publishing a deploy", record, Some(wasm))
     }
 
     fn function_scaled(&self, record: FunctionRecord) -> BoxFuture<'static, anyhow::Result<()>> {
-        let this = self.clone_handles();
-        Box::pin(async move {
-            let key = FunctionRef::new(
-                &record.deployment.service,
-                record.deployment.namespace.as_deref(),
-            )?
-            .key();
-            retrying("publishing a scale", || {
-                this.put_record(key.clone(), record.clone(), None)
-            })
-            .await
-        })
+        self.publish_record("publishing a scale", record, None)
     }
 
     fn function_removed(&self, key: String) -> BoxFuture<'static, anyhow::Result<()>> {

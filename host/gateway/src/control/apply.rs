@@ -1,5 +1,6 @@
 //! The one write path. [`Functions::apply`] makes every [`Change`]: it checks what needs nothing but
-//! the change itself, takes the write lock (one change at a time, so records, secrets directories
+//! the change itself, reads a deploy's component (a pull from a registry holds no lock), takes the
+//! write lock (one change at a time, so records, secrets directories
 //! and the runtime move together), has the noun make it (`deploy.rs`, `namespaces.rs`,
 //! `secrets.rs`), and then, for a change made here and in cluster mode, publishes what it left
 //! ([`Replicated`]) to the other nodes while still holding the lock, so that they see this node's
@@ -47,6 +48,24 @@ impl Functions {
         {
             replicator.shares_secrets().map_err(Error::invalid)?;
         }
+        // The component is read before the lock: an OCI pull may take minutes, and no other change
+        // (another deploy, a scale, another node's change) should wait for it.
+        let change = match change {
+            Change::Deploy {
+                deployment,
+                mode,
+                component: Component::Image,
+            } => {
+                let (bytes, digest) = self.resolve_image(&deployment.image).await?;
+                let digest = digest.unwrap_or_else(|| Digest::of(&bytes));
+                Change::Deploy {
+                    deployment,
+                    mode,
+                    component: Component::Fetched { bytes, digest },
+                }
+            }
+            other => other,
+        };
         let _writes = self.writes.lock().await;
         let left = match change {
             Change::Deploy {

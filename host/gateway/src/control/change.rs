@@ -89,6 +89,14 @@ pub enum Component {
     Image,
     /// Already in this node's artifact store under this digest (another node read the image).
     Stored(Digest),
+    /// Read from the deployment's `image` already, before the write lock was taken (`apply.rs`),
+    /// so that a slow registry holds up no other change.
+    Fetched {
+        /// The component.
+        bytes: Vec<u8>,
+        /// Its digest.
+        digest: Digest,
+    },
 }
 
 /// A change to a secret.

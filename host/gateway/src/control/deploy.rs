@@ -78,6 +78,7 @@ impl Functions {
                 })?;
                 (bytes, digest)
             }
+            Component::Fetched { bytes, digest } => (bytes, digest),
             Component::Image => {
                 let (bytes, digest) = self.resolve_image(&deployment.image).await?;
                 let digest = digest.unwrap_or_else(|| Digest::of(&bytes));

@@ -385,12 +385,7 @@ impl Gateway {
         let reason = error.to_string();
         let response = match error {
             error @ EnqueueError::Full(_) => {
-                let mut response =
-                    internal_error(StatusCode::TOO_MANY_REQUESTS, &error.to_string());
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                response
+                try_again_after(StatusCode::TOO_MANY_REQUESTS, &error.to_string(), "1")
             }
             error @ EnqueueError::Stopping => {
                 internal_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string())
@@ -399,12 +394,7 @@ impl Gateway {
                 // Not durable, so not accepted: the store may be full (a full disk) or out of
                 // reach (NATS), which passes; the client may send it again.
                 tracing::error!(%error, "an async call was refused");
-                let mut response =
-                    internal_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                response
+                try_again_after(StatusCode::SERVICE_UNAVAILABLE, &error.to_string(), "5")
             }
         };
         (response, Some(reason))
@@ -791,6 +781,19 @@ fn internal_error(status: StatusCode, reason: &str) -> Response<GatewayBody> {
     response
         .headers_mut()
         .insert(X_OPENFAAS_INTERNAL, HeaderValue::from_static(INTERNAL));
+    response
+}
+
+/// A refusal the client may try again after `seconds` (`Retry-After`).
+fn try_again_after(
+    status: StatusCode,
+    reason: &str,
+    seconds: &'static str,
+) -> Response<GatewayBody> {
+    let mut response = internal_error(status, reason);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
     response
 }
 
