@@ -77,16 +77,21 @@ impl Gateway {
         args: &[String],
         env: &[(&str, &str)],
     ) -> Gateway {
-        Gateway::launch(dir, &[], args)
+        Gateway::launch(dir, &[], args, env)
     }
 
     /// [`Gateway::start`] through `launcher`, a command that ends by running the rest of its
     /// arguments (`unshare ... sh -c '...; exec "$@"'`): the gateway is the launcher's process.
     pub fn start_through(launcher: &[String], args: &[String]) -> Gateway {
-        Gateway::launch(None, launcher, args)
+        Gateway::launch(None, launcher, args, &[])
     }
 
-    fn launch(dir: Option<&std::path::Path>, launcher: &[String], args: &[String]) -> Gateway {
+    fn launch(
+        dir: Option<&std::path::Path>,
+        launcher: &[String],
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let state_dir = match args.iter().position(|a| a == "--state-dir") {
             Some(i) => PathBuf::from(&args[i + 1]),
             None => temp_dir("state"),
@@ -109,7 +114,6 @@ impl Gateway {
         if !args.iter().any(|a| a == "--cache-dir") {
             command.arg("--cache-dir").arg(shared_cache_dir());
         }
-        command.envs(env.iter().copied());
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
@@ -122,6 +126,7 @@ impl Gateway {
         ] {
             command.env_remove(name);
         }
+        command.envs(env.iter().copied());
         let mut child = command
             .env("WASMGATE_LOG", "info")
             .stdin(Stdio::null())
