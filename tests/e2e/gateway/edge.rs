@@ -256,6 +256,15 @@ pub async fn http2_streams_are_bounded_per_connection() {
             .await
             .expect("HTTP/2 handshake");
     tokio::spawn(connection);
+    // One answer first: the server's SETTINGS (its preface) have arrived by then, so the client
+    // knows the bound before it opens the three streams. (Sent earlier, a stream over the bound is
+    // refused with REFUSED_STREAM, which is the server keeping the bound too.)
+    let mut first = sender.clone();
+    let request = http::Request::get("http://localhost/healthz")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let answer = first.send_request(request).await.expect("an answer");
+    assert_eq!(answer.status(), 200);
     let calls: Vec<_> = (0..3)
         .map(|_| {
             let mut sender = sender.clone();
