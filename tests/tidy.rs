@@ -7,6 +7,8 @@
 //!   crate::a::b`, `super::x`, a path in code) points at it; those arrows never close a loop.
 //! - **Only the runtime knows wasmtime**: no host crate depends on it or names it in code.
 //! - **The runtime knows nothing of OpenFaaS**: its code never says so.
+//! - **A long file says why**: every Rust file over [`LONG_FILE`] lines gives its reason in its first
+//!   lines ("Over 600 lines: ...").
 //!
 //! The checks read the manifests and sources as text (no parser crate): each is small, and each has a
 //! test below that shows it failing on the mistake it exists for.
@@ -36,6 +38,46 @@ const OUTSIDE: &[&str] = &["wasmgate-guests", "wasmgate-benches", "wasmgate-test
 /// Arrows that close a circle and are known: (crate, from, to, why it is still there). None is
 /// left; one added needs its reason, and the test fails once it is gone, so the list stays true.
 const KNOWN_CIRCLES: &[(&str, &str, &str, &str)] = &[];
+
+/// Lines past which a file must say, at its top, why it is that long.
+const LONG_FILE: usize = 600;
+
+/// The long files of `paths` (with their lengths) whose first 40 lines do not say why.
+fn unexplained_long_files(files: &[(PathBuf, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(_, text)| text.lines().count() > LONG_FILE)
+        .filter(|(_, text)| !text.lines().take(40).any(|l| l.contains("600 lines")))
+        .map(|(path, text)| format!("{} ({} lines)", path.display(), text.lines().count()))
+        .collect()
+}
+
+#[test]
+fn a_long_file_says_why() {
+    let root = repository_root();
+    let files: Vec<(PathBuf, String)> = ["runtime", "host", "tests", "benches", "guests"]
+        .iter()
+        .flat_map(|dir| rust_files(&root.join(dir)))
+        .collect();
+    assert!(files.len() > 50, "found only {} Rust files", files.len());
+    let unexplained = unexplained_long_files(&files);
+    assert!(
+        unexplained.is_empty(),
+        "over {LONG_FILE} lines without a reason at the top (\"Over 600 lines: ...\"): {unexplained:?}"
+    );
+}
+
+#[test]
+fn the_long_file_check_finds_one_without_a_reason() {
+    let long = "fn f() {}\n".repeat(LONG_FILE + 1);
+    let explained = format!("//! Over 600 lines: a reason.\n{long}");
+    let files = vec![
+        (PathBuf::from("long.rs"), long),
+        (PathBuf::from("explained.rs"), explained),
+        (PathBuf::from("short.rs"), "fn f() {}\n".to_string()),
+    ];
+    assert_eq!(unexplained_long_files(&files), ["long.rs (601 lines)"]);
+}
 
 /// The crate every layer may use in its tests.
 const TEST_GUESTS: &str = "wasmgate-guests";

@@ -31,6 +31,10 @@
 //! assert_eq!(response.status(), 200);
 //! # Ok(()) }
 //! ```
+//!
+//! Over 600 lines: the facade is one type on purpose (the function table, the loaded-code cache,
+//! load, invoke, and each request's trace); the parts it calls live in `guest.rs`, `function.rs`,
+//! `invoke.rs` and the other modules.
 
 mod body;
 mod cache;

@@ -1,6 +1,9 @@
 //! Cluster mode: three gateways and a real NATS JetStream server (Debian's nats-server 2.9) on
 //! loopback. A deploy or a removal on one node is applied by the others; components travel through
 //! the object store; a node that was down catches up.
+//!
+//! Over 600 lines: each test starts its own NATS server and nodes through this file's helpers, which
+//! the OCI and connector tests use too.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
