@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &str, u32)] = &[
     ("wasmgate-runtime", "runtime", 0),
     ("wasmgate-openfaas", "host/openfaas", 0),
     ("wasmgate-net", "host/net", 0),
+    ("wasmgate-spin", "host/spin", 0),
     ("wasmgate-oci", "host/oci", 1),
     ("wasmgate-gateway", "host/gateway", 2),
     ("wasmgate", "host/cli", 3),
