@@ -19,6 +19,15 @@ pub enum Error {
     #[error("function {0:?} not found")]
     NotFound(String),
 
+    /// The function is made of parts and none of them serves this path (see `app.rs`).
+    #[error("no route of {function:?} matches {path}")]
+    NoRoute {
+        /// The function asked for.
+        function: String,
+        /// The path nothing matched.
+        path: String,
+    },
+
     /// The bytes given are not a component this runtime can run; `reason` says what to do about it.
     #[error("invalid component: {reason}")]
     InvalidComponent {

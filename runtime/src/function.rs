@@ -206,8 +206,9 @@ pub(crate) fn pre_instantiate(
     spec: Arc<FunctionSpec>,
     logs: Arc<FunctionLogs>,
 ) -> Result<Function, Error> {
-    // Fails when the component imports something the host does not provide; wasmtime's message names
-    // the import.
+    // A Spin interface wasmgate does not provide is named with what it is; any other import the
+    // host lacks fails below, where wasmtime's message names it.
+    crate::spin::check_spin_imports(linker.engine(), component)?;
     let instance_pre = linker
         .instantiate_pre(component)
         .map_err(|e| Error::invalid(format!("{e:#}")))?;
@@ -230,6 +231,8 @@ pub(crate) fn pre_instantiate(
             namespace: spec.namespace.as_str().into(),
             keyvalue_buckets: spec.keyvalue_buckets.clone().into(),
             config: spec.config.clone().into(),
+            spin_variables: spec.spin_variables.clone().into(),
+            spin_stores: spec.spin_key_value_stores.clone().into(),
             spec,
             logs,
         }),

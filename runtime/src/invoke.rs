@@ -37,6 +37,9 @@ pub(crate) struct GuestSetup {
     pub(crate) namespace: Arc<str>,
     pub(crate) keyvalue_buckets: Arc<[String]>,
     pub(crate) config: Arc<[(String, String)]>,
+    /// `spec.spin_variables` and `spec.spin_key_value_stores`, likewise.
+    pub(crate) spin_variables: Arc<[(String, String)]>,
+    pub(crate) spin_stores: Arc<[String]>,
 }
 
 /// Everything one request's [`Store`] holds. Built fresh for every request and dropped with it.
@@ -140,6 +143,8 @@ impl RequestState {
                 config: function.config.clone(),
                 logs: logs.clone(),
                 trace_id,
+                spin_variables: function.spin_variables.clone(),
+                spin_stores: function.spin_stores.clone(),
             },
             output: [stdout, stderr],
         })
@@ -201,7 +206,33 @@ struct GuestHooks {
     trace: Option<Trace>,
 }
 
+/// Where a request a part of a function made of parts sends goes, when it is for that function.
+enum AppCall {
+    /// To this part (`NAME/PART`), in process.
+    Part(crate::Runtime, String),
+    /// Not allowed: the guest gets `HTTP-request-denied`.
+    Denied(String),
+    /// No part serves it: the guest gets a 404 with the reason.
+    NoRoute(String),
+}
+
 impl GuestHooks {
+    /// Offers a request of a part to its function's router (see `app.rs`); `None` when the caller
+    /// is no part, or the request is not for its function.
+    fn app_call(&self, head: &mut http::request::Parts) -> Option<AppCall> {
+        let (function, part) = self.caller.split_once('/')?;
+        let runtime = crate::Runtime::from_inner(self.calls.runtime.upgrade()?);
+        let app = runtime.app(function)?;
+        Some(match app.router.route_call(part, head) {
+            crate::router::CallRoute::NotMine => return None,
+            crate::router::CallRoute::Part(target) => {
+                AppCall::Part(runtime, crate::router::part_name(function, &target))
+            }
+            crate::router::CallRoute::Denied(reason) => AppCall::Denied(reason),
+            crate::router::CallRoute::NoRoute(reason) => AppCall::NoRoute(reason),
+        })
+    }
+
     /// The function `uri` names, if it names one this function may call: `http://NAME/...` (a
     /// function of its own namespace) or `http://NAME.NAMESPACE/...` (its own namespace, or another
     /// that its allowed hosts list). Plain `http` on the default port only.
@@ -246,7 +277,7 @@ fn call_answer(status: u16, text: String) -> http::Response<wasmtime_wasi_http::
 /// The status a failed call to a function answers with, as the gateway would answer it.
 fn call_status(error: &Error) -> u16 {
     match error {
-        Error::NotFound(_) => 404,
+        Error::NotFound(_) | Error::NoRoute { .. } => 404,
         Error::Timeout { .. } => 504,
         Error::TooManyRequests { .. } => 429,
         Error::Busy { .. } => 503,
@@ -268,8 +299,23 @@ impl WasiHttpHooks for GuestHooks {
                 )>,
             > + Send,
     > {
-        let mut request = request;
-        if let Some((runtime, callee)) = self.function_target(request.uri()) {
+        let (mut head, body) = request.into_parts();
+        let routed = self.app_call(&mut head);
+        let mut request = http::Request::from_parts(head, body);
+        let target = match routed {
+            Some(AppCall::Part(runtime, part)) => Some((runtime, part)),
+            Some(AppCall::Denied(reason)) => {
+                tracing::debug!(caller = %self.caller, %reason, "call denied");
+                return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            }
+            Some(AppCall::NoRoute(reason)) => {
+                let done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                    Box::new(async { Ok(()) });
+                return Box::new(async move { Ok((call_answer(404, reason), done)) });
+            }
+            None => self.function_target(request.uri()),
+        };
+        if let Some((runtime, callee)) = target {
             let caller = self.caller.clone();
             let depth = self.calls.depth + 1;
             let left = self.calls.left.clone();

@@ -36,6 +36,7 @@
 //! load, invoke, and each request's trace); the parts it calls live in `guest.rs`, `function.rs`,
 //! `invoke.rs` and the other modules.
 
+mod app;
 mod body;
 mod cache;
 mod engine;
@@ -48,9 +49,11 @@ pub mod logs;
 mod observe;
 mod outbound;
 mod pagemap;
+mod router;
 pub mod services;
 mod shared;
 mod spec;
+pub mod spin;
 mod trace;
 
 use std::collections::HashMap;
@@ -79,6 +82,7 @@ pub use crate::outbound::{
     HostPattern, MAX_IDLE_PER_HOST, MAX_OUTBOUND_PER_REQUEST, MAX_OUTBOUND_TIMEOUT,
     POOL_IDLE_TIMEOUT,
 };
+pub use crate::router::{CallRoute, Router, part_name};
 pub use crate::shared::SHARED_IDLE_TIMEOUT;
 pub use crate::spec::{FunctionSpec, GuestDir, Limits, World};
 pub use crate::trace::{TRACEPARENT, TRACESTATE, Trace};
@@ -115,6 +119,8 @@ pub(crate) struct Inner {
     /// Where functions' key-value buckets live.
     keyvalue: Arc<dyn services::KeyValueStore>,
     functions: RwLock<HashMap<String, Arc<Entry>>>,
+    /// Functions made of parts, by name; their parts are in `functions` (see `app.rs`).
+    apps: RwLock<HashMap<String, Arc<app::App>>>,
     /// The zero of every entry's `last_used`.
     started: Instant,
     // Stops the epoch thread when the runtime goes away.
@@ -123,7 +129,7 @@ pub(crate) struct Inner {
 
 /// A function known to the runtime, loaded or not. Replaced whole on deploy; its compiled code lives
 /// in `Inner::loaded` under its `id`, which no other version of the function shares.
-struct Entry {
+pub(crate) struct Entry {
     id: u64,
     name: Arc<str>,
     source: WasmSource,
@@ -201,6 +207,7 @@ impl Runtime {
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)
             .map_err(|e| Error::internal("adding wasi:http 0.3 to the linker", &e))?;
         services::add_to_linker(&mut linker, invoke::RequestState::services)?;
+        spin::add_to_linker(&mut linker, invoke::RequestState::services)?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(cache::CodeCache::open(dir, &engine).map_err(|e| {
                 Error::Internal(format!("opening the code cache {}: {e}", dir.display()))
@@ -235,6 +242,7 @@ impl Runtime {
                 outbound: outbound::OutboundClient::new(),
                 keyvalue,
                 functions: RwLock::new(HashMap::new()),
+                apps: RwLock::new(HashMap::new()),
                 started: Instant::now(),
                 _ticker: ticker,
             }),
@@ -300,8 +308,22 @@ impl Runtime {
         spec: FunctionSpec,
         keep_loaded: bool,
     ) -> Result<Prepared, Error> {
-        let spec = Arc::new(spec);
         let logs = self.logs_for(name);
+        self.prepare_logged(name, logs, wasm, source, spec, keep_loaded)
+            .await
+    }
+
+    /// [`Runtime::prepare`] with the log the function is to write to.
+    pub(crate) async fn prepare_logged(
+        &self,
+        name: &str,
+        logs: Arc<FunctionLogs>,
+        wasm: Vec<u8>,
+        source: WasmSource,
+        spec: FunctionSpec,
+        keep_loaded: bool,
+    ) -> Result<Prepared, Error> {
+        let spec = Arc::new(spec);
         let function = self
             .compile(
                 name,
@@ -324,6 +346,8 @@ impl Runtime {
     /// The second half of [`Runtime::deploy`]: makes a prepared function live, atomically.
     pub fn install(&self, prepared: Prepared) {
         let Prepared(entry, function, _) = prepared;
+        // A function made of parts of this name is replaced whole.
+        self.remove_app(&entry.name);
         if let Some(function) = function {
             self.inner.loaded.insert(entry.id, function);
         }
@@ -336,6 +360,7 @@ impl Runtime {
     /// Adds the function `name` without compiling it: the first request (or [`Runtime::warm`]) loads
     /// it from `source`. Used at start-up, so the gateway serves at once.
     pub fn register(&self, name: &str, source: WasmSource, spec: FunctionSpec) {
+        self.remove_app(name);
         let entry = self.entry(name, source, Arc::new(spec), self.logs_for(name));
         self.write().insert(name.to_string(), Arc::new(entry));
     }
@@ -352,31 +377,44 @@ impl Runtime {
 
     /// Loads the function `name` if it is not loaded. Not counted as a cold start.
     pub async fn warm(&self, name: &str) -> Result<(), Error> {
-        let entry = self.get(name)?;
-        self.load_entry(&entry, false, None).await.map(drop)
+        let entries = self.entries_of(name);
+        if entries.is_empty() {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        for entry in entries {
+            self.load_entry(&entry, false, None).await?;
+        }
+        Ok(())
     }
 
     /// Makes sure the compiled code of `name` is in the disk cache, compiling it if not, without
     /// loading it. Returns whether it compiled. Used at start-up for artifacts never compiled here.
     pub async fn precompile(&self, name: &str) -> Result<bool, Error> {
-        let entry = self.get(name)?;
-        let (Some(cache), Some(key)) = (&self.inner.cache, entry.source.cache_key()) else {
-            return Ok(false);
-        };
-        if cache.contains(key) {
-            return Ok(false);
+        let entries = self.entries_of(name);
+        if entries.is_empty() {
+            return Err(Error::NotFound(name.to_string()));
         }
-        let logs = entry.logs.clone();
-        self.compile(
-            &entry.name,
-            None,
-            entry.source.clone(),
-            entry.spec.clone(),
-            logs,
-            None,
-        )
-        .await?;
-        Ok(true)
+        let mut compiled = false;
+        for entry in entries {
+            let (Some(cache), Some(key)) = (&self.inner.cache, entry.source.cache_key()) else {
+                continue;
+            };
+            if cache.contains(key) {
+                continue;
+            }
+            let logs = entry.logs.clone();
+            self.compile(
+                &entry.name,
+                None,
+                entry.source.clone(),
+                entry.spec.clone(),
+                logs,
+                None,
+            )
+            .await?;
+            compiled = true;
+        }
+        Ok(compiled)
     }
 
     /// Removes the compiled code kept on disk under `cache_key` (a component no function uses any
@@ -390,44 +428,55 @@ impl Runtime {
     /// Drops the compiled code of `name` (scale to zero); requests running keep theirs. Returns whether
     /// it was loaded.
     pub fn unload(&self, name: &str) -> bool {
-        let Some(entry) = self.read().get(name).cloned() else {
-            return false;
-        };
-        self.inner.loaded.remove(&entry.id).is_some()
+        let mut unloaded = false;
+        for entry in self.entries_of(name) {
+            unloaded |= self.inner.loaded.remove(&entry.id).is_some();
+        }
+        unloaded
     }
 
     /// The world of `wasi:http` that `name` exports, if it is loaded (the compiled component says);
     /// `None` if it is unknown or not loaded.
     pub fn world(&self, name: &str) -> Option<World> {
-        let id = self.read().get(name)?.id;
-        self.inner
-            .loaded
-            .get(&id)
+        self.entries_of(name)
+            .iter()
+            .find_map(|entry| self.inner.loaded.get(&entry.id))
             .map(|function| function.pre.world())
     }
 
     /// Whether `name` is loaded (ready to serve without compiling); `None` if unknown.
     pub fn is_loaded(&self, name: &str) -> Option<bool> {
-        let id = self.read().get(name)?.id;
-        Some(self.inner.loaded.contains_key(&id))
+        let entries = self.entries_of(name);
+        if entries.is_empty() {
+            return None;
+        }
+        Some(
+            entries
+                .iter()
+                .any(|entry| self.inner.loaded.contains_key(&entry.id)),
+        )
     }
 
     /// How long since a request last used `name` (or since it was added); `None` if unknown.
     pub fn idle_for(&self, name: &str) -> Option<Duration> {
-        let entry = self.read().get(name).cloned()?;
-        let now = self.now_millis();
+        let last_used = self
+            .entries_of(name)
+            .iter()
+            .map(|entry| entry.last_used.load(Ordering::Relaxed))
+            .max()?;
         Some(Duration::from_millis(
-            now.saturating_sub(entry.last_used.load(Ordering::Relaxed)),
+            self.now_millis().saturating_sub(last_used),
         ))
     }
 
     /// Removes the function `name`; requests already running finish. Returns whether it existed.
     pub fn remove(&self, name: &str) -> bool {
+        let app = self.remove_app(name);
         let removed = self.write().remove(name);
         if let Some(entry) = &removed {
             self.inner.loaded.invalidate(&entry.id);
         }
-        removed.is_some()
+        removed.is_some() || app
     }
 
     /// The names of the known functions, sorted.
@@ -460,12 +509,13 @@ impl Runtime {
 
     /// Whether a function of this name is known.
     pub fn contains(&self, name: &str) -> bool {
-        self.read().contains_key(name)
+        self.read().contains_key(name) || self.app(name).is_some()
     }
 
-    /// The captured output of the function `name`.
+    /// The captured output of the function `name` (of all its parts, for one made of them).
     pub fn logs(&self, name: &str) -> Option<Arc<FunctionLogs>> {
-        self.read().get(name).map(|e| e.logs.clone())
+        let logs = self.read().get(name).map(|e| e.logs.clone());
+        logs.or_else(|| self.app(name).map(|app| app.logs.clone()))
     }
 
     /// Serves `request` with a fresh instance of the function `name`, loading it first if needed.
@@ -516,9 +566,24 @@ impl Runtime {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let entry = self.get(name)?;
-        entry.last_used.store(self.now_millis(), Ordering::Relaxed);
         let mut request = request;
+        // A function made of parts: its router picks the part.
+        let part = match self.app(name) {
+            Some(app) => {
+                let (mut head, body) = request.into_parts();
+                let Some(part) = app.router.route(&mut head) else {
+                    return Err(Error::NoRoute {
+                        function: name.to_string(),
+                        path: head.uri.path().to_string(),
+                    });
+                };
+                request = http::Request::from_parts(head, body);
+                Some(part_name(name, &part))
+            }
+            None => None,
+        };
+        let entry = self.get(part.as_deref().unwrap_or(name))?;
+        entry.last_used.store(self.now_millis(), Ordering::Relaxed);
         let trace = request.extensions_mut().remove::<Trace>();
         let (function, cold) = match self.inner.loaded.get(&entry.id) {
             Some(function) => {

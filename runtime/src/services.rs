@@ -201,6 +201,9 @@ pub(crate) struct ServicesCtx {
     pub(crate) logs: Arc<FunctionLogs>,
     /// The trace of the request these services serve, for its `wasi:logging` lines.
     pub(crate) trace_id: Option<Arc<str>>,
+    /// Spin's variables and the labels of the Spin stores it may open (see `spin.rs`).
+    pub(crate) spin_variables: Arc<[(String, String)]>,
+    pub(crate) spin_stores: Arc<[String]>,
 }
 
 /// The services' view of a request's store.
@@ -209,7 +212,7 @@ pub(crate) struct Services<'a> {
     pub(crate) table: &'a mut ResourceTable,
 }
 
-struct HasServices;
+pub(crate) struct HasServices;
 
 impl HasData for HasServices {
     type Data<'a> = Services<'a>;

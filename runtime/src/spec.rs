@@ -41,6 +41,13 @@ pub struct FunctionSpec {
     pub keyvalue_buckets: Vec<String>,
     /// What `wasi:config/store` answers, in order; the first of a repeated key wins.
     pub config: Vec<(String, String)>,
+    /// What Spin's variables interface answers (`fermyon:spin/variables`): the component's
+    /// variables with their values, in order; the first of a repeated name wins.
+    pub spin_variables: Vec<(String, String)>,
+    /// The stores Spin's key-value interface may open (`fermyon:spin/key-value`), by label; each is
+    /// the key-value bucket of that name in the function's namespace. Any other label is
+    /// `access-denied`, as in Spin.
+    pub spin_key_value_stores: Vec<String>,
 }
 
 /// Per-function limits. `None` takes the runtime's default ([`crate::RuntimeConfig`]); the caller

@@ -103,6 +103,9 @@ pub(super) fn function_spec(
         namespace: function.namespace.clone(),
         keyvalue_buckets: settings::keyvalue_buckets(settings).unwrap_or_default(),
         config: settings::config_values(settings, secret),
+        // A Spin app's components get theirs from its manifest (`spin.rs`).
+        spin_variables: Vec::new(),
+        spin_key_value_stores: Vec::new(),
     }
 }
 

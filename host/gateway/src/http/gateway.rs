@@ -718,6 +718,11 @@ fn error_response(function: &FunctionRef, error: &RuntimeError) -> Response<Gate
             StatusCode::NOT_FOUND,
             format!("function {function} not found"),
         ),
+        // A Spin app's answer when no route matches (Spin's own is a bare 404).
+        RuntimeError::NoRoute { path, .. } => (
+            StatusCode::NOT_FOUND,
+            format!("no route of {function} matches {path}"),
+        ),
         RuntimeError::Trap { .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("function {function} failed"),

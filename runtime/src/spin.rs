@@ -1,0 +1,285 @@
+//! Spin's host interfaces, for components built with Spin's SDKs (the `spin` world in
+//! `wit/world.wit`), and the refusal of those wasmgate does not provide.
+//!
+//! - **Variables** (`fermyon:spin/variables@2.0.0`): the values the embedder resolved
+//!   ([`crate::FunctionSpec::spin_variables`]); a name that is not lower snake case is
+//!   `invalid-name`, one without a value `undefined`, as in Spin.
+//! - **Key-value** (`fermyon:spin/key-value@2.0.0`): a store opens only when its label is listed
+//!   ([`crate::FunctionSpec::spin_key_value_stores`], else `access-denied`, as Spin answers) and is
+//!   the key-value bucket of that name in the function's namespace: the same data `wasi:keyvalue`
+//!   sees, with the same bounds on keys and values, in the embedder's [`KeyValueStore`].
+//! - **Every other Spin interface** (`fermyon:spin/redis`, `postgres`, `mysql`, `mqtt`, `llm`,
+//!   `sqlite`, and the `spin:*@3` packages) is refused when the component is loaded, naming it:
+//!   [`check_spin_imports`].
+
+use wasmtime::component::{Component, Linker, Resource};
+
+use crate::Error;
+use crate::services::{
+    HasServices, KeyValueStore, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, Services,
+    ServicesCtx,
+};
+
+/// Keys `get-keys` returns at most; a store with more answers an error rather than an unbounded
+/// list.
+pub const MAX_LISTED_KEYS: usize = 10_000;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "wasmgate:function/spin",
+        imports: { default: async | trappable },
+        with: {
+            "fermyon:spin/key-value.store": super::SpinStore,
+        },
+    });
+}
+
+use bindings::fermyon::spin::key_value;
+use bindings::fermyon::spin::variables;
+
+/// The Spin interfaces wasmgate provides.
+pub const PROVIDED: [&str; 2] = [
+    "fermyon:spin/variables@2.0.0",
+    "fermyon:spin/key-value@2.0.0",
+];
+
+/// A store a guest opened.
+#[derive(Debug)]
+pub struct SpinStore {
+    bucket: String,
+}
+
+/// Adds Spin's interfaces to the linker.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> Services<'_>,
+) -> Result<(), Error> {
+    let fail = |e: wasmtime::Error| Error::internal("adding Spin's interfaces to the linker", &e);
+    variables::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
+    key_value::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
+    Ok(())
+}
+
+/// What a Spin interface is, for a person: `Redis` for `fermyon:spin/redis@2.0.0`.
+fn what(interface: &str) -> &'static str {
+    let name = interface
+        .split_once('/')
+        .map_or(interface, |(_, rest)| rest)
+        .split('@')
+        .next()
+        .unwrap_or_default();
+    match name {
+        "redis" => "Spin's Redis client",
+        "postgres" => "Spin's PostgreSQL client",
+        "mysql" => "Spin's MySQL client",
+        "mqtt" => "Spin's MQTT client",
+        "llm" => "Spin's LLM inferencing",
+        "sqlite" => "Spin's SQLite",
+        "key-value" => "Spin's key-value store (this version)",
+        "variables" => "Spin's variables (this version)",
+        _ => "a Spin interface",
+    }
+}
+
+/// Refuses a component that imports a Spin interface wasmgate does not provide, naming it (and
+/// each other one it imports), before linking would fail with a less direct message.
+pub(crate) fn check_spin_imports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+) -> Result<(), Error> {
+    let missing: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name)
+        .filter(|name| {
+            (name.starts_with("fermyon:spin/") || name.starts_with("spin:"))
+                && !PROVIDED.contains(name)
+        })
+        .map(|name| format!("{name} ({})", what(name)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the component imports {}, which wasmgate does not provide; of Spin's interfaces it \
+         provides {}",
+        missing.join(", "),
+        PROVIDED.join(" and "),
+    )))
+}
+
+/// Spin's rule for a variable name: lower snake case.
+fn is_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.split('_').all(|word| {
+            !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+impl variables::Host for Services<'_> {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
+        if !is_variable_name(&name) {
+            return Ok(Err(variables::Error::InvalidName(format!(
+                "{name:?} is not a variable name (lower snake case)"
+            ))));
+        }
+        Ok(self
+            .ctx
+            .spin_variables
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+            .ok_or_else(|| {
+                variables::Error::Undefined(format!("the component has no variable {name:?}"))
+            }))
+    }
+}
+
+type KvResult<T> = wasmtime::Result<Result<T, key_value::Error>>;
+
+fn check_key(key: &str) -> Result<(), key_value::Error> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(key_value::Error::Other(format!(
+            "a key is at most {MAX_KEY_BYTES} bytes; this one has {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `f` on the store off the async threads, in the function's namespace. The future owns
+/// what it needs, so no borrow of the request's state lives across the wait.
+fn blocking<T: Send + 'static>(
+    ctx: &ServicesCtx,
+    f: impl FnOnce(&dyn KeyValueStore, &str) -> Result<T, String> + Send + 'static,
+) -> impl Future<Output = Result<T, key_value::Error>> + Send + 'static {
+    let store = ctx.keyvalue.clone();
+    let namespace = ctx.namespace.clone();
+    async move {
+        match tokio::task::spawn_blocking(move || f(store.as_ref(), &namespace)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(reason)) => Err(key_value::Error::Other(reason)),
+            Err(error) => Err(key_value::Error::Other(format!(
+                "the store failed: {error}"
+            ))),
+        }
+    }
+}
+
+impl Services<'_> {
+    fn spin_bucket(&self, store: &Resource<SpinStore>) -> wasmtime::Result<String> {
+        Ok(self.table.get(store)?.bucket.clone())
+    }
+}
+
+impl key_value::Host for Services<'_> {}
+
+impl key_value::HostStore for Services<'_> {
+    async fn open(&mut self, label: String) -> KvResult<Resource<SpinStore>> {
+        if !self.ctx.spin_stores.contains(&label) {
+            return Ok(Err(key_value::Error::AccessDenied));
+        }
+        Ok(Ok(self.table.push(SpinStore { bucket: label })?))
+    }
+
+    async fn get(&mut self, store: Resource<SpinStore>, key: String) -> KvResult<Option<Vec<u8>>> {
+        let bucket = self.spin_bucket(&store)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        Ok(blocking(self.ctx, move |kv, ns| kv.get(ns, &bucket, &key)).await)
+    }
+
+    async fn set(
+        &mut self,
+        store: Resource<SpinStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> KvResult<()> {
+        let bucket = self.spin_bucket(&store)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Ok(Err(key_value::Error::Other(format!(
+                "a value is at most {MAX_VALUE_BYTES} bytes; this one has {}",
+                value.len()
+            ))));
+        }
+        Ok(blocking(self.ctx, move |kv, ns| kv.set(ns, &bucket, &key, &value)).await)
+    }
+
+    async fn delete(&mut self, store: Resource<SpinStore>, key: String) -> KvResult<()> {
+        let bucket = self.spin_bucket(&store)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        Ok(blocking(self.ctx, move |kv, ns| kv.delete(ns, &bucket, &key)).await)
+    }
+
+    async fn exists(&mut self, store: Resource<SpinStore>, key: String) -> KvResult<bool> {
+        let bucket = self.spin_bucket(&store)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(e));
+        }
+        Ok(blocking(self.ctx, move |kv, ns| {
+            kv.get(ns, &bucket, &key).map(|v| v.is_some())
+        })
+        .await)
+    }
+
+    async fn get_keys(&mut self, store: Resource<SpinStore>) -> KvResult<Vec<String>> {
+        let bucket = self.spin_bucket(&store)?;
+        Ok(blocking(self.ctx, move |kv, ns| {
+            let mut keys = Vec::new();
+            loop {
+                let (page, more) = kv.keys(ns, &bucket, keys.len() as u64, MAX_BATCH_KEYS)?;
+                keys.extend(page);
+                if keys.len() > MAX_LISTED_KEYS {
+                    return Err(format!(
+                        "the store has more than {MAX_LISTED_KEYS} keys, more than get-keys lists"
+                    ));
+                }
+                if !more {
+                    return Ok(keys);
+                }
+            }
+        })
+        .await)
+    }
+
+    async fn drop(&mut self, store: Resource<SpinStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unprovided_interfaces_are_described() {
+        assert_eq!(what("fermyon:spin/redis@2.0.0"), "Spin's Redis client");
+        assert_eq!(
+            what("spin:postgres/postgres@4.2.0"),
+            "Spin's PostgreSQL client"
+        );
+        assert_eq!(what("spin:sqlite/sqlite@3.1.0"), "Spin's SQLite");
+        assert_eq!(what("fermyon:spin/other@2.0.0"), "a Spin interface");
+    }
+
+    #[test]
+    fn variable_names_are_lower_snake_case() {
+        for good in ["a", "api_key", "v2"] {
+            assert!(is_variable_name(good), "{good}");
+        }
+        for bad in ["", "A", "a-b", "_a", "a__b", "2a"] {
+            assert!(!is_variable_name(bad), "{bad}");
+        }
+    }
+}
