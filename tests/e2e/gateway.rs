@@ -28,6 +28,8 @@ mod oci;
 mod p3;
 #[path = "gateway/services.rs"]
 mod services;
+#[path = "gateway/spin.rs"]
+mod spin;
 mod support;
 #[path = "gateway/traces.rs"]
 mod traces;
@@ -59,6 +61,8 @@ mod guests {
         p3_caller, p3_echo, p3_hello, p3_inspect, p3_memhog, p3_outbound, p3_sleep, p3_spin,
         p3_stream_forever, p3_trailers, spin7_hello,
     };
+    // The Spin app's components are tested as the app, with the other Spin tests.
+    pub use crate::spin::{spin5_back, spin5_front, spin5_redis};
 
     /// `flaky` fails while `X-Retry` is below `?fail=N`, sleeps for `?sleep_ms`, and answers any status.
     #[tokio::test]

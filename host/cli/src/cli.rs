@@ -28,11 +28,12 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     /// The gateway URL, picked as faas-cli picks it.
     pub fn url(&self) -> anyhow::Result<String> {
-        let stack_gateway = if self.stack.exists() {
-            Stack::read(&self.stack)?.provider.and_then(|p| p.gateway)
-        } else {
-            None
-        };
+        let stack_gateway =
+            if self.stack.exists() && !wasmgate_spin::deployment::is_manifest_path(&self.stack) {
+                Stack::read(&self.stack)?.provider.and_then(|p| p.gateway)
+            } else {
+                None
+            };
         let env = std::env::var("OPENFAAS_URL").ok();
         Ok(resolve_gateway(
             self.gateway.as_deref(),

@@ -13,6 +13,9 @@ use crate::commands::expect;
 /// `wasmgate deploy`: every function of the stack file (or those named), each uploaded only if the
 /// gateway lacks its digest, then deployed as faas-cli does (PUT, and POST on 404).
 pub async fn deploy(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> {
+    if wasmgate_spin::deployment::is_manifest_path(&gateway.stack) {
+        return deploy_spin(gateway).await;
+    }
     let (stack, base) = gateway.read_stack()?;
     let mut functions = stack.resolve(&base)?;
     if !only.is_empty() {
@@ -126,18 +129,70 @@ pub async fn push(gateway: &GatewayArgs, only: &[String]) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Uploads (if needed) and deploys one function; returns how its component got there.
-async fn deploy_one(
-    client: &ApiClient,
-    function: &wasmgate_openfaas::types::ResolvedFunction,
-) -> anyhow::Result<Uploaded> {
-    // An OCI image is pulled by the gateway itself (push it first with `wasmgate push`).
-    if let Some(reference) = &function.oci {
-        send_deployment(client, function, reference.clone()).await?;
-        return Ok(Uploaded::Pulled);
+/// `wasmgate deploy -f spin.toml`: the Spin app as one function named after it, each component
+/// uploaded if the gateway lacks it (see `wasmgate_spin::deployment`).
+async fn deploy_spin(gateway: &GatewayArgs) -> anyhow::Result<()> {
+    let path = &gateway.stack;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let app = wasmgate_spin::App::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let base = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let client = gateway.client()?;
+    let mut sources = std::collections::BTreeMap::new();
+    for (name, component) in &app.components {
+        let file = base.join(&component.source);
+        let wasm = std::fs::read(&file)
+            .with_context(|| format!("component {name}: reading {}", file.display()))?;
+        let (digest, uploaded) = upload(&client, wasm)
+            .await
+            .with_context(|| format!("component {name}"))?;
+        println!(
+            "{name}: {}",
+            match uploaded {
+                Uploaded::Now => "uploaded",
+                _ => "already there",
+            }
+        );
+        sources.insert(name.clone(), digest);
     }
-    let wasm = std::fs::read(&function.wasm)
-        .with_context(|| format!("reading {}", function.wasm.display()))?;
+    let deployment = spin_deployment(&app, &text, &sources);
+    send(&client, &deployment).await?;
+    println!(
+        "{}: deployed to {} ({} components)",
+        app.name,
+        client.gateway,
+        app.components.len()
+    );
+    Ok(())
+}
+
+/// The deployment of a Spin app whose components are the digests `sources`.
+pub(crate) fn spin_deployment(
+    app: &wasmgate_spin::App,
+    manifest: &str,
+    sources: &std::collections::BTreeMap<String, String>,
+) -> wasmgate_openfaas::types::FunctionDeployment {
+    use wasmgate_spin::deployment::{ANNOTATION_MANIFEST, ANNOTATION_SOURCES, format_sources};
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(ANNOTATION_MANIFEST.to_string(), manifest.to_string());
+    annotations.insert(ANNOTATION_SOURCES.to_string(), format_sources(sources));
+    wasmgate_openfaas::types::FunctionDeployment {
+        service: app.name.clone(),
+        // Shown by list and describe; the components are in the annotations.
+        image: sources.values().next().cloned().unwrap_or_default(),
+        namespace: None,
+        settings: wasmgate_openfaas::types::FunctionSettings {
+            annotations: Some(annotations.into_iter().collect()),
+            ..Default::default()
+        },
+    }
+}
+
+/// Uploads a component unless the gateway has its digest; the digest and what happened.
+async fn upload(client: &ApiClient, wasm: Vec<u8>) -> anyhow::Result<(String, Uploaded)> {
     let digest = wasmgate_openfaas::digest::Digest::of(&wasm).to_string();
     let known = client
         .send(
@@ -177,6 +232,22 @@ async fn deploy_one(
             Uploaded::AlreadyThere
         }
     };
+    Ok((digest, uploaded))
+}
+
+/// Uploads (if needed) and deploys one function; returns how its component got there.
+async fn deploy_one(
+    client: &ApiClient,
+    function: &wasmgate_openfaas::types::ResolvedFunction,
+) -> anyhow::Result<Uploaded> {
+    // An OCI image is pulled by the gateway itself (push it first with `wasmgate push`).
+    if let Some(reference) = &function.oci {
+        send_deployment(client, function, reference.clone()).await?;
+        return Ok(Uploaded::Pulled);
+    }
+    let wasm = std::fs::read(&function.wasm)
+        .with_context(|| format!("reading {}", function.wasm.display()))?;
+    let (digest, uploaded) = upload(client, wasm).await?;
     send_deployment(client, function, digest).await?;
     Ok(uploaded)
 }
@@ -204,7 +275,15 @@ async fn send_deployment(
         namespace: Some(function.function.namespace.clone()),
         settings: function.settings.clone(),
     };
-    let body = serde_json::to_string(&deployment)?;
+    send(client, &deployment).await
+}
+
+/// PUT, then POST on 404, as faas-cli deploys.
+async fn send(
+    client: &ApiClient,
+    deployment: &wasmgate_openfaas::types::FunctionDeployment,
+) -> anyhow::Result<()> {
+    let body = serde_json::to_string(deployment)?;
     let put = client
         .send(
             Method::PUT,

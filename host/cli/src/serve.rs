@@ -291,7 +291,12 @@ impl ServeArgs {
             None => None,
         };
         let mut functions = Vec::new();
-        if let Some(file) = stack_file {
+        if let Some(file) = stack_file
+            .as_ref()
+            .filter(|f| wasmgate_spin::deployment::is_manifest_path(f))
+        {
+            functions.push(spin_function(file)?);
+        } else if let Some(file) = stack_file {
             let stack = Stack::read(&file)?;
             let base = file.parent().map(PathBuf::from).unwrap_or_default();
             functions.extend(
@@ -470,6 +475,40 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
         Some(home) => Ok(PathBuf::from(home).join(".local/state/wasmgate")),
         None => bail!("no --state-dir given and neither XDG_STATE_HOME nor HOME is set"),
     }
+}
+
+/// The Spin app of the manifest `file` as a function to deploy: its components are read by the
+/// gateway from their paths, relative to the manifest's folder.
+fn spin_function(file: &std::path::Path) -> anyhow::Result<ResolvedFunction> {
+    use wasmgate_spin::deployment::{ANNOTATION_MANIFEST, ANNOTATION_SOURCES, format_sources};
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let app = wasmgate_spin::App::parse(&text).with_context(|| format!("{}", file.display()))?;
+    let base = file.parent().map(PathBuf::from).unwrap_or_default();
+    let base = std::path::absolute(&base).unwrap_or(base);
+    let sources = app
+        .components
+        .iter()
+        .map(|(name, component)| {
+            (
+                name.clone(),
+                base.join(&component.source).display().to_string(),
+            )
+        })
+        .collect();
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(ANNOTATION_MANIFEST.to_string(), text.clone());
+    annotations.insert(ANNOTATION_SOURCES.to_string(), format_sources(&sources));
+    Ok(ResolvedFunction {
+        function: wasmgate_openfaas::names::FunctionRef::new(&app.name, None)
+            .with_context(|| format!("{}: [application] name", file.display()))?,
+        wasm: file.to_path_buf(),
+        oci: None,
+        settings: wasmgate_openfaas::types::FunctionSettings {
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+    })
 }
 
 fn parse_function_arg(arg: &str) -> anyhow::Result<ResolvedFunction> {

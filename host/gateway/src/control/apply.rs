@@ -13,8 +13,8 @@
 use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::types::Namespace;
 
+use super::change::function_of;
 use super::change::{Change, Component, Origin, PutMode, SecretChange};
-use super::deploy::function_of;
 use super::error::Error;
 use super::registry::Functions;
 use super::replication::{Replicated, Replicator};
@@ -51,11 +51,12 @@ impl Functions {
         // The component is read before the lock: an OCI pull may take minutes, and no other change
         // (another deploy, a scale, another node's change) should wait for it.
         let change = match change {
+            // A Spin app's components are read under the lock (`spin.rs`).
             Change::Deploy {
                 deployment,
                 mode,
                 component: Component::Image,
-            } => {
+            } if !super::spin::is_spin(&deployment) => {
                 let (bytes, digest) = self.resolve_image(&deployment.image).await?;
                 let digest = digest.unwrap_or_else(|| Digest::of(&bytes));
                 Change::Deploy {

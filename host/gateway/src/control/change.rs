@@ -1,11 +1,13 @@
 //! The changes of the control plane, as data. Every write to the registry is a [`Change`], and
 //! [`crate::control::Functions::apply`] (in `apply.rs`) is the one function that makes it, whether a
 //! client of this node asked for it ([`Origin::Local`]) or another node of the cluster made it
-//! ([`Origin::Remote`]).
+//! ([`Origin::Remote`]). Also which function a deployment names, and whether its mode allows it.
 
 use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::types::{FunctionDeployment, Namespace};
+
+use super::error::Error;
 
 /// A change to the functions, namespaces or secrets of the gateway.
 #[derive(Debug)]
@@ -117,4 +119,23 @@ pub enum Origin {
     Local,
     /// Another node: applied only (its component is already in the artifact store).
     Remote,
+}
+
+/// Whether a deploy in `mode` may go ahead, given whether the function `exists`.
+pub(super) fn check_mode(function: &FunctionRef, mode: PutMode, exists: bool) -> Result<(), Error> {
+    match (mode, exists) {
+        (PutMode::Update, false) => Err(Error::NotFound(format!("function {function}"))),
+        (PutMode::Create, true) => Err(Error::invalid(format!(
+            "function {function} already exists; update it with PUT"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The function a deployment names; its namespace, when absent, is the default one.
+pub(super) fn function_of(deployment: &FunctionDeployment) -> Result<FunctionRef, Error> {
+    Ok(FunctionRef::new(
+        &deployment.service,
+        deployment.namespace.as_deref(),
+    )?)
 }

@@ -49,7 +49,7 @@ impl Functions {
             let referenced: HashSet<String> = self
                 .read_records()
                 .values()
-                .map(|record| record.digest.clone())
+                .flat_map(super::spin::record_digests)
                 .collect();
             let state = self.state.clone();
             let collected = tokio::task::spawn_blocking(move || {

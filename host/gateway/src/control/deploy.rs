@@ -8,47 +8,21 @@ use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::types::{FunctionDeployment, FunctionRecord};
 
-use super::change::{Component, Origin, PutMode};
+use super::change::{Component, Origin, PutMode, check_mode, function_of};
 use super::error::Error;
 use super::registry::Functions;
 use super::replication::Replicated;
 use super::spec;
 use crate::storage::state::StateError;
 
-/// Whether a deploy in `mode` may go ahead, given whether the function `exists`.
-fn check_mode(function: &FunctionRef, mode: PutMode, exists: bool) -> Result<(), Error> {
-    match (mode, exists) {
-        (PutMode::Update, false) => Err(Error::NotFound(format!("function {function}"))),
-        (PutMode::Create, true) => Err(Error::invalid(format!(
-            "function {function} already exists; update it with PUT"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// The function a deployment names; its namespace, when absent, is the default one.
-pub(super) fn function_of(deployment: &FunctionDeployment) -> Result<FunctionRef, Error> {
-    Ok(FunctionRef::new(
-        &deployment.service,
-        deployment.namespace.as_deref(),
-    )?)
-}
-
 impl Functions {
-    /// Deploys or updates a function: checks it, reads and compiles its component, builds its
-    /// secrets directory, writes its record, and installs it in the runtime.
-    pub(super) async fn deploy_locked(
+    /// What every deploy checks before reading a component: the namespace, the secrets it lists,
+    /// its settings against this gateway's maximums.
+    pub(super) fn check_deployment(
         &self,
-        mut deployment: FunctionDeployment,
-        mode: PutMode,
-        component: Component,
-        origin: Origin,
-    ) -> Result<Replicated, Error> {
-        let function = function_of(&deployment)?;
-        deployment.namespace = Some(function.namespace.clone());
-        let key = function.key();
-        let existing = self.read_records().get(&key).cloned();
-        check_mode(&function, mode, existing.is_some())?;
+        function: &FunctionRef,
+        deployment: &FunctionDeployment,
+    ) -> Result<(), Error> {
         if !self.namespace_exists(&function.namespace) {
             return Err(Error::invalid(format!(
                 "namespace {} does not exist",
@@ -64,7 +38,27 @@ impl Functions {
                 )));
             }
         }
-        spec::check_settings(&deployment, self.runtime.config())?;
+        spec::check_settings(deployment, self.runtime.config())
+    }
+
+    /// Deploys or updates a function: checks it, reads and compiles its component, builds its
+    /// secrets directory, writes its record, and installs it in the runtime.
+    pub(super) async fn deploy_locked(
+        &self,
+        mut deployment: FunctionDeployment,
+        mode: PutMode,
+        component: Component,
+        origin: Origin,
+    ) -> Result<Replicated, Error> {
+        if super::spin::is_spin(&deployment) {
+            return self.deploy_spin_locked(deployment, mode, origin).await;
+        }
+        let function = function_of(&deployment)?;
+        deployment.namespace = Some(function.namespace.clone());
+        let key = function.key();
+        let existing = self.read_records().get(&key).cloned();
+        check_mode(&function, mode, existing.is_some())?;
+        self.check_deployment(&function, &deployment)?;
         let replicas = spec::replicas(&deployment, existing.as_ref().map(|r| r.replicas))?;
 
         let (wasm, digest) = match component {

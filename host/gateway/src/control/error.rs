@@ -53,6 +53,16 @@ impl Error {
         }
     }
 
+    /// The same error, its text prefixed with what it was about (`component front: ...`).
+    pub(crate) fn context(self, about: &str) -> Self {
+        match self {
+            Error::InvalidInput(text) => Error::InvalidInput(format!("{about}: {text}")),
+            Error::NotFound(text) => Error::NotFound(format!("{about}: {text}")),
+            Error::Conflict(text) => Error::Conflict(format!("{about}: {text}")),
+            other => other,
+        }
+    }
+
     /// The runtime's answer to validating or compiling a component: an invalid component is the
     /// client's mistake, anything else is this side's.
     pub(crate) fn compiling(error: RuntimeError) -> Self {

@@ -8,7 +8,7 @@
 //! (deploy, scale, remove), `namespaces.rs`, `secrets.rs` (and each function's secrets directory),
 //! `artifacts.rs` (images, uploads, the artifact store), `collector.rs` (unreferenced components removed
 //! after a grace period), `spec.rs` (labels and annotations, and the
-//! runtime's `FunctionSpec`), `sweeper.rs` (scale to zero), `peers.rs` (the other nodes, for replica
+//! runtime's `FunctionSpec`), `spin.rs` (Spin apps: their deploy and their router), `sweeper.rs` (scale to zero), `peers.rs` (the other nodes, for replica
 //! counts). Failures are an [`Error`] (`error.rs`).
 
 mod apply;
@@ -23,6 +23,7 @@ mod registry;
 mod replication;
 mod secrets;
 mod spec;
+pub mod spin;
 mod sweeper;
 
 pub use artifacts::DEFAULT_MAX_ARTIFACT_BYTES;

@@ -149,6 +149,18 @@ impl Functions {
             tracing::warn!(function = %function, %error, "skipped a function whose secrets cannot be prepared");
             return;
         }
+        match self.restore_spin(&function, &record.deployment) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.metrics.set_replicas(&function.key(), record.replicas);
+                self.write_records().insert(function.key(), record);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(function = %function, %error, "skipped a Spin app that cannot be restored");
+                return;
+            }
+        }
         let spec = self.spec(&function, &record.deployment);
         self.runtime
             .register(&function.key(), self.source(digest), spec);

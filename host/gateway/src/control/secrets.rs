@@ -77,6 +77,9 @@ impl Functions {
                     .iter()
                     .flatten()
                     .any(|s| s == name)
+                    || super::spin::variable_secrets(&r.deployment)
+                        .iter()
+                        .any(|s| s == name)
             })
             .filter_map(|r| {
                 FunctionRef::new(&r.deployment.service, Some(namespace))
@@ -86,6 +89,13 @@ impl Functions {
             .collect();
         for (function, deployment) in users {
             self.build_secrets_dir(&function, &deployment)?;
+            if super::spin::is_spin(&deployment) {
+                // Its variables may read the secret.
+                if let Err(error) = self.respecify_spin(&function, &deployment) {
+                    tracing::warn!(function = %function, %error, "could not refresh the Spin app's variables");
+                }
+                continue;
+            }
             // Its `wasi:config` values include the secret's value.
             let spec = self.spec(&function, &deployment);
             if let Err(error) = self.runtime.respecify(&function.key(), spec) {

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use tracing::Instrument;
 use wasmgate_runtime::{ColdStart, Error as RuntimeError, InflightScope, Runtime};
 
+use crate::control::spin::SpinClient;
 use crate::http::api::Api;
 use crate::http::auth::Credentials;
 use crate::http::body::{BoxError, GatewayBody, text};
@@ -533,6 +534,20 @@ impl Gateway {
                 );
             }
             let request_content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+            if self.runtime.is_made_of_parts(&key) {
+                // A Spin app's router tells its components the URL the client asked for.
+                let host = parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+                    .unwrap_or("localhost");
+                let asked = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                parts.extensions.insert(SpinClient {
+                    full_url: format!("http://{host}{asked}"),
+                    peer,
+                });
+            }
             parts.uri = match guest_uri(&parts.headers, &suffix, parts.uri.query()) {
                 Ok(uri) => uri,
                 Err(reason) => return internal_error(StatusCode::BAD_REQUEST, &reason),
