@@ -1,7 +1,8 @@
 //! Spin's host interfaces, for components built with Spin's SDKs (the `spin` world in
 //! `wit/world.wit`), and the refusal of those wasmgate does not provide.
 //!
-//! - **Variables** (`fermyon:spin/variables@2.0.0`): the values the embedder resolved
+//! - **Variables** (`fermyon:spin/variables@2.0.0`, and `spin:variables@3.0.0` of `spin-sdk` 7,
+//!   whose `get` is async): the values the embedder resolved
 //!   ([`crate::FunctionSpec::spin_variables`]); a name that is not lower snake case is
 //!   `invalid-name`, one without a value `undefined`, as in Spin.
 //! - **Key-value** (`fermyon:spin/key-value@2.0.0`): a store opens only when its label is listed
@@ -31,17 +32,22 @@ mod bindings {
         imports: { default: async | trappable },
         with: {
             "fermyon:spin/key-value.store": super::SpinStore,
+            "spin:key-value/key-value.store": super::SpinStore,
         },
     });
 }
 
 use bindings::fermyon::spin::key_value;
 use bindings::fermyon::spin::variables;
+use bindings::spin::key_value::key_value as key_value3;
+use bindings::spin::variables::variables as variables3;
 
 /// The Spin interfaces wasmgate provides.
-pub const PROVIDED: [&str; 2] = [
+pub const PROVIDED: [&str; 4] = [
     "fermyon:spin/variables@2.0.0",
     "fermyon:spin/key-value@2.0.0",
+    "spin:variables/variables@3.0.0",
+    "spin:key-value/key-value@3.0.0",
 ];
 
 /// A store a guest opened.
@@ -58,6 +64,8 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
     let fail = |e: wasmtime::Error| Error::internal("adding Spin's interfaces to the linker", &e);
     variables::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
     key_value::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
+    variables3::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
+    key_value3::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
     Ok(())
 }
 
@@ -120,22 +128,47 @@ fn is_variable_name(name: &str) -> bool {
         })
 }
 
+/// Why a variable has no value, in both generations' terms.
+enum Missing {
+    InvalidName(String),
+    Undefined(String),
+}
+
+/// The value of the component variable `name`.
+fn variable(ctx: &ServicesCtx, name: &str) -> Result<String, Missing> {
+    if !is_variable_name(name) {
+        return Err(Missing::InvalidName(format!(
+            "{name:?} is not a variable name (lower snake case)"
+        )));
+    }
+    ctx.spin_variables
+        .iter()
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.clone())
+        .ok_or_else(|| Missing::Undefined(format!("the component has no variable {name:?}")))
+}
+
 impl variables::Host for Services<'_> {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, variables::Error>> {
-        if !is_variable_name(&name) {
-            return Ok(Err(variables::Error::InvalidName(format!(
-                "{name:?} is not a variable name (lower snake case)"
-            ))));
-        }
-        Ok(self
-            .ctx
-            .spin_variables
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone())
-            .ok_or_else(|| {
-                variables::Error::Undefined(format!("the component has no variable {name:?}"))
-            }))
+        Ok(variable(self.ctx, &name).map_err(|missing| match missing {
+            Missing::InvalidName(why) => variables::Error::InvalidName(why),
+            Missing::Undefined(why) => variables::Error::Undefined(why),
+        }))
+    }
+}
+
+impl variables3::Host for Services<'_> {}
+
+impl<U> variables3::HostWithStore<U> for HasServices {
+    async fn get(
+        store: &wasmtime::component::Accessor<U, Self>,
+        name: String,
+    ) -> wasmtime::Result<Result<String, variables3::Error>> {
+        let found = store.with(|mut view| variable(view.get().ctx, &name));
+        Ok(found.map_err(|missing| match missing {
+            Missing::InvalidName(why) => variables3::Error::InvalidName(why),
+            Missing::Undefined(why) => variables3::Error::Undefined(why),
+        }))
     }
 }
 
@@ -168,6 +201,16 @@ fn blocking<T: Send + 'static>(
             ))),
         }
     }
+}
+
+fn check_value(value: &[u8]) -> Result<(), key_value::Error> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(key_value::Error::Other(format!(
+            "a value is at most {MAX_VALUE_BYTES} bytes; this one has {}",
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 impl Services<'_> {
@@ -204,11 +247,8 @@ impl key_value::HostStore for Services<'_> {
         if let Err(e) = check_key(&key) {
             return Ok(Err(e));
         }
-        if value.len() > MAX_VALUE_BYTES {
-            return Ok(Err(key_value::Error::Other(format!(
-                "a value is at most {MAX_VALUE_BYTES} bytes; this one has {}",
-                value.len()
-            ))));
+        if let Err(e) = check_value(&value) {
+            return Ok(Err(e));
         }
         Ok(blocking(self.ctx, move |kv, ns| kv.set(ns, &bucket, &key, &value)).await)
     }
@@ -234,27 +274,163 @@ impl key_value::HostStore for Services<'_> {
 
     async fn get_keys(&mut self, store: Resource<SpinStore>) -> KvResult<Vec<String>> {
         let bucket = self.spin_bucket(&store)?;
-        Ok(blocking(self.ctx, move |kv, ns| {
-            let mut keys = Vec::new();
-            loop {
-                let (page, more) = kv.keys(ns, &bucket, keys.len() as u64, MAX_BATCH_KEYS)?;
-                keys.extend(page);
-                if keys.len() > MAX_LISTED_KEYS {
-                    return Err(format!(
-                        "the store has more than {MAX_LISTED_KEYS} keys, more than get-keys lists"
-                    ));
-                }
-                if !more {
-                    return Ok(keys);
-                }
-            }
-        })
-        .await)
+        Ok(blocking(self.ctx, move |kv, ns| all_keys(kv, ns, &bucket)).await)
     }
 
     async fn drop(&mut self, store: Resource<SpinStore>) -> wasmtime::Result<()> {
         self.table.delete(store)?;
         Ok(())
+    }
+}
+
+/// The keys of a bucket, at most [`MAX_LISTED_KEYS`].
+fn all_keys(kv: &dyn KeyValueStore, namespace: &str, bucket: &str) -> Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    loop {
+        let (page, more) = kv.keys(namespace, bucket, keys.len() as u64, MAX_BATCH_KEYS)?;
+        keys.extend(page);
+        if keys.len() > MAX_LISTED_KEYS {
+            return Err(format!(
+                "the store has more than {MAX_LISTED_KEYS} keys, more than get-keys lists"
+            ));
+        }
+        if !more {
+            return Ok(keys);
+        }
+    }
+}
+
+/// The same error in the 0.3 generation's terms.
+fn v3(error: key_value::Error) -> key_value3::Error {
+    match error {
+        key_value::Error::StoreTableFull => key_value3::Error::StoreTableFull,
+        key_value::Error::NoSuchStore => key_value3::Error::NoSuchStore,
+        key_value::Error::AccessDenied => key_value3::Error::AccessDenied,
+        key_value::Error::Other(why) => key_value3::Error::Other(why),
+    }
+}
+
+type Kv3Result<T> = wasmtime::Result<Result<T, key_value3::Error>>;
+
+/// What a 0.3 call needs from the request's state, taken without holding it across the wait: the
+/// services' context and the bucket of `store`.
+fn context_of<U>(
+    accessor: &wasmtime::component::Accessor<U, HasServices>,
+    store: &Resource<SpinStore>,
+) -> wasmtime::Result<(ServicesCtx, String)> {
+    accessor.with(|mut view| {
+        let services = view.get();
+        let bucket = services.table.get(store)?.bucket.clone();
+        Ok((services.ctx.clone(), bucket))
+    })
+}
+
+impl key_value3::Host for Services<'_> {}
+
+impl key_value3::HostStore for Services<'_> {
+    async fn drop(&mut self, store: Resource<SpinStore>) -> wasmtime::Result<()> {
+        self.table.delete(store)?;
+        Ok(())
+    }
+}
+
+impl<U> key_value3::HostStoreWithStore<U> for HasServices {
+    async fn open(
+        accessor: &wasmtime::component::Accessor<U, Self>,
+        label: String,
+    ) -> Kv3Result<Resource<SpinStore>> {
+        accessor.with(|mut view| {
+            let services = view.get();
+            if !services.ctx.spin_stores.contains(&label) {
+                return Ok(Err(key_value3::Error::AccessDenied));
+            }
+            Ok(Ok(services.table.push(SpinStore { bucket: label })?))
+        })
+    }
+
+    async fn get(
+        accessor: &wasmtime::component::Accessor<U, Self>,
+        store: Resource<SpinStore>,
+        key: String,
+    ) -> Kv3Result<Option<Vec<u8>>> {
+        let (ctx, bucket) = context_of(accessor, &store)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(v3(e)));
+        }
+        Ok(blocking(&ctx, move |kv, ns| kv.get(ns, &bucket, &key))
+            .await
+            .map_err(v3))
+    }
+
+    async fn set(
+        accessor: &wasmtime::component::Accessor<U, Self>,
+        store: Resource<SpinStore>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Kv3Result<()> {
+        let (ctx, bucket) = context_of(accessor, &store)?;
+        if let Err(e) = check_key(&key).and_then(|()| check_value(&value)) {
+            return Ok(Err(v3(e)));
+        }
+        Ok(
+            blocking(&ctx, move |kv, ns| kv.set(ns, &bucket, &key, &value))
+                .await
+                .map_err(v3),
+        )
+    }
+
+    async fn delete(
+        accessor: &wasmtime::component::Accessor<U, Self>,
+        store: Resource<SpinStore>,
+        key: String,
+    ) -> Kv3Result<()> {
+        let (ctx, bucket) = context_of(accessor, &store)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(v3(e)));
+        }
+        Ok(blocking(&ctx, move |kv, ns| kv.delete(ns, &bucket, &key))
+            .await
+            .map_err(v3))
+    }
+
+    async fn exists(
+        accessor: &wasmtime::component::Accessor<U, Self>,
+        store: Resource<SpinStore>,
+        key: String,
+    ) -> Kv3Result<bool> {
+        let (ctx, bucket) = context_of(accessor, &store)?;
+        if let Err(e) = check_key(&key) {
+            return Ok(Err(v3(e)));
+        }
+        Ok(blocking(&ctx, move |kv, ns| {
+            kv.get(ns, &bucket, &key).map(|v| v.is_some())
+        })
+        .await
+        .map_err(v3))
+    }
+
+    async fn get_keys(
+        accessor: &wasmtime::component::Accessor<U, Self>,
+        store: Resource<SpinStore>,
+    ) -> wasmtime::Result<(
+        wasmtime::component::StreamReader<String>,
+        wasmtime::component::FutureReader<Result<(), key_value3::Error>>,
+    )> {
+        let (ctx, bucket) = context_of(accessor, &store)?;
+        // Listed whole first (bounded), then handed to the guest as a stream; a failure is an
+        // empty stream and the error in the future.
+        let listed = blocking(&ctx, move |kv, ns| all_keys(kv, ns, &bucket)).await;
+        let (keys, outcome) = match listed {
+            Ok(keys) => (keys, Ok(())),
+            Err(error) => (Vec::new(), Err(v3(error))),
+        };
+        accessor.with(|mut view| {
+            let stream = wasmtime::component::StreamReader::new(&mut view, keys)?;
+            let future = wasmtime::component::FutureReader::new(&mut view, async move {
+                Ok::<_, wasmtime::Error>(outcome)
+            })?;
+            Ok((stream, future))
+        })
     }
 }
 

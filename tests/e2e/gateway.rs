@@ -62,7 +62,7 @@ mod guests {
         p3_stream_forever, p3_trailers, spin7_hello,
     };
     // The Spin app's components are tested as the app, with the other Spin tests.
-    pub use crate::spin::{spin5_back, spin5_front, spin5_redis};
+    pub use crate::spin::{spin5_back, spin5_front, spin5_redis, spin7_app};
 
     /// `flaky` fails while `X-Retry` is below `?fail=N`, sleeps for `?sleep_ms`, and answers any status.
     #[tokio::test]

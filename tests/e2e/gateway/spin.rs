@@ -1,5 +1,5 @@
-//! Spin apps: a `spin.toml` with two components built from crates.io's `spin-sdk` 5.2.0
-//! (`guests/functions/spin5-*`), deployed through the API, the CLI and `serve -f`, and reached as
+//! Spin apps: a `spin.toml` with components built from crates.io's `spin-sdk` 5.2.0
+//! (`guests/functions/spin5-*`, wasi:http 0.2) and 7.0.0 (`spin7-app`, wasi:http 0.3), deployed through the API, the CLI and `serve -f`, and reached as
 //! Spin would route them: wildcard and exact routes, the `spin-*` headers, a private component
 //! reached only through `http://back.spin.internal`, self-requests, variables (one from a secret,
 //! one from `envVars`), key-value kept across a restart, and the refusals.
@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::{Gateway, InProcess, Target, api, get, request, temp_dir, upload};
 
-/// The app of the tests: `front` on three routes, `back` private. With `required_secret`, the
+/// The app of the tests: `front` on three routes, `seven` on one, `back` private. With `required_secret`, the
 /// secret variable `api_token` must have a value (from the secret `api-token`).
 fn manifest(required_secret: bool) -> String {
     let token = if required_secret {
@@ -41,6 +41,10 @@ route = "/front/..."
 component = "front"
 
 [[trigger.http]]
+route = "/v7/..."
+component = "seven"
+
+[[trigger.http]]
 route = {{ private = true }}
 component = "back"
 
@@ -57,9 +61,16 @@ command = "cargo build --target wasm32-wasip2 --release"
 source = "{back}"
 [component.back.variables]
 token = "token-{{{{ api_token }}}}"
+
+[component.seven]
+source = "{seven}"
+key_value_stores = ["default"]
+[component.seven.variables]
+greeting = "{{{{ greeting }}}} from spin-sdk 7"
 "#,
         front = wasmgate_guests::SPIN5_FRONT,
         back = wasmgate_guests::SPIN5_BACK,
+        seven = wasmgate_guests::SPIN7_APP,
     )
 }
 
@@ -260,6 +271,53 @@ pub async fn spin5_back() {
     );
 }
 
+/// `spin7-app`: the wasi:http 0.3 generation's interfaces, `spin:variables@3.0.0` and
+/// `spin:key-value@3.0.0` (its keys as a stream), in the same store the 0.2 component uses.
+#[tokio::test]
+pub async fn spin7_app() {
+    let gateway = InProcess::start(&[]).await;
+    let deployed = deploy_app(&gateway, &manifest(false), json!({})).await;
+    assert_eq!(deployed.status, 202, "{}", deployed.text());
+    assert_eq!(
+        get(&gateway, "/function/spinapp/v7/var/greeting")
+            .await
+            .text(),
+        "spin7 greeting=hello from spin-sdk 7\n"
+    );
+    let undefined = get(&gateway, "/function/spinapp/v7/var/token").await.text();
+    assert!(undefined.contains("Undefined"), "{undefined}");
+    let set = gateway
+        .send(request(
+            "POST",
+            &gateway,
+            "/function/spinapp/v7/kv/seven",
+            "7",
+        ))
+        .await;
+    assert_eq!(set.text(), "spin7 seven=7\n");
+    // The 0.2 component sees the same store.
+    assert_eq!(
+        get(&gateway, "/function/spinapp/front/kv/seven")
+            .await
+            .text(),
+        "seven=7\n"
+    );
+    gateway
+        .send(request(
+            "POST",
+            &gateway,
+            "/function/spinapp/front/kv/five",
+            "5",
+        ))
+        .await;
+    assert_eq!(
+        get(&gateway, "/function/spinapp/v7/keys").await.text(),
+        "spin7 keys: five,seven\n"
+    );
+    let other = get(&gateway, "/function/spinapp/v7/kv-other").await.text();
+    assert!(other.contains("AccessDenied"), "{other}");
+}
+
 /// `spin5-redis`: a component that imports Spin's Redis interface is refused at deploy, the
 /// interface named; so are a required variable without a value and a manifest with a wrong field.
 #[tokio::test]
@@ -267,9 +325,10 @@ pub async fn spin5_redis() {
     let gateway = InProcess::start(&[]).await;
     // Given by path, so the deploy (not the upload, which refuses it too) reads and refuses it.
     let sources = format!(
-        "front={},back={}",
+        "front={},back={},seven={}",
         wasmgate_guests::SPIN5_FRONT,
-        wasmgate_guests::SPIN5_REDIS
+        wasmgate_guests::SPIN5_REDIS,
+        wasmgate_guests::SPIN7_APP,
     );
     let refused = deploy_with_sources(&gateway, &manifest(false), &sources, json!({})).await;
     assert_eq!(refused.status, 400, "{}", refused.text());
