@@ -233,6 +233,7 @@ pub(crate) fn pre_instantiate(
             config: spec.config.clone().into(),
             spin_variables: spec.spin_variables.clone().into(),
             spin_stores: spec.spin_key_value_stores.clone().into(),
+            spin_databases: spec.spin_sqlite_databases.clone().into(),
             spec,
             logs,
         }),

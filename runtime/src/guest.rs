@@ -55,7 +55,7 @@ where
         timeout,
         permit,
         outbound,
-        keyvalue,
+        stores,
         calls,
         trace,
     } = budget;
@@ -70,7 +70,7 @@ where
                 memory_bytes,
                 timeout,
                 outbound,
-                keyvalue,
+                stores,
                 runtime: calls.runtime.clone(),
                 reuse: function.guest.spec.max_instance_reuse,
                 concurrency: function.guest.spec.max_instance_concurrency,
@@ -114,7 +114,7 @@ where
                 &function.guest,
                 memory_bytes,
                 &outbound,
-                &keyvalue,
+                &stores,
                 calls,
                 trace,
             )?;

@@ -18,7 +18,7 @@ use crate::Error;
 use crate::limits::InflightPermit;
 use crate::logs::{FunctionLogs, GuestOutputFactory, LogStream};
 use crate::outbound::{HostPattern, Outbound, OutboundClient};
-use crate::services::{KeyValueStore, Services, ServicesCtx};
+use crate::services::{Services, ServicesCtx, Stores};
 use crate::spec::FunctionSpec;
 use crate::trace::{SpanGuard, Trace, status_code};
 use opentelemetry::KeyValue;
@@ -40,6 +40,8 @@ pub(crate) struct GuestSetup {
     /// `spec.spin_variables` and `spec.spin_key_value_stores`, likewise.
     pub(crate) spin_variables: Arc<[(String, String)]>,
     pub(crate) spin_stores: Arc<[String]>,
+    /// `spec.spin_sqlite_databases`, likewise.
+    pub(crate) spin_databases: Arc<[String]>,
 }
 
 /// Everything one request's [`Store`] holds. Built fresh for every request and dropped with it.
@@ -105,7 +107,7 @@ impl RequestState {
         function: &GuestSetup,
         memory_limit: u64,
         client: &OutboundClient,
-        keyvalue: &Arc<dyn KeyValueStore>,
+        stores: &Stores,
         calls: Calls,
         trace: Option<Trace>,
     ) -> Result<Self, Error> {
@@ -137,7 +139,8 @@ impl RequestState {
                 refused: None,
             },
             services: ServicesCtx {
-                keyvalue: keyvalue.clone(),
+                keyvalue: stores.keyvalue.clone(),
+                sqlite: stores.sqlite.clone(),
                 namespace: function.namespace.clone(),
                 buckets: function.keyvalue_buckets.clone(),
                 config: function.config.clone(),
@@ -145,6 +148,7 @@ impl RequestState {
                 trace_id,
                 spin_variables: function.spin_variables.clone(),
                 spin_stores: function.spin_stores.clone(),
+                spin_databases: function.spin_databases.clone(),
             },
             output: [stdout, stderr],
         })
@@ -477,8 +481,8 @@ pub(crate) struct Budget {
     pub(crate) permit: InflightPermit,
     /// The client its outbound requests go through.
     pub(crate) outbound: OutboundClient,
-    /// Where its key-value buckets live.
-    pub(crate) keyvalue: Arc<dyn KeyValueStore>,
+    /// Where its key-value buckets and SQLite databases live.
+    pub(crate) stores: Stores,
     /// Where it stands in a chain of functions calling functions.
     pub(crate) calls: Calls,
     /// Its `handle` span, when the host traces it.

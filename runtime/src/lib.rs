@@ -116,8 +116,8 @@ pub(crate) struct Inner {
     inflight: Arc<Inflight>,
     /// Outbound HTTP of every function, pooled.
     outbound: outbound::OutboundClient,
-    /// Where functions' key-value buckets live.
-    keyvalue: Arc<dyn services::KeyValueStore>,
+    /// Where functions' key-value buckets and Spin apps' SQLite databases live.
+    stores: services::Stores,
     functions: RwLock<HashMap<String, Arc<Entry>>>,
     /// Functions made of parts, by name; their parts are in `functions` (see `app.rs`).
     apps: RwLock<HashMap<String, Arc<app::App>>>,
@@ -186,11 +186,22 @@ impl Runtime {
         )
     }
 
-    /// Like [`Runtime::with_observer`], with functions' key-value buckets in `keyvalue`.
+    /// Like [`Runtime::with_observer`], with functions' key-value buckets in `keyvalue`; Spin's
+    /// SQLite databases are refused.
     pub fn with_services(
         config: RuntimeConfig,
         observer: Arc<dyn Observer>,
         keyvalue: Arc<dyn services::KeyValueStore>,
+    ) -> Result<Self, Error> {
+        Runtime::with_stores(config, observer, keyvalue, Arc::new(services::NoSqlite))
+    }
+
+    /// Like [`Runtime::with_services`], with Spin apps' SQLite databases in `sqlite`.
+    pub fn with_stores(
+        config: RuntimeConfig,
+        observer: Arc<dyn Observer>,
+        keyvalue: Arc<dyn services::KeyValueStore>,
+        sqlite: Arc<dyn services::SqliteStore>,
     ) -> Result<Self, Error> {
         let (engine, allocator) = engine::build_engine(&config)?;
         let mut linker = Linker::new(&engine);
@@ -240,7 +251,7 @@ impl Runtime {
                 next_id: AtomicU64::new(0),
                 inflight: Arc::default(),
                 outbound: outbound::OutboundClient::new(),
-                keyvalue,
+                stores: services::Stores { keyvalue, sqlite },
                 functions: RwLock::new(HashMap::new()),
                 apps: RwLock::new(HashMap::new()),
                 started: Instant::now(),
@@ -657,7 +668,7 @@ impl Runtime {
                 .min(config.max_timeout),
             permit,
             outbound: self.inner.outbound.clone(),
-            keyvalue: self.inner.keyvalue.clone(),
+            stores: self.inner.stores.clone(),
             calls: invoke::Calls {
                 runtime: self.downgrade(),
                 depth,

@@ -81,6 +81,71 @@ pub trait KeyValueStore: Send + Sync + std::fmt::Debug + 'static {
     fn delete_many(&self, namespace: &str, bucket: &str, keys: &[String]) -> Result<(), String>;
 }
 
+/// A value of Spin's SQLite interface.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// A 64-bit integer.
+    Integer(i64),
+    /// A float.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+    /// NULL.
+    Null,
+}
+
+/// What a statement answered: its columns and rows (none for a statement that returns none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqlRows {
+    /// The columns' names.
+    pub columns: Vec<String>,
+    /// The rows, each with a value per column.
+    pub rows: Vec<Vec<SqlValue>>,
+}
+
+/// Why a statement failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlError {
+    /// The database reached its size bound.
+    DatabaseFull,
+    /// Anything else (a bad statement, a bound, the storage), said in words.
+    Io(String),
+}
+
+/// Where Spin apps' SQLite databases live. Blocking; the runtime calls it on the blocking pool.
+/// `namespace` and `database` (a label the function lists) together name a database.
+pub trait SqliteStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs one statement with its parameters.
+    fn execute(
+        &self,
+        namespace: &str,
+        database: &str,
+        statement: &str,
+        params: &[SqlValue],
+    ) -> Result<SqlRows, SqlError>;
+}
+
+/// A [`SqliteStore`] that keeps nothing: every statement fails. For embedders without one.
+#[derive(Debug, Default)]
+pub struct NoSqlite;
+
+impl SqliteStore for NoSqlite {
+    fn execute(&self, _: &str, _: &str, _: &str, _: &[SqlValue]) -> Result<SqlRows, SqlError> {
+        Err(SqlError::Io(
+            "this runtime keeps no SQLite databases".to_string(),
+        ))
+    }
+}
+
+/// The embedder's storage behind the services.
+#[derive(Debug, Clone)]
+pub(crate) struct Stores {
+    pub(crate) keyvalue: Arc<dyn KeyValueStore>,
+    pub(crate) sqlite: Arc<dyn SqliteStore>,
+}
+
 /// One bucket's keys and values, in key order.
 type BucketData = BTreeMap<String, Vec<u8>>;
 
@@ -204,6 +269,9 @@ pub(crate) struct ServicesCtx {
     /// Spin's variables and the labels of the Spin stores it may open (see `spin.rs`).
     pub(crate) spin_variables: Arc<[(String, String)]>,
     pub(crate) spin_stores: Arc<[String]>,
+    /// Where Spin's SQLite databases live, and the labels it may open.
+    pub(crate) sqlite: Arc<dyn SqliteStore>,
+    pub(crate) spin_databases: Arc<[String]>,
 }
 
 /// The services' view of a request's store.

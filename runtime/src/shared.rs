@@ -40,7 +40,6 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 use crate::invoke::{Calls, GuestSetup, MAX_CALLS_PER_REQUEST, RequestState};
 use crate::observe::{InstanceGuard, Observer};
 use crate::outbound::OutboundClient;
-use crate::services::KeyValueStore;
 
 /// How long a shared instance waits for another request before it ends and frees its pool slot.
 pub const SHARED_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -67,7 +66,7 @@ pub(crate) struct Settings {
     pub(crate) memory_bytes: u64,
     pub(crate) timeout: Duration,
     pub(crate) outbound: OutboundClient,
-    pub(crate) keyvalue: Arc<dyn KeyValueStore>,
+    pub(crate) stores: crate::services::Stores,
     pub(crate) runtime: Weak<crate::Inner>,
     /// Requests one instance serves in all, and awaits at once.
     pub(crate) reuse: u32,
@@ -238,7 +237,7 @@ async fn serve(
         &settings.guest,
         settings.memory_bytes,
         &settings.outbound,
-        &settings.keyvalue,
+        &settings.stores,
         calls,
         // Shared by many requests at once, its calls and lines belong to none of their traces.
         None,

@@ -48,6 +48,10 @@ pub struct FunctionSpec {
     /// the key-value bucket of that name in the function's namespace. Any other label is
     /// `access-denied`, as in Spin.
     pub spin_key_value_stores: Vec<String>,
+    /// The databases Spin's SQLite interface may open (`fermyon:spin/sqlite`), by label; each is
+    /// the embedder's database of that name in the function's namespace
+    /// ([`crate::services::SqliteStore`]). Any other label is `access-denied`.
+    pub spin_sqlite_databases: Vec<String>,
 }
 
 /// Per-function limits. `None` takes the runtime's default ([`crate::RuntimeConfig`]); the caller

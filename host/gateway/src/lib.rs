@@ -41,7 +41,7 @@ use crate::observe::metrics::Metrics;
 use crate::observe::readiness::Readiness;
 use crate::observe::traces::Traces;
 use crate::queue::AsyncQueue;
-use crate::storage::keyvalue;
+use crate::storage::{keyvalue, sqlite_dbs};
 
 /// How often idle functions that opted into scale to zero are looked at.
 const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -112,8 +112,17 @@ impl App {
         }
         let keyvalue = keyvalue::SqliteKeyValue::open(&config.state_dir.join("keyvalue.sqlite3"))
             .context("opening the key-value store")?;
-        let runtime = Runtime::with_services(runtime_config, metrics.clone(), Arc::new(keyvalue))
-            .context("starting the runtime")?;
+        let databases = sqlite_dbs::SqliteDatabases::new(
+            &config.state_dir.join("spin-sqlite"),
+            sqlite_dbs::SqlLimits::default(),
+        );
+        let runtime = Runtime::with_stores(
+            runtime_config,
+            metrics.clone(),
+            Arc::new(keyvalue),
+            Arc::new(databases),
+        )
+        .context("starting the runtime")?;
         let functions = Functions::open(
             &config.state_dir,
             runtime,

@@ -5,10 +5,10 @@
 //! Read: `[application]` (`name`; `version`, `description`, `authors`, `targets`, `trigger`, `tool`
 //! ignored), `[variables]` (`default`, `required`, `secret`, `description`), `[[trigger.http]]`
 //! (`route`, `component`, `id`, `executor` of type `spin`), and `[component.NAME]` (`source`,
-//! `allowed_outbound_hosts`, `key_value_stores`, `variables`, `environment`; `description`, `build`,
-//! `tool`, `profile`, `targets`, `exclude_files` ignored). Refused: another manifest version, any
-//! trigger but HTTP, inline or several components on one trigger, a `source` that is not a local
-//! path, `files`, `sqlite_databases`, `ai_models`, `dependencies`, the deprecated
+//! `allowed_outbound_hosts`, `key_value_stores`, `sqlite_databases`, `variables`, `environment`;
+//! `description`, `build`, `tool`, `profile`, `targets`, `exclude_files` ignored). Refused: another
+//! manifest version, any trigger but HTTP, inline or several components on one trigger, a `source`
+//! that is not a local path, `files`, `ai_models`, `dependencies`, the deprecated
 //! `allowed_http_hosts`, named route segments (`/users/:id`).
 //!
 //! Over 600 lines: every field with its validation, and the table test of every refusal.
@@ -64,6 +64,8 @@ pub struct Component {
     pub allowed_outbound_hosts: Vec<String>,
     /// `key_value_stores`: the labels of the stores it may open.
     pub key_value_stores: Vec<String>,
+    /// `sqlite_databases`: the labels of the databases it may open.
+    pub sqlite_databases: Vec<String>,
     /// `variables`: its own variables, each a template over the app's.
     pub variables: BTreeMap<String, Template>,
     /// `environment`: its environment variables.
@@ -231,7 +233,7 @@ pub fn is_component_name(name: &str) -> bool {
 
 /// A key-value store label wasmgate can hold as a bucket name.
 fn is_store_label(label: &str) -> bool {
-    !label.is_empty()
+    label.starts_with(|c: char| c.is_ascii_alphanumeric())
         && label.len() <= 128
         && label
             .bytes()
@@ -350,9 +352,6 @@ impl RawComponent {
         if !self.files.is_empty() {
             return not_yet("files", "mounting static files");
         }
-        if !self.sqlite_databases.is_empty() {
-            return not_yet("sqlite_databases", "Spin's SQLite interface");
-        }
         if !self.ai_models.is_empty() {
             return not_yet("ai_models", "Spin's LLM interface");
         }
@@ -365,11 +364,14 @@ impl RawComponent {
                  allowed_outbound_hosts (for example \"https://api.example.com\")"
             ));
         }
-        for label in &self.key_value_stores {
-            if !is_store_label(label) {
+        for (field, labels) in [
+            ("key_value_stores", &self.key_value_stores),
+            ("sqlite_databases", &self.sqlite_databases),
+        ] {
+            if let Some(label) = labels.iter().find(|label| !is_store_label(label)) {
                 return fail(format!(
-                    "{at}.key_value_stores: {label:?} is not a store label wasmgate can keep \
-                     (letters, digits, `-`, `_` and `.`, at most 128)"
+                    "{at}.{field}: {label:?} is not a label wasmgate can keep (letters, digits, \
+                     `-`, `_` and `.`, starting with a letter or digit, at most 128)"
                 ));
             }
         }
@@ -401,6 +403,7 @@ impl RawComponent {
             source,
             allowed_outbound_hosts: self.allowed_outbound_hosts,
             key_value_stores: self.key_value_stores,
+            sqlite_databases: self.sqlite_databases,
             variables: templates,
             environment: self.environment,
         })
@@ -556,7 +559,7 @@ environment = { MODE = "strict" }
             ),
             (
                 "key_value_stores = [\"default\"]",
-                "sqlite_databases = [\"default\"]",
+                "sqlite_databases = [\"..\"]",
                 "component.front.sqlite_databases",
             ),
             (

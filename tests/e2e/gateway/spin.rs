@@ -2,7 +2,7 @@
 //! (`guests/functions/spin5-*`, wasi:http 0.2) and 7.0.0 (`spin7-app`, wasi:http 0.3), deployed through the API, the CLI and `serve -f`, and reached as
 //! Spin would route them: wildcard and exact routes, the `spin-*` headers, a private component
 //! reached only through `http://back.spin.internal`, self-requests, variables (one from a secret,
-//! one from `envVars`), key-value kept across a restart, and the refusals.
+//! one from `envVars`), key-value and SQLite kept across a restart, and the refusals.
 
 use serde_json::json;
 
@@ -51,6 +51,7 @@ component = "back"
 [component.front]
 source = "{front}"
 key_value_stores = ["default"]
+sqlite_databases = ["default"]
 allowed_outbound_hosts = ["http://back.spin.internal", "http://self"]
 [component.front.variables]
 message = "{{{{ greeting }}}}, {{{{ mode }}}}"
@@ -126,8 +127,8 @@ fn header_of(text: &str, name: &str) -> String {
 }
 
 /// `spin5-front`: Spin's routing (the longest wildcard, exact before wildcard, no route 404), the
-/// `spin-*` headers, variables from defaults and `envVars`, key-value and its refusal of an
-/// unlisted store, a self-request, and the app as one OpenFaaS function in list, describe, metrics.
+/// `spin-*` headers, variables from defaults and `envVars`, key-value and SQLite and their refusal
+/// of an unlisted store or database, a self-request, and the app as one OpenFaaS function in list, describe, metrics.
 #[tokio::test]
 pub async fn spin5_front() {
     let gateway = InProcess::start(&[]).await;
@@ -205,6 +206,16 @@ pub async fn spin5_front() {
         "colour=blue\n"
     );
     let other = get(&gateway, "/function/spinapp/front/kv-other").await;
+    assert_eq!(other.status, 403);
+    assert!(other.text().contains("AccessDenied"), "{}", other.text());
+
+    assert_eq!(
+        get(&gateway, "/function/spinapp/front/sql/first")
+            .await
+            .text(),
+        "notes=1: first\n"
+    );
+    let other = get(&gateway, "/function/spinapp/front/sql-other").await;
     assert_eq!(other.status, 403);
     assert!(other.text().contains("AccessDenied"), "{}", other.text());
 
@@ -361,7 +372,7 @@ pub async fn spin5_redis() {
 }
 
 /// `wasmgate deploy -f spin.toml` deploys the app to a real gateway; its client address is the
-/// socket's; its key-value data, its routes and its private component are all there after a
+/// socket's; its key-value data, its SQLite rows, its routes and its private component are all there after a
 /// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spin_app_deployed_by_the_cli_keeps_its_data_across_a_restart() {
@@ -395,6 +406,12 @@ async fn a_spin_app_deployed_by_the_cli_keeps_its_data_across_a_restart() {
         ))
         .await;
     assert_eq!(set.text(), "kept=yes\n");
+    assert_eq!(
+        get(&gateway, "/function/spinapp/front/sql/before")
+            .await
+            .text(),
+        "notes=1: before\n"
+    );
 
     gateway.signal("TERM");
     assert!(gateway.wait().success());
@@ -404,6 +421,12 @@ async fn a_spin_app_deployed_by_the_cli_keeps_its_data_across_a_restart() {
             .await
             .text(),
         "kept=yes\n"
+    );
+    assert_eq!(
+        get(&gateway, "/function/spinapp/front/sql/after")
+            .await
+            .text(),
+        "notes=2: before,after\n"
     );
     assert_eq!(get(&gateway, "/function/spinapp/inner").await.status, 404);
     let chained = get(&gateway, "/function/spinapp/front/chain").await.text();

@@ -6,6 +6,9 @@
 //!   answers `KEY=VALUE` (or `KEY is not set`).
 //! - `/kv-other`: tries to open the store `other`, which the manifest does not list.
 //! - `/var/NAME`: the component variable `NAME`, or the error Spin's interface gave.
+//! - `/sql/TEXT`: adds `TEXT` to the table `notes` of the `default` database (made if missing) and
+//!   answers how many notes there are and the notes themselves.
+//! - `/sql-other`: tries to open the database `other`, which the manifest does not list.
 //! - `/chain`: calls the private component through `http://back.spin.internal/inner` and answers
 //!   with what it said.
 //! - `/self`: a self-request to the app's route `/api/exact` (through `http://self.alt`).
@@ -13,7 +16,7 @@
 
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::{key_value, variables};
+use spin_sdk::{key_value, sqlite, variables};
 
 const SPIN_HEADERS: [&str; 7] = [
     "spin-full-url",
@@ -49,6 +52,15 @@ async fn handle(request: Request) -> impl IntoResponse {
             Err(error) => text(403, format!("open other: {error:?}\n")),
         };
     }
+    if let Some(text) = path.strip_prefix("/sql/") {
+        return notes(text);
+    }
+    if path == "/sql-other" {
+        return match sqlite::Connection::open("other") {
+            Ok(_) => text(200, "opened other\n".into()),
+            Err(error) => text(403, format!("open other: {error:?}\n")),
+        };
+    }
     if let Some(name) = path.strip_prefix("/var/") {
         return match variables::get(name) {
             Ok(value) => text(200, format!("{name}={value}\n")),
@@ -70,6 +82,27 @@ async fn handle(request: Request) -> impl IntoResponse {
         lines.push_str(&format!("{name}: {value}\n"));
     }
     text(200, lines)
+}
+
+fn notes(note: &str) -> Response {
+    let run = || -> Result<String, sqlite::Error> {
+        let db = sqlite::Connection::open_default()?;
+        db.execute("CREATE TABLE IF NOT EXISTS notes (n TEXT NOT NULL)", &[])?;
+        db.execute(
+            "INSERT INTO notes (n) VALUES (?)",
+            &[sqlite::Value::Text(note.to_string())],
+        )?;
+        let result = db.execute("SELECT n FROM notes ORDER BY rowid", &[])?;
+        let notes: Vec<String> = result
+            .rows()
+            .filter_map(|row| row.get::<&str>("n").map(str::to_string))
+            .collect();
+        Ok(format!("notes={}: {}\n", notes.len(), notes.join(",")))
+    };
+    match run() {
+        Ok(answer) => text(200, answer),
+        Err(error) => text(500, format!("sql: {error:?}\n")),
+    }
 }
 
 fn kv(request: &Request, key: &str) -> Response {

@@ -106,6 +106,7 @@ pub(super) fn function_spec(
         // A Spin app's components get theirs from its manifest (`spin.rs`).
         spin_variables: Vec::new(),
         spin_key_value_stores: Vec::new(),
+        spin_sqlite_databases: Vec::new(),
     }
 }
 

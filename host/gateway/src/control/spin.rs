@@ -277,6 +277,7 @@ impl Functions {
                 spec.spin_variables =
                     wasmgate_spin::variables::component_values(&component.variables, &values);
                 spec.spin_key_value_stores = component.key_value_stores.clone();
+                spec.spin_sqlite_databases = component.sqlite_databases.clone();
                 (name.clone(), spec)
             })
             .collect())
