@@ -520,3 +520,83 @@ async fn a_stalled_collector_fills_the_bounded_queue_and_requests_do_not_wait() 
         "the export reached the collector"
     );
 }
+
+/// A message on a NATS topic continues its publisher's trace (the message's `traceparent` and
+/// `tracestate`), as a `pubsub` trigger, and the guest sees the trace go on. A `traceparent` that
+/// says "not sampled" is followed by the default sampler (`parentbased_always_on`): the guest sees
+/// the trace go on unsampled, and no span of it is exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_message_continues_its_publisher_s_trace() {
+    let receiver = Receiver::start();
+    let nats = crate::cluster::Nats::start();
+    let mut args = tracing_to(&receiver);
+    args.extend(["--nats".to_string(), nats.url.clone()]);
+    args.extend(["--node-name".to_string(), "a".to_string()]);
+    let gateway = InProcess::start(&args).await;
+    let topic = serde_json::json!({"annotations": {"topic": "questions"}});
+    deploy(&gateway, "echo", wasmgate_guests::ECHO, topic).await;
+    let subscribed = "wasmgate_topic_subscriptions{function_name=\"echo.openfaas-fn\"}";
+    eventually("subscribed", || async {
+        metric(&gateway, subscribed).await == 1
+    })
+    .await;
+    let client = async_nats::connect(nats.url.as_str())
+        .await
+        .expect("connect to NATS");
+    let ask = |traceparent: String| {
+        let client = client.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("traceparent", traceparent.as_str());
+            headers.insert("tracestate", "vendor=v3");
+            let reply = client
+                .request_with_headers("questions", headers, "ping".into())
+                .await
+                .expect("a reply");
+            let header = |name: &str| {
+                reply
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default()
+            };
+            assert_eq!(header("X-Function-Status"), "200");
+            (header("x-echo-traceparent"), header("x-echo-tracestate"))
+        }
+    };
+
+    // Not sampled by the publisher: the guest sees the trace go on, still unsampled.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let (seen, state) = ask(format!("00-{unsampled}-b7ad6b7169203331-00")).await;
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "a traceparent: {seen:?}");
+    assert_eq!((parts[1], parts[3]), (unsampled, "00"), "{seen}");
+    assert_eq!(state, "vendor=v3");
+
+    let (seen, state) = ask(format!("00-{TRACE_ID}-{CLIENT_SPAN}-01")).await;
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "a traceparent: {seen:?}");
+    assert_eq!((parts[1], parts[3]), (TRACE_ID, "01"), "{seen}");
+    assert_eq!(state, "vendor=v3");
+    let name = "POST /function/echo.openfaas-fn";
+    let spans = receiver.wait_for(&[name]).await;
+    let server = span(&spans, TRACE_ID, name);
+    assert_eq!(
+        server["parent_span_id"], CLIENT_SPAN,
+        "the publisher's trace goes on"
+    );
+    assert_eq!(server["attributes"]["faas.trigger"], "pubsub");
+    let handle = span(&spans, TRACE_ID, "handle echo.openfaas-fn");
+    is_child(handle, server);
+    assert_eq!(
+        handle["span_id"], parts[2],
+        "the guest's parent is its handle span"
+    );
+    // Spans leave in the order they end, through one queue: the unsampled request's would have
+    // arrived before these.
+    assert!(
+        spans.iter().all(|s| s["trace_id"] != unsampled),
+        "an unsampled trace exports nothing: {spans:#?}"
+    );
+}
