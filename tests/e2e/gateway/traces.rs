@@ -3,7 +3,11 @@
 //! (PyPI `opentelemetry-proto`) and prints the spans. One request through `pipeline` is one trace
 //! with its calls under it; an async call's enqueue, runs and callback share the trace; a cron tick
 //! is a trace of its own with the timer trigger; a collector
-//! gone or stalled costs requests nothing, and its dropped spans are counted.
+//! gone or stalled costs requests nothing, and its dropped spans are counted; a NATS message
+//! continues its publisher's trace.
+//!
+//! Over 600 lines: every trace test drives the same receiver harness (at the top), and a test of one
+//! trace end to end is long by nature; split, the harness would move to `support` for one module.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
