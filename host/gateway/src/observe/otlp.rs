@@ -1,6 +1,8 @@
 //! Getting spans out: a bounded queue between the requests that end spans and one export task, and
-//! the HTTP client the OTLP exporter sends with.
+//! the OTLP/HTTP exporter it sends with (protobuf, encoded by `otlp_proto.rs`, over the host's own
+//! hyper client).
 //!
+//! A span is encoded as it ends, on the thread that ended it (see `otlp_proto::EncodedSpan`).
 //! The SDK's own batch processor is not used for two reasons: it keeps its drop count to itself
 //! (an operator must see spans lost, in `/metrics`), and it drives the exporter from a thread of its
 //! own with a blocking executor, where an async client built on tokio has no reactor. Here a span
@@ -10,17 +12,19 @@
 //! collector.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use opentelemetry::Context;
-use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use tokio::sync::mpsc;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use super::otlp_proto::EncodedSpan;
 
 /// The most of a collector's answer that is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -52,28 +56,52 @@ pub(crate) struct Batching {
 /// The span processor: hands each ended span to the export task through a bounded queue.
 #[derive(Debug)]
 pub(crate) struct QueueProcessor {
-    sender: mpsc::Sender<SpanData>,
+    sender: mpsc::Sender<EncodedSpan>,
     counts: Arc<SpanCounts>,
+    wake: Arc<Wake>,
+    /// The queue's bound, and the spans that make a full batch.
+    max_queue: usize,
+    max_batch: usize,
+}
+
+/// How a span that ends wakes the export task: only when the task waits for a first span, or when
+/// the span fills a batch. Waking the task for every span (it then polled the queue and went back
+/// to wait) was most of what exporting cost at every request sampled.
+#[derive(Debug, Default)]
+struct Wake {
+    /// The export task found the queue empty and waits for a span.
+    idle: AtomicBool,
+    notify: Notify,
 }
 
 impl QueueProcessor {
     /// A processor whose spans `exporter` sends, on a task that runs until `stop` and then sends
     /// what is queued (within one export timeout). The returned handle ends with that task.
-    pub(crate) fn start<E: SpanExporter + 'static>(
-        exporter: E,
+    pub(crate) fn start(
+        exporter: OtlpExporter,
         batching: Batching,
         counts: Arc<SpanCounts>,
         stop: CancellationToken,
     ) -> (QueueProcessor, tokio::task::JoinHandle<()>) {
-        let (sender, receiver) = mpsc::channel(batching.max_queue.max(1));
+        let max_queue = batching.max_queue.max(1);
+        let (sender, receiver) = mpsc::channel(max_queue);
+        let wake = Arc::new(Wake::default());
         let task = tokio::spawn(export_loop(
             exporter,
             receiver,
             batching,
             counts.clone(),
+            wake.clone(),
             stop,
         ));
-        (QueueProcessor { sender, counts }, task)
+        let processor = QueueProcessor {
+            sender,
+            counts,
+            wake,
+            max_queue,
+            max_batch: batching.max_batch.clamp(1, max_queue),
+        };
+        (processor, task)
     }
 }
 
@@ -81,10 +109,23 @@ impl SpanProcessor for QueueProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if self.sender.try_send(span).is_err() {
+        // A full queue drops the span before the work of encoding it.
+        let Ok(permit) = self.sender.try_reserve() else {
             self.counts
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        permit.send(EncodedSpan::new(span));
+        // Pairs with the export task's fence between marking itself idle and looking again.
+        fence(Ordering::SeqCst);
+        let wake = &self.wake;
+        if wake.idle.load(Ordering::Relaxed) {
+            if wake.idle.swap(false, Ordering::AcqRel) {
+                wake.notify.notify_one();
+            }
+        } else if self.max_queue - self.sender.capacity() == self.max_batch {
+            wake.notify.notify_one();
         }
     }
 
@@ -100,49 +141,67 @@ impl SpanProcessor for QueueProcessor {
 }
 
 /// Takes spans off the queue and exports them in batches until `stop`, then exports what is left.
-async fn export_loop<E: SpanExporter>(
-    exporter: E,
-    mut receiver: mpsc::Receiver<SpanData>,
+/// A batch goes out when it is full, or `delay` after the task saw its first span.
+async fn export_loop(
+    exporter: OtlpExporter,
+    mut receiver: mpsc::Receiver<EncodedSpan>,
     batching: Batching,
     counts: Arc<SpanCounts>,
+    wake: Arc<Wake>,
     stop: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(batching.max_batch);
+    let max_batch = batching.max_batch.clamp(1, batching.max_queue.max(1));
+    let mut batch = Vec::with_capacity(max_batch);
     let mut failing = false;
-    loop {
-        let received = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            n = receiver.recv_many(&mut batch, batching.max_batch) => n,
-        };
-        if received == 0 {
-            break;
-        }
-        // Let the batch fill for at most `delay` after its first span.
-        let until = tokio::time::Instant::now() + batching.delay;
-        let mut stopping = false;
-        while batch.len() < batching.max_batch {
-            let room = batching.max_batch - batch.len();
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => {
-                    stopping = true;
-                    break;
+    'run: loop {
+        if receiver.is_empty() {
+            wake.idle.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            // A span sent before `idle` was seen is seen here.
+            if receiver.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => break 'run,
+                    () = wake.notify.notified() => {}
                 }
-                () = tokio::time::sleep_until(until) => break,
-                n = receiver.recv_many(&mut batch, room) => if n == 0 { break },
+            }
+            wake.idle.store(false, Ordering::SeqCst);
+            if receiver.is_closed() && receiver.is_empty() {
+                break;
             }
         }
-        export(
-            &exporter,
-            &mut batch,
-            batching.timeout,
-            &counts,
-            &mut failing,
-        )
-        .await;
-        if stopping {
-            break;
+        // The first span is here: its batch fills for at most `delay`.
+        if receiver.len() < max_batch {
+            let until = tokio::time::Instant::now() + batching.delay;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break 'run,
+                () = tokio::time::sleep_until(until) => {}
+                () = wake.notify.notified() => {}
+            }
+        }
+        // Every full batch queued, then what is left.
+        loop {
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(span) => batch.push(span),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            export(
+                &exporter,
+                &mut batch,
+                batching.timeout,
+                &counts,
+                &mut failing,
+            )
+            .await;
+            if receiver.len() < max_batch || stop.is_cancelled() {
+                break;
+            }
         }
     }
     // What is queued at the end goes out in one last round, bounded by one export timeout.
@@ -170,14 +229,13 @@ async fn export_loop<E: SpanExporter>(
     if tokio::time::timeout(batching.timeout, last).await.is_err() {
         tracing::warn!("spans still queued at shutdown were not exported in time");
     }
-    let _ = exporter.shutdown();
 }
 
 /// Exports `batch` (emptying it) within `timeout`, counting its spans as exported or dropped. The
 /// first failure of a run of them is logged, and the recovery.
-async fn export<E: SpanExporter>(
-    exporter: &E,
-    batch: &mut Vec<SpanData>,
+async fn export(
+    exporter: &OtlpExporter,
+    batch: &mut Vec<EncodedSpan>,
     timeout: Duration,
     counts: &SpanCounts,
     failing: &mut bool,
@@ -185,8 +243,7 @@ async fn export<E: SpanExporter>(
     let spans = std::mem::take(batch);
     let n = spans.len() as u64;
     let outcome = match tokio::time::timeout(timeout, exporter.export(spans)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
+        Ok(outcome) => outcome,
         Err(_) => Err(format!("no answer within {timeout:?}")),
     };
     match outcome {
@@ -205,42 +262,93 @@ async fn export<E: SpanExporter>(
     }
 }
 
-/// The OTLP exporter's HTTP client: the host's own pooled hyper client (rustls, for `https`
-/// collectors), each request and the read of its answer within `timeout`.
-#[derive(Debug, Clone)]
-pub(crate) struct ExportClient {
+/// The OTLP/HTTP exporter: each batch encoded as one `ExportTraceServiceRequest` and posted to the
+/// collector's traces URL with the configured headers, through the host's pooled hyper client
+/// (rustls, for `https` collectors), the request and the read of its answer within `timeout`. A
+/// status other than 2xx fails the export.
+#[derive(Debug)]
+pub(crate) struct OtlpExporter {
     client: wasmgate_net::HttpClient,
+    endpoint: http::Uri,
+    headers: http::HeaderMap,
     timeout: Duration,
+    /// The encoded `Resource` message, and its schema URL.
+    resource: Vec<u8>,
+    schema_url: Option<String>,
 }
 
-impl ExportClient {
-    pub(crate) fn new(timeout: Duration) -> ExportClient {
-        ExportClient {
+impl OtlpExporter {
+    /// An exporter to `endpoint` (the full traces URL), sending `headers` with each export.
+    pub(crate) fn new(
+        endpoint: http::Uri,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> anyhow::Result<OtlpExporter> {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            let name = http::HeaderName::try_from(name.as_str())
+                .map_err(|e| anyhow::anyhow!("OTLP header name {name:?}: {e}"))?;
+            let value = http::HeaderValue::try_from(value.as_str())
+                .map_err(|e| anyhow::anyhow!("OTLP header {name}'s value: {e}"))?;
+            map.append(name, value);
+        }
+        Ok(OtlpExporter {
             client: wasmgate_net::http_client(timeout),
+            endpoint,
+            headers: map,
             timeout,
+            resource: Vec::new(),
+            schema_url: None,
+        })
+    }
+
+    async fn send(&self, body: Vec<u8>) -> Result<(), String> {
+        let mut request = http::Request::post(self.endpoint.clone())
+            .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        for (name, value) in &self.headers {
+            request.headers_mut().append(name, value.clone());
+        }
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            // Read (at most a bound of) the answer, so the connection can serve the next export.
+            let _ = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("the collector answered {status}"))
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!(
+                "the collector did not answer within {:?}",
+                self.timeout
+            )),
         }
     }
 }
 
-#[async_trait::async_trait]
-impl HttpClient for ExportClient {
-    async fn send_bytes(
-        &self,
-        request: http::Request<Bytes>,
-    ) -> Result<http::Response<Bytes>, HttpError> {
-        let request = request.map(Full::new);
-        let exchange = async {
-            let response = self.client.request(request).await?;
-            let (parts, body) = response.into_parts();
-            let body = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
-                .collect()
-                .await?
-                .to_bytes();
-            Ok::<_, HttpError>(http::Response::from_parts(parts, body))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!("the collector did not answer within {:?}", self.timeout).into()),
-        }
+impl OtlpExporter {
+    /// Sends `batch` as one export.
+    async fn export(&self, batch: Vec<EncodedSpan>) -> Result<(), String> {
+        let body =
+            super::otlp_proto::export_request(&self.resource, self.schema_url.as_deref(), &batch);
+        drop(batch);
+        self.send(body).await
+    }
+
+    /// The resource every export names (`service.name`, ...).
+    pub(crate) fn set_resource(&mut self, resource: &Resource) {
+        self.resource = super::otlp_proto::resource(resource);
+        self.schema_url = resource.schema_url().map(str::to_string);
     }
 }

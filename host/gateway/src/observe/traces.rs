@@ -28,7 +28,6 @@ use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanKind, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
@@ -36,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use wasmgate_runtime::Trace;
 
 use crate::http::body::{BoxError, GatewayBody};
-use crate::observe::otlp::{Batching, ExportClient, QueueProcessor, SpanCounts};
+use crate::observe::otlp::{Batching, OtlpExporter, QueueProcessor, SpanCounts};
 use crate::observe::prometheus;
 
 /// The W3C header (Trace Context level 2) that names the gateway's span on a traced answer.
@@ -262,20 +261,14 @@ impl Drop for Inner {
 impl Traces {
     /// Starts the export task and the tracer. Must run inside the tokio runtime.
     pub(crate) fn start(config: &TraceConfig) -> anyhow::Result<Traces> {
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(ExportClient::new(config.timeout))
-            .with_endpoint(config.endpoint.to_string())
-            .with_timeout(config.timeout)
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_headers(config.headers.iter().cloned().collect())
-            .build()
-            .context("setting up the OTLP exporter")?;
+        let mut exporter =
+            OtlpExporter::new(config.endpoint.clone(), &config.headers, config.timeout)
+                .context("setting up the OTLP exporter")?;
         let resource = Resource::builder()
             .with_service_name(config.service_name.clone())
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
-        opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
+        exporter.set_resource(&resource);
         let counts = Arc::new(SpanCounts::default());
         let stop = CancellationToken::new();
         let (processor, task) = QueueProcessor::start(
