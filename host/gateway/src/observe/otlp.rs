@@ -181,16 +181,7 @@ async fn export_loop(
             }
         }
         // Every full batch queued, then what is left.
-        loop {
-            while batch.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(span) => batch.push(span),
-                    Err(_) => break,
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
+        while fill(&mut receiver, &mut batch, max_batch) {
             export(
                 &exporter,
                 &mut batch,
@@ -206,16 +197,7 @@ async fn export_loop(
     }
     // What is queued at the end goes out in one last round, bounded by one export timeout.
     let last = async {
-        loop {
-            while batch.len() < batching.max_batch {
-                match receiver.try_recv() {
-                    Ok(span) => batch.push(span),
-                    Err(_) => break,
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
+        while fill(&mut receiver, &mut batch, max_batch) {
             export(
                 &exporter,
                 &mut batch,
@@ -229,6 +211,21 @@ async fn export_loop(
     if tokio::time::timeout(batching.timeout, last).await.is_err() {
         tracing::warn!("spans still queued at shutdown were not exported in time");
     }
+}
+
+/// Moves queued spans into `batch` until it holds `max_batch`; whether it holds any.
+fn fill(
+    receiver: &mut mpsc::Receiver<EncodedSpan>,
+    batch: &mut Vec<EncodedSpan>,
+    max_batch: usize,
+) -> bool {
+    while batch.len() < max_batch {
+        match receiver.try_recv() {
+            Ok(span) => batch.push(span),
+            Err(_) => break,
+        }
+    }
+    !batch.is_empty()
 }
 
 /// Exports `batch` (emptying it) within `timeout`, counting its spans as exported or dropped. The
