@@ -291,8 +291,7 @@ impl Gateway {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'~'))
         {
-            call_id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .expect("a UUID is a valid header value");
+            call_id = wasmgate_openfaas::headers::new_call_id();
         }
         let start_time = parts
             .headers
