@@ -168,6 +168,12 @@ impl App {
                     .await
                     .with_context(|| format!("creating namespace {namespace}"))?;
             }
+            for archive in &function.archives {
+                functions
+                    .upload_files(archive.clone())
+                    .await
+                    .with_context(|| format!("storing the files of {}", function.function))?;
+            }
             let deployment = FunctionDeployment {
                 service: function.function.name.clone(),
                 image: function

@@ -301,6 +301,9 @@ pub struct ResolvedFunction {
     /// What the deployment carries besides name and image: `envVars`, `secrets`, `labels`,
     /// `annotations`, `limits` (each `None` when the stack file leaves it out).
     pub settings: FunctionSettings,
+    /// Archives the gateway stores before deploying it, which its annotations name by digest: the
+    /// static files of a Spin app's components (`serve -f spin.toml`).
+    pub archives: Vec<Vec<u8>>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,159 @@
+//! Spin components' static `files`: globs, a folder placed at a destination and `exclude_files`,
+//! resolved by `wasmgate deploy -f` and `serve -f`, mounted read-only at `/` (the `inspect` guest
+//! reads, lists and tries to write them), kept across a restart (unpacked again when their folder
+//! is gone), and a bad archive refused at upload naming its entry.
+
+use crate::support::{Gateway, InProcess, Target, get, request, run_to_exit, temp_dir};
+
+const MANIFEST: &str = r#"spin_manifest_version = 2
+
+[application]
+name = "filesapp"
+
+[[trigger.http]]
+route = "/..."
+component = "web"
+
+[component.web]
+source = "{inspect}"
+files = ["static/**/*", { source = "assets", destination = "/x" }]
+exclude_files = ["static/*.bak"]
+"#;
+
+/// A project folder: the manifest, the files it lists, and some it does not.
+fn project() -> std::path::PathBuf {
+    let dir = temp_dir("spin-files");
+    for (path, text) in [
+        ("static/a.txt", "alpha"),
+        ("static/deep/b.txt", "beta"),
+        ("static/old.bak", "excluded"),
+        ("assets/logo.svg", "<svg/>"),
+        ("private.txt", "not listed"),
+    ] {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write a file");
+    }
+    let manifest = MANIFEST.replace("{inspect}", wasmgate_guests::INSPECT);
+    std::fs::write(dir.join("spin.toml"), manifest).expect("write spin.toml");
+    dir
+}
+
+async fn file(gateway: &impl Target, path: &str) -> (u16, String) {
+    let answer = get(gateway, &format!("/function/filesapp/file?{path}")).await;
+    (answer.status.as_u16(), answer.text())
+}
+
+/// What the guest sees: the listed files at their places, nothing else, and none writable.
+async fn check_files(gateway: &impl Target) {
+    assert_eq!(file(gateway, "/static/a.txt").await, (200, "alpha".into()));
+    assert_eq!(
+        file(gateway, "/static/deep/b.txt").await,
+        (200, "beta".into())
+    );
+    assert_eq!(file(gateway, "/x/logo.svg").await, (200, "<svg/>".into()));
+    for absent in ["/static/old.bak", "/private.txt", "/assets/logo.svg"] {
+        assert_eq!(file(gateway, absent).await.0, 404, "{absent}");
+    }
+    let root = get(gateway, "/function/filesapp/dir?/").await;
+    assert_eq!(root.text(), "static\nx");
+    let written = gateway
+        .send(request(
+            "PUT",
+            gateway,
+            "/function/filesapp/file?/static/a.txt",
+            "changed",
+        ))
+        .await;
+    assert_eq!(written.status, 403, "{}", written.text());
+    let created = gateway
+        .send(request(
+            "PUT",
+            gateway,
+            "/function/filesapp/file?/static/new.txt",
+            "new",
+        ))
+        .await;
+    assert_eq!(created.status, 403, "{}", created.text());
+    assert_eq!(file(gateway, "/static/a.txt").await, (200, "alpha".into()));
+}
+
+/// `deploy -f` uploads the files as an archive; they are there after a restart, also when their
+/// unpacked folder was removed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spin_components_files_are_mounted_read_only_and_kept() {
+    let state = temp_dir("spin-files-state");
+    let start = || Gateway::start(&["--state-dir".to_string(), state.display().to_string()]);
+    let gateway = start();
+    let dir = project();
+    let (status, stderr) = run_to_exit(&[
+        "deploy",
+        "-f",
+        &dir.join("spin.toml").display().to_string(),
+        "--gateway",
+        &format!("http://{}", gateway.addr),
+    ]);
+    assert!(status.success(), "{stderr}");
+    check_files(&gateway).await;
+    let described = crate::support::api(&gateway, "GET", "/system/function/filesapp", None).await;
+    let status: serde_json::Value = serde_json::from_slice(&described.body).expect("JSON");
+    assert!(
+        status["annotations"]["com.wasmgate.spin.files"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("web=sha256:")),
+        "{status}"
+    );
+
+    gateway.signal("TERM");
+    assert!(gateway.wait().success());
+    std::fs::remove_dir_all(state.join("spin-files")).expect("the unpacked files");
+    let gateway = start();
+    check_files(&gateway).await;
+}
+
+/// `serve -f` packs the files itself; a bad archive and a manifest whose files are not given are
+/// refused, naming what is wrong.
+#[tokio::test]
+async fn serve_mounts_a_spin_components_files_and_bad_archives_are_refused() {
+    let dir = project();
+    let served = InProcess::start(&[
+        "-f".to_string(),
+        dir.join("spin.toml").display().to_string(),
+    ])
+    .await;
+    check_files(&served).await;
+
+    let mut upload = request("POST", &served, "/system/artifacts", b"junk".repeat(200));
+    upload.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-tar"),
+    );
+    let refused = served.send(upload).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("the files archive: entry 0"),
+        "{}",
+        refused.text()
+    );
+
+    let manifest = MANIFEST.replace("{inspect}", wasmgate_guests::INSPECT);
+    let body = serde_json::json!({
+        "service": "filesapp",
+        "image": "spin.toml",
+        "annotations": {
+            "com.wasmgate.spin.manifest": manifest,
+            "com.wasmgate.spin.sources": format!("web={}", wasmgate_guests::INSPECT),
+        },
+    });
+    let missing = crate::support::api(&served, "PUT", "/system/functions", Some(body)).await;
+    assert_eq!(missing.status, 400, "{}", missing.text());
+    assert!(
+        missing
+            .text()
+            .contains("component.web.files: annotation com.wasmgate.spin.files names no archive"),
+        "{}",
+        missing.text()
+    );
+    // The app served before is untouched.
+    assert_eq!(file(&served, "/x/logo.svg").await, (200, "<svg/>".into()));
+}
