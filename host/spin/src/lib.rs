@@ -41,6 +41,6 @@ mod routes;
 pub mod variables;
 
 pub use crate::manifest::{App, Component, HttpTrigger, ManifestError, is_component_name};
-pub use crate::outbound::{OutboundHost, SERVICE_CHAINING_DOMAIN};
+pub use crate::outbound::{OutboundHost, SERVICE_CHAINING_DOMAIN, resolve_entries};
 pub use crate::routes::{RouteMatch, RouteSpec, Router, WELL_KNOWN_PREFIX, headers};
 pub use crate::variables::{Variable, is_variable_name};

@@ -396,7 +396,7 @@ impl RawComponent {
             }
         }
         for host in &self.allowed_outbound_hosts {
-            crate::outbound::OutboundHost::parse(host)
+            crate::outbound::check_entry(host, variables)
                 .map_err(|e| ManifestError(format!("{at}.allowed_outbound_hosts: {e}")))?;
         }
         let mut templates = BTreeMap::new();
@@ -651,7 +651,12 @@ exclude_files = ["static/*.bak"]
             (
                 "\"http://back.spin.internal\"",
                 "\"https://{{ host }}\"",
-                "component.front.allowed_outbound_hosts",
+                "component.front.allowed_outbound_hosts: \"https://{{ host }}\" refers to {{ host }}",
+            ),
+            (
+                "\"http://back.spin.internal\"",
+                "\"https://{{ greeting }}:9..9\"",
+                "component.front.allowed_outbound_hosts: \"https://{{ greeting }}:9..9\" is \"https://hello:9..9\" with the variables' defaults",
             ),
         ];
         for (from, to, expected) in cases {

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::support::{Gateway, InProcess, Target, api, get, request, temp_dir, upload};
+use crate::support::{Gateway, InProcess, Target, Upstream, api, get, request, temp_dir, upload};
 
 /// The app of the tests: `front` on three routes, `seven` on one, `back` private. With `required_secret`, the
 /// secret variable `api_token` must have a value (from the secret `api-token`).
@@ -327,6 +327,92 @@ pub async fn spin7_app() {
     );
     let other = get(&gateway, "/function/spinapp/v7/kv-other").await.text();
     assert!(other.contains("AccessDenied"), "{other}");
+}
+
+/// An app whose component (`outbound`) may call `http://{{ upstream_host }}:PORT..PORT+1`: the
+/// variable (a secret) decides the host, the allow-list follows the secret's update, the range
+/// ends before its last port; a template that gives an invalid entry is refused at deploy.
+#[tokio::test]
+pub async fn spin_outbound_templates() {
+    let upstream = Upstream::start(std::time::Duration::ZERO).await;
+    let port = upstream.addr.port();
+    let gateway = InProcess::start(&[]).await;
+    let host = |value: &str| json!({"name": "upstream-host", "value": value});
+    let created = api(
+        &gateway,
+        "POST",
+        "/system/secrets",
+        Some(host("nowhere.invalid")),
+    )
+    .await;
+    assert!(created.status.is_success(), "{}", created.text());
+    let manifest = |entry: &str| {
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "spinapp"
+[variables]
+upstream_host = {{ required = true, secret = true }}
+[[trigger.http]]
+route = "/..."
+component = "out"
+[component.out]
+source = "{outbound}"
+allowed_outbound_hosts = ["{entry}"]
+"#,
+            outbound = wasmgate_guests::OUTBOUND,
+        )
+    };
+    let sources = format!("out={}", wasmgate_guests::OUTBOUND);
+    let entry = format!("http://{{{{ upstream_host }}}}:{port}..{}", port + 1);
+    let deployed = deploy_with_sources(&gateway, &manifest(&entry), &sources, json!({})).await;
+    assert_eq!(deployed.status, 202, "{}", deployed.text());
+    let call = |to_port: u16| {
+        let gateway = &gateway;
+        async move {
+            get(
+                gateway,
+                &format!("/function/spinapp/?url=http://127.0.0.1:{to_port}/"),
+            )
+            .await
+            .text()
+        }
+    };
+    let denied = call(port).await;
+    assert!(denied.contains("HttpRequestDenied"), "{denied}");
+    let updated = api(&gateway, "PUT", "/system/secrets", Some(host("127.0.0.1"))).await;
+    assert!(updated.status.is_success(), "{}", updated.text());
+    assert_eq!(call(port).await, "200 upstream says hi\n");
+    let past_the_range = call(port + 1).await;
+    assert!(
+        past_the_range.contains("HttpRequestDenied"),
+        "{past_the_range}"
+    );
+
+    let bad = "http://{{ upstream_host }}/path";
+    let update = json!({
+        "service": "spinapp",
+        "image": "spin.toml",
+        "annotations": {
+            "com.wasmgate.spin.manifest": manifest(bad),
+            "com.wasmgate.spin.sources": sources,
+        },
+    });
+    let refused = api(&gateway, "PUT", "/system/functions", Some(update)).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains(
+            "component.out.allowed_outbound_hosts: \"http://{{ upstream_host }}/path\" is \
+             \"http://127.0.0.1/path\""
+        ),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        call(port).await,
+        "200 upstream says hi\n",
+        "still the first"
+    );
 }
 
 /// `spin5-redis`: a component that imports Spin's Redis interface is refused at deploy, the

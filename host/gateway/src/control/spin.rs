@@ -143,8 +143,9 @@ pub(super) fn variable_secrets(deployment: &FunctionDeployment) -> Vec<String> {
 
 impl Functions {
     /// The spec of each component of a Spin app, by name: the deployment's, with the component's
-    /// environment, outbound hosts, variables and stores. Refuses a required variable without a
-    /// value.
+    /// environment, outbound hosts (their templates read with the app's variables), variables and
+    /// stores. Refuses a required variable without a value, and an outbound host whose template
+    /// does not give a valid entry.
     fn component_specs(
         &self,
         function: &FunctionRef,
@@ -165,26 +166,29 @@ impl Functions {
             },
         )
         .map_err(Error::invalid)?;
-        Ok(app
-            .components
-            .iter()
-            .map(|(name, component)| {
-                let mut spec = base.clone();
-                spec.env.extend(
-                    component
-                        .environment
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
-                let (_, hosts) = CallRights::of(component);
-                spec.allowed_hosts.extend(hosts);
-                spec.spin_variables =
-                    wasmgate_spin::variables::component_values(&component.variables, &values);
-                spec.spin_key_value_stores = component.key_value_stores.clone();
-                spec.spin_sqlite_databases = component.sqlite_databases.clone();
-                (name.clone(), spec)
-            })
-            .collect())
+        let mut specs = BTreeMap::new();
+        for (name, component) in &app.components {
+            let mut spec = base.clone();
+            spec.env.extend(
+                component
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            let entries =
+                wasmgate_spin::resolve_entries(&component.allowed_outbound_hosts, &values)
+                    .map_err(|e| {
+                        Error::invalid(format!("component.{name}.allowed_outbound_hosts: {e}"))
+                    })?;
+            let (_, hosts) = CallRights::of(&entries);
+            spec.allowed_hosts.extend(hosts);
+            spec.spin_variables =
+                wasmgate_spin::variables::component_values(&component.variables, &values);
+            spec.spin_key_value_stores = component.key_value_stores.clone();
+            spec.spin_sqlite_databases = component.sqlite_databases.clone();
+            specs.insert(name.clone(), spec);
+        }
+        Ok(specs)
     }
 
     /// Deploys or updates a Spin app (the write lock held): reads every component, compiles each

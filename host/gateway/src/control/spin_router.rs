@@ -31,24 +31,37 @@ pub(super) struct CallRights {
 }
 
 impl CallRights {
-    pub(super) fn of(component: &wasmgate_spin::Component) -> (CallRights, Vec<HostPattern>) {
+    /// The rights and the outside hosts of a component's entries, read (templates resolved:
+    /// [`wasmgate_spin::resolve_entries`]).
+    pub(super) fn of(entries: &[OutboundHost]) -> (CallRights, Vec<HostPattern>) {
         let mut rights = CallRights::default();
         let mut hosts = Vec::new();
-        for text in &component.allowed_outbound_hosts {
-            // Checked when the manifest was read; a host the runtime's syntax refuses allows nothing.
-            match OutboundHost::parse(text) {
-                Ok(OutboundHost::SelfRequests) => rights.self_requests = true,
-                Ok(OutboundHost::Components(None)) => rights.every_component = true,
-                Ok(OutboundHost::Components(Some(name))) => rights.components.push(name),
-                Ok(OutboundHost::Host(pattern)) => {
-                    if let Ok(pattern) = HostPattern::parse(&pattern) {
+        for entry in entries {
+            match entry {
+                OutboundHost::SelfRequests => rights.self_requests = true,
+                OutboundHost::Components(None) => rights.every_component = true,
+                OutboundHost::Components(Some(name)) => rights.components.push(name.clone()),
+                OutboundHost::Host(pattern) => {
+                    // A host the runtime's syntax refuses allows nothing.
+                    if let Ok(pattern) = HostPattern::parse(pattern) {
                         hosts.push(pattern);
                     }
                 }
-                Ok(OutboundHost::OtherScheme) | Err(_) => {}
+                OutboundHost::OtherScheme => {}
             }
         }
         (rights, hosts)
+    }
+
+    /// The rights of a component's literal entries: a template never names the app or its
+    /// components (`wasmgate_spin` refuses it), so the rights need no variable's value.
+    fn literal(component: &wasmgate_spin::Component) -> CallRights {
+        let entries: Vec<OutboundHost> = component
+            .allowed_outbound_hosts
+            .iter()
+            .filter_map(|text| OutboundHost::parse(text).ok())
+            .collect();
+        CallRights::of(&entries).0
     }
 
     fn may_call(&self, component: &str) -> bool {
@@ -70,7 +83,7 @@ impl SpinRouter {
             rights: app
                 .components
                 .iter()
-                .map(|(name, component)| (name.clone(), CallRights::of(component).0))
+                .map(|(name, component)| (name.clone(), CallRights::literal(component)))
                 .collect(),
         }
     }
