@@ -244,6 +244,36 @@ pub async fn spin5_front() {
         sources.starts_with("back=sha256:") && sources.contains(",front=sha256:"),
         "{sources}"
     );
+    // Its components and their routes, in a field of wasmgate's own.
+    let components = status["components"].as_array().expect("the components");
+    let shown: Vec<(String, serde_json::Value, bool)> = components
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["routes"].clone(),
+                c["private"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("back".to_string(), json!([]), true),
+            (
+                "front".to_string(),
+                json!(["/api/...", "/api/exact", "/front/..."]),
+                false
+            ),
+            ("seven".to_string(), json!(["/v7/..."]), false),
+        ]
+    );
+    assert!(
+        components.iter().all(|c| c["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))),
+        "{status}"
+    );
     let metrics = get(&gateway, "/metrics").await.text();
     assert!(
         metrics.contains("function_name=\"spinapp.openfaas-fn\""),

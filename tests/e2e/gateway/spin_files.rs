@@ -104,6 +104,21 @@ async fn a_spin_components_files_are_mounted_read_only_and_kept() {
         "{status}"
     );
 
+    // `describe` lists the components, their routes and whether they have files.
+    let described = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["describe", "filesapp", "--gateway"])
+        .arg(format!("http://{}", gateway.addr))
+        .env("WASMGATE_LOG", "warn")
+        .output()
+        .expect("run wasmgate describe");
+    let stdout = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("Components") && l.ends_with("web /... (files)")),
+        "{stdout}"
+    );
+
     gateway.signal("TERM");
     assert!(gateway.wait().success());
     std::fs::remove_dir_all(state.join("spin-files")).expect("the unpacked files");

@@ -312,6 +312,7 @@ impl Functions {
             .world
             .or_else(|| self.runtime.world(key).map(|w| w.as_str().to_string()));
         let d = record.deployment;
+        let components = self.spin_components(&d);
         let triggers = FunctionRef::parse(key)
             .ok()
             .map(|function| Triggers::of(&function, d.settings.annotations.as_ref()));
@@ -326,6 +327,7 @@ impl Functions {
             created_at: record.created_at,
             world,
             triggers,
+            components,
             usage: None,
         }
     }

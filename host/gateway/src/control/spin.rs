@@ -133,6 +133,35 @@ pub(crate) fn record_digests(record: &FunctionRecord) -> Vec<String> {
     digests
 }
 
+/// The components of a Spin app's deployment as its status shows them (`None` for a plain
+/// function), with their routes in manifest order.
+fn components(
+    deployment: &FunctionDeployment,
+) -> Option<Vec<wasmgate_openfaas::types::ComponentStatus>> {
+    let SpinDeployment {
+        app,
+        sources,
+        files,
+    } = read(deployment).ok()?;
+    Some(
+        app.components
+            .keys()
+            .map(|name| {
+                let triggers = app.triggers.iter().filter(|t| &t.component == name);
+                let (private, public): (Vec<_>, Vec<_>) =
+                    triggers.partition(|t| t.route == wasmgate_spin::RouteSpec::Private);
+                wasmgate_openfaas::types::ComponentStatus {
+                    name: name.clone(),
+                    digest: sources.get(name).cloned().unwrap_or_default(),
+                    routes: public.iter().map(|t| t.route.to_string()).collect(),
+                    private: !private.is_empty(),
+                    files: files.get(name).cloned(),
+                }
+            })
+            .collect(),
+    )
+}
+
 /// The secrets a Spin app's variables read (none for a plain function).
 pub(super) fn variable_secrets(deployment: &FunctionDeployment) -> Vec<String> {
     manifest_text(deployment)
@@ -142,6 +171,15 @@ pub(super) fn variable_secrets(deployment: &FunctionDeployment) -> Vec<String> {
 }
 
 impl Functions {
+    /// The components of a Spin app's deployment as its status shows them (`None` for a plain
+    /// function).
+    pub(super) fn spin_components(
+        &self,
+        deployment: &FunctionDeployment,
+    ) -> Option<Vec<wasmgate_openfaas::types::ComponentStatus>> {
+        components(deployment)
+    }
+
     /// The spec of each component of a Spin app, by name: the deployment's, with the component's
     /// environment, outbound hosts (their templates read with the app's variables), variables and
     /// stores. Refuses a required variable without a value, and an outbound host whose template
