@@ -250,7 +250,8 @@ impl App {
             .with_http_limits(config.http_limits)
             .with_queue(async_queue.clone())
             .with_readiness(readiness)
-            .with_traces(traces.clone());
+            .with_traces(traces.clone())
+            .with_tls(tls.is_some());
         async_queue.start(Arc::new(gateway.clone()));
         if let Some(tls) = &tls {
             // Stops with the gateway's other background tasks; the handle is not needed.
