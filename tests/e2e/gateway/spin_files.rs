@@ -1,9 +1,12 @@
 //! Spin components' static `files`: globs, a folder placed at a destination and `exclude_files`,
 //! resolved by `wasmgate deploy -f` and `serve -f`, mounted read-only at `/` (the `inspect` guest
 //! reads, lists and tries to write them), kept across a restart (unpacked again when their folder
-//! is gone), and a bad archive refused at upload naming its entry.
+//! is gone), served by every node of a cluster when one node serves it from its paths
+//! (`serve -f`), and a bad archive refused at upload naming its entry.
 
-use crate::support::{Gateway, InProcess, Target, get, request, run_to_exit, temp_dir};
+use crate::support::{
+    Gateway, InProcess, Target, eventually, get, request, run_to_exit, temp_dir, upload,
+};
 
 const MANIFEST: &str = r#"spin_manifest_version = 2
 
@@ -13,6 +16,13 @@ name = "filesapp"
 [[trigger.http]]
 route = "/..."
 component = "web"
+
+[[trigger.http]]
+route = "/other/..."
+component = "other"
+
+[component.other]
+source = "{hello}"
 
 [component.web]
 source = "{inspect}"
@@ -34,9 +44,14 @@ fn project() -> std::path::PathBuf {
         std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
         std::fs::write(path, text).expect("write a file");
     }
-    let manifest = MANIFEST.replace("{inspect}", wasmgate_guests::INSPECT);
-    std::fs::write(dir.join("spin.toml"), manifest).expect("write spin.toml");
+    std::fs::write(dir.join("spin.toml"), manifest()).expect("write spin.toml");
     dir
+}
+
+fn manifest() -> String {
+    MANIFEST
+        .replace("{inspect}", wasmgate_guests::INSPECT)
+        .replace("{hello}", wasmgate_guests::HELLO)
 }
 
 async fn file(gateway: &impl Target, path: &str) -> (u16, String) {
@@ -151,13 +166,16 @@ async fn serve_mounts_a_spin_components_files_and_bad_archives_are_refused() {
         refused.text()
     );
 
-    let manifest = MANIFEST.replace("{inspect}", wasmgate_guests::INSPECT);
     let body = serde_json::json!({
         "service": "filesapp",
         "image": "spin.toml",
         "annotations": {
-            "com.wasmgate.spin.manifest": manifest,
-            "com.wasmgate.spin.sources": format!("web={}", wasmgate_guests::INSPECT),
+            "com.wasmgate.spin.manifest": manifest(),
+            "com.wasmgate.spin.sources": format!(
+                "web={},other={}",
+                wasmgate_guests::INSPECT,
+                wasmgate_guests::HELLO
+            ),
         },
     });
     let missing = crate::support::api(&served, "PUT", "/system/functions", Some(body)).await;
@@ -171,4 +189,85 @@ async fn serve_mounts_a_spin_components_files_and_bad_archives_are_refused() {
     );
     // The app served before is untouched.
     assert_eq!(file(&served, "/x/logo.svg").await, (200, "<svg/>".into()));
+}
+
+/// In cluster mode, an app one node serves from its manifest (`serve -f`: its components are paths
+/// there) is served by another node too, its files and its second component included: what was
+/// read from a path goes to the object store with the deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spin_app_served_from_paths_on_one_node_is_served_by_the_others() {
+    let nats = crate::cluster::Nats::start();
+    let dir = project();
+    let manifest = [
+        "-f".to_string(),
+        dir.join("spin.toml").display().to_string(),
+    ];
+    let a = crate::cluster::node_with(&nats, "a", &temp_dir("spin-node-a"), &manifest);
+    let b = crate::cluster::node_with(&nats, "b", &temp_dir("spin-node-b"), &[]);
+    crate::cluster::until_all(&[&a, &b], "/function/filesapp/file?/static/a.txt", 200).await;
+    check_files(&b).await;
+    let other = get(&b, "/function/filesapp/other/x").await;
+    assert_eq!(other.status, 200, "{}", other.text());
+}
+
+/// The cluster's collector keeps every artifact a Spin app names (each component and each files
+/// archive, not only the first component), so a node that joins after a collection serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_keeps_every_artifact_of_a_spin_app() {
+    use futures::StreamExt as _;
+    let nats = crate::cluster::Nats::start();
+    let dir = project();
+    let args = [
+        "-f".to_string(),
+        dir.join("spin.toml").display().to_string(),
+        "--artifact-grace".to_string(),
+        "1s".to_string(),
+    ];
+    let a = crate::cluster::node_with(&nats, "a", &temp_dir("spin-keep-a"), &args);
+    crate::cluster::until_all(&[&a], "/function/filesapp/file?/static/a.txt", 200).await;
+    // An artifact nothing names: once it is gone, a collection has run past the app's artifacts.
+    let hello = std::fs::read(wasmgate_guests::HELLO).expect("read hello");
+    let decoy = upload(&a, crate::cluster::variant(&hello, 7)).await;
+    let store = async_nats::jetstream::new(
+        async_nats::connect(nats.url.as_str())
+            .await
+            .expect("connect to NATS"),
+    )
+    .get_object_store(wasmgate_gateway::cluster::ARTIFACTS_BUCKET)
+    .await
+    .expect("the object store");
+    let objects = || async {
+        let mut names = Vec::new();
+        let mut list = store.list().await.expect("list the object store");
+        while let Some(info) = list.next().await {
+            let info = info.expect("an object");
+            if !info.deleted {
+                names.push(info.name);
+            }
+        }
+        names
+    };
+    let decoy_name = decoy.replace(':', "-");
+    eventually("the collection of an unreferenced artifact", || async {
+        !objects().await.contains(&decoy_name)
+    })
+    .await;
+    let status = crate::support::api(&a, "GET", "/system/function/filesapp", None).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+    let named: Vec<String> = ["com.wasmgate.spin.sources", "com.wasmgate.spin.files"]
+        .iter()
+        .flat_map(|a| {
+            let text = status["annotations"][*a].as_str().unwrap_or_default();
+            text.split(',')
+                .filter_map(|pair| pair.split_once('=').map(|(_, d)| d.replace(':', "-")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(named.len(), 3, "{status}");
+    let left = objects().await;
+    for name in &named {
+        assert!(left.contains(name), "{name} was collected; left: {left:?}");
+    }
+    let b = crate::cluster::node_with(&nats, "b", &temp_dir("spin-keep-b"), &[]);
+    crate::cluster::until_all(&[&b], "/function/filesapp/file?/static/a.txt", 200).await;
 }
