@@ -214,7 +214,6 @@ async fn a_spin_app_served_from_paths_on_one_node_is_served_by_the_others() {
 /// archive, not only the first component), so a node that joins after a collection serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_keeps_every_artifact_of_a_spin_app() {
-    use futures::StreamExt as _;
     let nats = crate::cluster::Nats::start();
     let dir = project();
     let args = [
@@ -228,25 +227,8 @@ async fn the_cluster_keeps_every_artifact_of_a_spin_app() {
     // An artifact nothing names: once it is gone, a collection has run past the app's artifacts.
     let hello = std::fs::read(wasmgate_guests::HELLO).expect("read hello");
     let decoy = upload(&a, crate::cluster::variant(&hello, 7)).await;
-    let store = async_nats::jetstream::new(
-        async_nats::connect(nats.url.as_str())
-            .await
-            .expect("connect to NATS"),
-    )
-    .get_object_store(wasmgate_gateway::cluster::ARTIFACTS_BUCKET)
-    .await
-    .expect("the object store");
-    let objects = || async {
-        let mut names = Vec::new();
-        let mut list = store.list().await.expect("list the object store");
-        while let Some(info) = list.next().await {
-            let info = info.expect("an object");
-            if !info.deleted {
-                names.push(info.name);
-            }
-        }
-        names
-    };
+    let store = crate::cluster::artifacts_store(&nats).await;
+    let objects = || crate::cluster::live_objects(&store);
     let decoy_name = decoy.replace(':', "-");
     eventually("the collection of an unreferenced artifact", || async {
         !objects().await.contains(&decoy_name)
