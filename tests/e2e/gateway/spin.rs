@@ -112,6 +112,18 @@ async fn deploy_with_sources(
     api(gateway, "POST", "/system/functions", Some(body)).await
 }
 
+/// `method` `path` with `body`, answered.
+pub(crate) async fn send(
+    gateway: &impl Target,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> crate::support::Answer {
+    gateway
+        .send(request(method, gateway, path, body.to_string()))
+        .await
+}
+
 async fn secret(gateway: &impl Target, method: &str, value: &str) {
     let body = json!({"name": "api-token", "value": value});
     let answer = api(gateway, method, "/system/secrets", Some(body)).await;
@@ -190,14 +202,13 @@ pub async fn spin5_front() {
         undefined.text()
     );
 
-    let set = gateway
-        .send(request(
-            "POST",
-            &gateway,
-            "/function/spinapp/front/kv/colour",
-            "blue",
-        ))
-        .await;
+    let set = send(
+        &gateway,
+        "POST",
+        "/function/spinapp/front/kv/colour",
+        "blue",
+    )
+    .await;
     assert_eq!(set.text(), "colour=blue\n");
     assert_eq!(
         get(&gateway, "/function/spinapp/front/kv/colour")
@@ -327,14 +338,7 @@ pub async fn spin7_app() {
     );
     let undefined = get(&gateway, "/function/spinapp/v7/var/token").await.text();
     assert!(undefined.contains("Undefined"), "{undefined}");
-    let set = gateway
-        .send(request(
-            "POST",
-            &gateway,
-            "/function/spinapp/v7/kv/seven",
-            "7",
-        ))
-        .await;
+    let set = send(&gateway, "POST", "/function/spinapp/v7/kv/seven", "7").await;
     assert_eq!(set.text(), "spin7 seven=7\n");
     // The 0.2 component sees the same store.
     assert_eq!(
@@ -343,14 +347,7 @@ pub async fn spin7_app() {
             .text(),
         "seven=7\n"
     );
-    gateway
-        .send(request(
-            "POST",
-            &gateway,
-            "/function/spinapp/front/kv/five",
-            "5",
-        ))
-        .await;
+    send(&gateway, "POST", "/function/spinapp/front/kv/five", "5").await;
     assert_eq!(
         get(&gateway, "/function/spinapp/v7/keys").await.text(),
         "spin7 keys: five,seven\n"
@@ -513,14 +510,7 @@ async fn a_spin_app_deployed_by_the_cli_keeps_its_data_across_a_restart() {
         header_of(&report, "spin-client-addr").starts_with("127.0.0.1:"),
         "{report}"
     );
-    let set = gateway
-        .send(request(
-            "PUT",
-            &gateway,
-            "/function/spinapp/front/kv/kept",
-            "yes",
-        ))
-        .await;
+    let set = send(&gateway, "PUT", "/function/spinapp/front/kv/kept", "yes").await;
     assert_eq!(set.text(), "kept=yes\n");
     assert_eq!(
         get(&gateway, "/function/spinapp/front/sql/before")

@@ -4,6 +4,7 @@
 //! is gone), served by every node of a cluster when one node serves it from its paths
 //! (`serve -f`), and a bad archive refused at upload naming its entry.
 
+use crate::spin::send;
 use crate::support::{
     Gateway, InProcess, Target, eventually, get, request, run_to_exit, temp_dir, upload,
 };
@@ -72,23 +73,21 @@ async fn check_files(gateway: &impl Target) {
     }
     let root = get(gateway, "/function/filesapp/dir?/").await;
     assert_eq!(root.text(), "static\nx");
-    let written = gateway
-        .send(request(
-            "PUT",
-            gateway,
-            "/function/filesapp/file?/static/a.txt",
-            "changed",
-        ))
-        .await;
+    let written = send(
+        gateway,
+        "PUT",
+        "/function/filesapp/file?/static/a.txt",
+        "changed",
+    )
+    .await;
     assert_eq!(written.status, 403, "{}", written.text());
-    let created = gateway
-        .send(request(
-            "PUT",
-            gateway,
-            "/function/filesapp/file?/static/new.txt",
-            "new",
-        ))
-        .await;
+    let created = send(
+        gateway,
+        "PUT",
+        "/function/filesapp/file?/static/new.txt",
+        "new",
+    )
+    .await;
     assert_eq!(created.status, 403, "{}", created.text());
     assert_eq!(file(gateway, "/static/a.txt").await, (200, "alpha".into()));
 }
