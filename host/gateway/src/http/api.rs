@@ -418,7 +418,11 @@ impl Api {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() == wasmgate_spin::files::MEDIA_TYPE);
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case(wasmgate_spin::files::MEDIA_TYPE)
+            });
         let bytes = read_body(request.into_body(), self.max_artifact_bytes).await?;
         if files {
             // A Spin component's static files (`wasmgate_spin::files`).
