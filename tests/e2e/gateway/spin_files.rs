@@ -140,8 +140,8 @@ async fn a_spin_components_files_are_mounted_read_only_and_kept() {
     check_files(&gateway).await;
 }
 
-/// `serve -f` packs the files itself; a bad archive and a manifest whose files are not given are
-/// refused, naming what is wrong.
+/// `serve -f` packs the files itself; a bad archive, a manifest whose files are not given and an
+/// archive past `--max-artifact-bytes` are refused, naming what is wrong.
 #[tokio::test]
 async fn serve_mounts_a_spin_components_files_and_bad_archives_are_refused() {
     let dir = project();
@@ -188,6 +188,26 @@ async fn serve_mounts_a_spin_components_files_and_bad_archives_are_refused() {
     );
     // The app served before is untouched.
     assert_eq!(file(&served, "/x/logo.svg").await, (200, "<svg/>".into()));
+
+    // An archive `serve -f` packs is bounded as an upload is.
+    let state = temp_dir("spin-files-bound");
+    let (status, stderr) = run_to_exit(&[
+        "serve",
+        "-f",
+        &dir.join("spin.toml").display().to_string(),
+        "--max-artifact-bytes",
+        "2048",
+        "--state-dir",
+        &state.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("storing the files of filesapp")
+            && stderr.contains("more than the 2048 byte limit (--max-artifact-bytes)"),
+        "{stderr}"
+    );
 }
 
 /// In cluster mode, an app one node serves from its manifest (`serve -f`: its components are paths

@@ -30,6 +30,14 @@ impl Functions {
     /// cluster it is shared with the other nodes, as a component is. Returns its digest and how
     /// many files it holds.
     pub async fn upload_files(&self, archive: Vec<u8>) -> Result<(Digest, usize), Error> {
+        // The API's body is bounded as it is read; `serve -f` packs the archive itself.
+        if archive.len() > self.max_artifact_bytes {
+            return Err(Error::invalid(format!(
+                "the files archive is {} bytes, more than the {} byte limit (--max-artifact-bytes)",
+                archive.len(),
+                self.max_artifact_bytes
+            )));
+        }
         let count = wasmgate_spin::files::read_archive(&archive)
             .map_err(|e| Error::invalid(e.to_string()))?
             .len();
