@@ -123,6 +123,10 @@ impl RequestState {
             wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
                 .map_err(|e| Error::internal("opening the secrets directory", &e))?;
         }
+        if let Some(dir) = &function.spec.files {
+            wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly)
+                .map_err(|e| Error::internal("opening the static files' directory", &e))?;
+        }
         Ok(RequestState {
             table: ResourceTable::new(),
             wasi: wasi.build(),

@@ -3,7 +3,7 @@
 //!
 //! - **Allowed hosts** ([`HostPattern`]): `api.example.com` (its default port: 80 for `http`, 443 for
 //!   `https`), `api.example.com:8443`, `*.internal` (any subdomain, default ports), `*.internal:*` (any
-//!   port), `127.0.0.1:9000`. A denied request gets `HTTP-request-denied` and opens no connection.
+//!   port), `127.0.0.1:9000`, `api.example.com:8000-8080` (a range, both ends included). A denied request gets `HTTP-request-denied` and opens no connection.
 //! - **Timeouts**: connecting is capped at [`MAX_OUTBOUND_TIMEOUT`]; the response head (from the send,
 //!   connecting included) and the gap between body frames wait what the guest asks for, at most
 //!   [`MAX_OUTBOUND_TIMEOUT`] each.
@@ -55,12 +55,14 @@ enum PortMatch {
     /// The scheme's default port.
     Default,
     Exactly(u16),
+    /// From the first to the second, both included.
+    Range(u16, u16),
     Any,
 }
 
 impl HostPattern {
     /// Parses one pattern: `host`, `host:port`, `*.domain`, `*.domain:port`, with `*` as the port for
-    /// any port.
+    /// any port and `LOW-HIGH` for a range (both included).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let invalid = |why: &str| Err(format!("invalid allowed host {text:?}: {why}"));
@@ -73,12 +75,23 @@ impl HostPattern {
         let (host, port) = match text.rsplit_once(':') {
             // An IPv6 address without brackets would be ambiguous; none are supported here.
             Some((host, port)) => {
-                let port = match port {
-                    "*" => PortMatch::Any,
-                    port => match port.parse::<u16>() {
-                        Ok(port) if port > 0 => PortMatch::Exactly(port),
-                        _ => return invalid("the port must be a number from 1 to 65535, or *"),
-                    },
+                let number = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+                let port = if port == "*" {
+                    PortMatch::Any
+                } else if let Some((low, high)) = port.split_once('-') {
+                    match (number(low), number(high)) {
+                        (Some(low), Some(high)) if low <= high => PortMatch::Range(low, high),
+                        _ => {
+                            return invalid(
+                                "a port range is LOW-HIGH, from 1 to 65535, LOW not above HIGH",
+                            );
+                        }
+                    }
+                } else {
+                    match number(port) {
+                        Some(port) => PortMatch::Exactly(port),
+                        None => return invalid("the port must be a number from 1 to 65535, or *"),
+                    }
                 };
                 (host, port)
             }
@@ -124,6 +137,7 @@ impl HostPattern {
         let port_ok = match self.port {
             PortMatch::Default => port == default_port,
             PortMatch::Exactly(wanted) => port == wanted,
+            PortMatch::Range(low, high) => (low..=high).contains(&port),
             PortMatch::Any => true,
         };
         host_ok && port_ok
@@ -139,6 +153,7 @@ impl std::fmt::Display for HostPattern {
         match self.port {
             PortMatch::Default => Ok(()),
             PortMatch::Exactly(port) => write!(f, ":{port}"),
+            PortMatch::Range(low, high) => write!(f, ":{low}-{high}"),
             PortMatch::Any => f.write_str(":*"),
         }
     }
@@ -355,6 +370,15 @@ mod tests {
         assert!(allowed(list, "http://127.0.0.1:9000/"));
         assert!(!allowed(list, "http://127.0.0.1:9001/"));
         assert!(allowed(list, "http://x.any.test:1234/"));
+        let range = "api.example.com:8000-8080";
+        assert!(allowed(range, "http://api.example.com:8000/"));
+        assert!(allowed(range, "http://api.example.com:8080/"));
+        assert!(!allowed(range, "http://api.example.com:8081/"));
+        assert!(!allowed(range, "http://api.example.com:7999/"));
+        assert!(
+            !allowed(range, "https://api.example.com/"),
+            "443 is not in it"
+        );
         assert!(!allowed("", "http://127.0.0.1:9000/"), "nothing by default");
         assert!(!allowed(list, "/relative"));
     }
@@ -366,6 +390,9 @@ mod tests {
             ("api.example.com/path", "without a scheme or path"),
             ("api.example.com:0", "port must be"),
             ("api.example.com:http", "port must be"),
+            ("api.example.com:9-8", "a port range"),
+            ("api.example.com:0-8", "a port range"),
+            ("api.example.com:1-x", "a port range"),
             ("*.", "domain after *."),
             ("a b.com", "host name"),
             ("*", "host name"),
@@ -373,8 +400,8 @@ mod tests {
             let error = HostPattern::parse(text).expect_err(text);
             assert!(error.contains(why), "{text}: {error}");
         }
-        let list = HostPattern::parse_list(" a.com , ,*.b.org:*").expect("valid");
+        let list = HostPattern::parse_list(" a.com , ,*.b.org:*,c.net:1-2").expect("valid");
         let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["a.com", "*.b.org:*"]);
+        assert_eq!(shown, ["a.com", "*.b.org:*", "c.net:1-2"]);
     }
 }

@@ -302,24 +302,96 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
-fn check_key(key: &str) -> Result<(), store::Error> {
+/// A key within [`MAX_KEY_BYTES`], or why not (every key-value interface's bound).
+fn checked_key(key: &str) -> Result<(), String> {
     if key.len() > MAX_KEY_BYTES {
-        return Err(store::Error::Other(format!(
+        return Err(format!(
             "a key is at most {MAX_KEY_BYTES} bytes; this one has {}",
             key.len()
-        )));
+        ));
     }
     Ok(())
 }
 
-fn check_value(value: &[u8]) -> Result<(), store::Error> {
+/// A value within [`MAX_VALUE_BYTES`], or why not.
+fn checked_value(value: &[u8]) -> Result<(), String> {
     if value.len() > MAX_VALUE_BYTES {
-        return Err(store::Error::Other(format!(
+        return Err(format!(
             "a value is at most {MAX_VALUE_BYTES} bytes; this one has {}",
             value.len()
-        )));
+        ));
     }
     Ok(())
+}
+
+/// Runs `f` on the store off the async threads, in the function's namespace; an error is its text,
+/// which each key-value interface (here, and Spin's in `spin.rs`) wraps in its own `other`. The
+/// future owns what it needs, so no borrow of the request's state lives across the wait.
+pub(crate) fn on_store<T: Send + 'static>(
+    ctx: &ServicesCtx,
+    f: impl FnOnce(&dyn KeyValueStore, &str) -> Result<T, String> + Send + 'static,
+) -> impl Future<Output = Result<T, String>> + Send + 'static {
+    let store = ctx.keyvalue.clone();
+    let namespace = ctx.namespace.clone();
+    async move {
+        match tokio::task::spawn_blocking(move || f(store.as_ref(), &namespace)).await {
+            Ok(result) => result,
+            Err(error) => Err(format!("the store failed: {error}")),
+        }
+    }
+}
+
+/// `get` of `key` in `bucket`, as every key-value interface has it: the key's bound, then the
+/// store.
+pub(crate) fn bucket_get(
+    ctx: &ServicesCtx,
+    bucket: String,
+    key: String,
+) -> impl Future<Output = Result<Option<Vec<u8>>, String>> + Send + 'static {
+    let checked = checked_key(&key);
+    let run = on_store(ctx, move |kv, ns| kv.get(ns, &bucket, &key));
+    async move { checked.map(|()| run)?.await }
+}
+
+/// `set`: the key's and the value's bounds, then the store.
+pub(crate) fn bucket_set(
+    ctx: &ServicesCtx,
+    bucket: String,
+    key: String,
+    value: Vec<u8>,
+) -> impl Future<Output = Result<(), String>> + Send + 'static {
+    let checked = checked_key(&key).and_then(|()| checked_value(&value));
+    let run = on_store(ctx, move |kv, ns| kv.set(ns, &bucket, &key, &value));
+    async move { checked.map(|()| run)?.await }
+}
+
+/// `delete`: the key's bound, then the store.
+pub(crate) fn bucket_delete(
+    ctx: &ServicesCtx,
+    bucket: String,
+    key: String,
+) -> impl Future<Output = Result<(), String>> + Send + 'static {
+    let checked = checked_key(&key);
+    let run = on_store(ctx, move |kv, ns| kv.delete(ns, &bucket, &key));
+    async move { checked.map(|()| run)?.await }
+}
+
+/// `exists`: a `get` that keeps only whether there is a value.
+pub(crate) fn bucket_exists(
+    ctx: &ServicesCtx,
+    bucket: String,
+    key: String,
+) -> impl Future<Output = Result<bool, String>> + Send + 'static {
+    let get = bucket_get(ctx, bucket, key);
+    async move { Ok(get.await?.is_some()) }
+}
+
+fn check_key(key: &str) -> Result<(), store::Error> {
+    checked_key(key).map_err(store::Error::Other)
+}
+
+fn check_value(value: &[u8]) -> Result<(), store::Error> {
+    checked_value(value).map_err(store::Error::Other)
 }
 
 fn check_batch(count: usize) -> Result<(), store::Error> {
@@ -337,21 +409,13 @@ impl Services<'_> {
     }
 }
 
-/// Runs `f` on the store off the async threads. The future owns what it needs, so no borrow of the
-/// request's state lives across the wait.
+/// [`on_store`] with `wasi:keyvalue`'s error.
 fn blocking<T: Send + 'static>(
     ctx: &ServicesCtx,
     f: impl FnOnce(&dyn KeyValueStore, &str) -> Result<T, String> + Send + 'static,
 ) -> impl Future<Output = Result<T, store::Error>> + Send + 'static {
-    let store = ctx.keyvalue.clone();
-    let namespace = ctx.namespace.clone();
-    async move {
-        match tokio::task::spawn_blocking(move || f(store.as_ref(), &namespace)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(reason)) => Err(store::Error::Other(reason)),
-            Err(error) => Err(store::Error::Other(format!("the store failed: {error}"))),
-        }
-    }
+    let run = on_store(ctx, f);
+    async move { run.await.map_err(store::Error::Other) }
 }
 
 impl store::Host for Services<'_> {
@@ -374,37 +438,30 @@ impl store::Host for Services<'_> {
 impl store::HostBucket for Services<'_> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| kv.get(ns, &name, &key)).await)
+        Ok(bucket_get(self.ctx, name, key)
+            .await
+            .map_err(store::Error::Other))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key).and_then(|()| check_value(&value)) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| kv.set(ns, &name, &key, &value)).await)
+        Ok(bucket_set(self.ctx, name, key, value)
+            .await
+            .map_err(store::Error::Other))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
         let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| kv.delete(ns, &name, &key)).await)
+        Ok(bucket_delete(self.ctx, name, key)
+            .await
+            .map_err(store::Error::Other))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
         let name = self.bucket(&bucket)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| {
-            kv.get(ns, &name, &key).map(|v| v.is_some())
-        })
-        .await)
+        Ok(bucket_exists(self.ctx, name, key)
+            .await
+            .map_err(store::Error::Other))
     }
 
     async fn list_keys(

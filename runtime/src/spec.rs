@@ -21,6 +21,9 @@ pub struct FunctionSpec {
     /// A host directory holding exactly this function's secrets, one file each, and where the guest
     /// sees it (read-only). `None`: no filesystem at all.
     pub secrets: Option<GuestDir>,
+    /// A host directory of static files the guest sees, read-only (a Spin component's `files`,
+    /// usually at `/`). `None`: none.
+    pub files: Option<GuestDir>,
     /// How many requests one instance may serve, one after the other. 0 or 1: a fresh instance for
     /// every request (the default and the isolation wasmgate promises). More trades isolation for
     /// speed: globals, memory and anything a request leaves behind are seen by the next requests on

@@ -21,8 +21,8 @@ use wasmtime::component::{Component, Linker, Resource};
 
 use crate::Error;
 use crate::services::{
-    HasServices, KeyValueStore, MAX_BATCH_KEYS, MAX_KEY_BYTES, MAX_VALUE_BYTES, Services,
-    ServicesCtx, SqlError, SqlValue,
+    HasServices, KeyValueStore, MAX_BATCH_KEYS, Services, ServicesCtx, SqlError, SqlValue,
+    bucket_delete, bucket_exists, bucket_get, bucket_set, on_store,
 };
 
 /// Keys `get-keys` returns at most; a store with more answers an error rather than an unbounded
@@ -188,45 +188,6 @@ impl<U> variables3::HostWithStore<U> for HasServices {
 
 type KvResult<T> = wasmtime::Result<Result<T, key_value::Error>>;
 
-fn check_key(key: &str) -> Result<(), key_value::Error> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(key_value::Error::Other(format!(
-            "a key is at most {MAX_KEY_BYTES} bytes; this one has {}",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Runs `f` on the store off the async threads, in the function's namespace. The future owns
-/// what it needs, so no borrow of the request's state lives across the wait.
-fn blocking<T: Send + 'static>(
-    ctx: &ServicesCtx,
-    f: impl FnOnce(&dyn KeyValueStore, &str) -> Result<T, String> + Send + 'static,
-) -> impl Future<Output = Result<T, key_value::Error>> + Send + 'static {
-    let store = ctx.keyvalue.clone();
-    let namespace = ctx.namespace.clone();
-    async move {
-        match tokio::task::spawn_blocking(move || f(store.as_ref(), &namespace)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(reason)) => Err(key_value::Error::Other(reason)),
-            Err(error) => Err(key_value::Error::Other(format!(
-                "the store failed: {error}"
-            ))),
-        }
-    }
-}
-
-fn check_value(value: &[u8]) -> Result<(), key_value::Error> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(key_value::Error::Other(format!(
-            "a value is at most {MAX_VALUE_BYTES} bytes; this one has {}",
-            value.len()
-        )));
-    }
-    Ok(())
-}
-
 impl Services<'_> {
     fn spin_bucket(&self, store: &Resource<SpinStore>) -> wasmtime::Result<String> {
         Ok(self.table.get(store)?.bucket.clone())
@@ -245,10 +206,7 @@ impl key_value::HostStore for Services<'_> {
 
     async fn get(&mut self, store: Resource<SpinStore>, key: String) -> KvResult<Option<Vec<u8>>> {
         let bucket = self.spin_bucket(&store)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| kv.get(ns, &bucket, &key)).await)
+        Ok(bucket_get(self.ctx, bucket, key).await.map_err(v2))
     }
 
     async fn set(
@@ -258,37 +216,24 @@ impl key_value::HostStore for Services<'_> {
         value: Vec<u8>,
     ) -> KvResult<()> {
         let bucket = self.spin_bucket(&store)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        if let Err(e) = check_value(&value) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| kv.set(ns, &bucket, &key, &value)).await)
+        Ok(bucket_set(self.ctx, bucket, key, value).await.map_err(v2))
     }
 
     async fn delete(&mut self, store: Resource<SpinStore>, key: String) -> KvResult<()> {
         let bucket = self.spin_bucket(&store)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| kv.delete(ns, &bucket, &key)).await)
+        Ok(bucket_delete(self.ctx, bucket, key).await.map_err(v2))
     }
 
     async fn exists(&mut self, store: Resource<SpinStore>, key: String) -> KvResult<bool> {
         let bucket = self.spin_bucket(&store)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        Ok(blocking(self.ctx, move |kv, ns| {
-            kv.get(ns, &bucket, &key).map(|v| v.is_some())
-        })
-        .await)
+        Ok(bucket_exists(self.ctx, bucket, key).await.map_err(v2))
     }
 
     async fn get_keys(&mut self, store: Resource<SpinStore>) -> KvResult<Vec<String>> {
         let bucket = self.spin_bucket(&store)?;
-        Ok(blocking(self.ctx, move |kv, ns| all_keys(kv, ns, &bucket)).await)
+        Ok(on_store(self.ctx, move |kv, ns| all_keys(kv, ns, &bucket))
+            .await
+            .map_err(v2))
     }
 
     async fn drop(&mut self, store: Resource<SpinStore>) -> wasmtime::Result<()> {
@@ -314,14 +259,14 @@ fn all_keys(kv: &dyn KeyValueStore, namespace: &str, bucket: &str) -> Result<Vec
     }
 }
 
-/// The same error in the 0.3 generation's terms.
-fn v3(error: key_value::Error) -> key_value3::Error {
-    match error {
-        key_value::Error::StoreTableFull => key_value3::Error::StoreTableFull,
-        key_value::Error::NoSuchStore => key_value3::Error::NoSuchStore,
-        key_value::Error::AccessDenied => key_value3::Error::AccessDenied,
-        key_value::Error::Other(why) => key_value3::Error::Other(why),
-    }
+/// A store's failure (its text) in the 0.2 generation's terms.
+fn v2(why: String) -> key_value::Error {
+    key_value::Error::Other(why)
+}
+
+/// A store's failure (its text) in the 0.3 generation's terms.
+fn v3(why: String) -> key_value3::Error {
+    key_value3::Error::Other(why)
 }
 
 type Kv3Result<T> = wasmtime::Result<Result<T, key_value3::Error>>;
@@ -368,12 +313,7 @@ impl<U> key_value3::HostStoreWithStore<U> for HasServices {
         key: String,
     ) -> Kv3Result<Option<Vec<u8>>> {
         let (ctx, bucket) = context_of(accessor, &store)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(v3(e)));
-        }
-        Ok(blocking(&ctx, move |kv, ns| kv.get(ns, &bucket, &key))
-            .await
-            .map_err(v3))
+        Ok(bucket_get(&ctx, bucket, key).await.map_err(v3))
     }
 
     async fn set(
@@ -383,14 +323,7 @@ impl<U> key_value3::HostStoreWithStore<U> for HasServices {
         value: Vec<u8>,
     ) -> Kv3Result<()> {
         let (ctx, bucket) = context_of(accessor, &store)?;
-        if let Err(e) = check_key(&key).and_then(|()| check_value(&value)) {
-            return Ok(Err(v3(e)));
-        }
-        Ok(
-            blocking(&ctx, move |kv, ns| kv.set(ns, &bucket, &key, &value))
-                .await
-                .map_err(v3),
-        )
+        Ok(bucket_set(&ctx, bucket, key, value).await.map_err(v3))
     }
 
     async fn delete(
@@ -399,12 +332,7 @@ impl<U> key_value3::HostStoreWithStore<U> for HasServices {
         key: String,
     ) -> Kv3Result<()> {
         let (ctx, bucket) = context_of(accessor, &store)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(v3(e)));
-        }
-        Ok(blocking(&ctx, move |kv, ns| kv.delete(ns, &bucket, &key))
-            .await
-            .map_err(v3))
+        Ok(bucket_delete(&ctx, bucket, key).await.map_err(v3))
     }
 
     async fn exists(
@@ -413,14 +341,7 @@ impl<U> key_value3::HostStoreWithStore<U> for HasServices {
         key: String,
     ) -> Kv3Result<bool> {
         let (ctx, bucket) = context_of(accessor, &store)?;
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(v3(e)));
-        }
-        Ok(blocking(&ctx, move |kv, ns| {
-            kv.get(ns, &bucket, &key).map(|v| v.is_some())
-        })
-        .await
-        .map_err(v3))
+        Ok(bucket_exists(&ctx, bucket, key).await.map_err(v3))
     }
 
     async fn get_keys(
@@ -433,7 +354,7 @@ impl<U> key_value3::HostStoreWithStore<U> for HasServices {
         let (ctx, bucket) = context_of(accessor, &store)?;
         // Listed whole first (bounded), then handed to the guest as a stream; a failure is an
         // empty stream and the error in the future.
-        let listed = blocking(&ctx, move |kv, ns| all_keys(kv, ns, &bucket)).await;
+        let listed = on_store(&ctx, move |kv, ns| all_keys(kv, ns, &bucket)).await;
         let (keys, outcome) = match listed {
             Ok(keys) => (keys, Ok(())),
             Err(error) => (Vec::new(), Err(v3(error))),

@@ -30,6 +30,8 @@ mod p3;
 mod services;
 #[path = "gateway/spin.rs"]
 mod spin;
+#[path = "gateway/spin_files.rs"]
+mod spin_files;
 mod support;
 #[path = "gateway/traces.rs"]
 mod traces;

@@ -210,6 +210,20 @@ pub async fn describe(
             rows.push(("Topics", format!("{}{mode}", triggers.topics.join(", "))));
         }
     }
+    if let Some(components) = &status.components {
+        let text: Vec<String> = components
+            .iter()
+            .map(|c| {
+                let mut routes = c.routes.clone();
+                if c.private {
+                    routes.push("private".into());
+                }
+                let files = if c.files.is_some() { " (files)" } else { "" };
+                format!("{} {}{files}", c.name, routes.join(" "))
+            })
+            .collect();
+        rows.push(("Components", text.join("; ")));
+    }
     if let Some(env) = &status.settings.env_vars {
         let text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         rows.push(("Environment", text.join(", ")));

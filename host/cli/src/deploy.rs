@@ -142,23 +142,25 @@ async fn deploy_spin(gateway: &GatewayArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let client = gateway.client()?;
     let mut sources = std::collections::BTreeMap::new();
+    let mut files = std::collections::BTreeMap::new();
     for (name, component) in &app.components {
         let file = base.join(&component.source);
         let wasm = std::fs::read(&file)
             .with_context(|| format!("component {name}: reading {}", file.display()))?;
-        let (digest, uploaded) = upload(&client, wasm)
+        let (digest, uploaded) = upload(&client, wasm, "application/wasm")
             .await
             .with_context(|| format!("component {name}"))?;
-        println!(
-            "{name}: {}",
-            match uploaded {
-                Uploaded::Now => "uploaded",
-                _ => "already there",
-            }
-        );
+        println!("{name}: {}", uploaded.said());
         sources.insert(name.clone(), digest);
+        if let Some(archive) = crate::spin_files::archive(&base, name, component)? {
+            let (digest, uploaded) = upload(&client, archive, wasmgate_spin::files::MEDIA_TYPE)
+                .await
+                .with_context(|| format!("component {name}'s files"))?;
+            println!("{name}: files {}", uploaded.said());
+            files.insert(name.clone(), digest);
+        }
     }
-    let deployment = spin_deployment(&app, &text, &sources);
+    let deployment = spin_deployment(&app, &text, &sources, &files);
     send(&client, &deployment).await?;
     println!(
         "{}: deployed to {} ({} components)",
@@ -169,16 +171,15 @@ async fn deploy_spin(gateway: &GatewayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The deployment of a Spin app whose components are the digests `sources`.
-pub(crate) fn spin_deployment(
+/// The deployment of a Spin app whose components are the digests `sources`, and their files the
+/// archives `files`.
+fn spin_deployment(
     app: &wasmgate_spin::App,
     manifest: &str,
     sources: &std::collections::BTreeMap<String, String>,
+    files: &std::collections::BTreeMap<String, String>,
 ) -> wasmgate_openfaas::types::FunctionDeployment {
-    use wasmgate_spin::deployment::{ANNOTATION_MANIFEST, ANNOTATION_SOURCES, format_sources};
-    let mut annotations = std::collections::BTreeMap::new();
-    annotations.insert(ANNOTATION_MANIFEST.to_string(), manifest.to_string());
-    annotations.insert(ANNOTATION_SOURCES.to_string(), format_sources(sources));
+    let annotations = wasmgate_spin::deployment::annotations(manifest, sources, files);
     wasmgate_openfaas::types::FunctionDeployment {
         service: app.name.clone(),
         // Shown by list and describe; the components are in the annotations.
@@ -191,8 +192,13 @@ pub(crate) fn spin_deployment(
     }
 }
 
-/// Uploads a component unless the gateway has its digest; the digest and what happened.
-async fn upload(client: &ApiClient, wasm: Vec<u8>) -> anyhow::Result<(String, Uploaded)> {
+/// Uploads a component (or, `media_type` saying so, a files archive) unless the gateway has its
+/// digest; the digest and what happened.
+async fn upload(
+    client: &ApiClient,
+    wasm: Vec<u8>,
+    media_type: &str,
+) -> anyhow::Result<(String, Uploaded)> {
     let digest = wasmgate_openfaas::digest::Digest::of(&wasm).to_string();
     let known = client
         .send(
@@ -205,7 +211,7 @@ async fn upload(client: &ApiClient, wasm: Vec<u8>) -> anyhow::Result<(String, Up
     let uploaded = match known.status {
         StatusCode::OK => Uploaded::AlreadyThere,
         StatusCode::NOT_FOUND => {
-            let headers = [("Content-Type".to_string(), "application/wasm".to_string())];
+            let headers = [("Content-Type".to_string(), media_type.to_string())];
             let reply = client
                 .send(
                     Method::POST,
@@ -247,7 +253,7 @@ async fn deploy_one(
     }
     let wasm = std::fs::read(&function.wasm)
         .with_context(|| format!("reading {}", function.wasm.display()))?;
-    let (digest, uploaded) = upload(client, wasm).await?;
+    let (digest, uploaded) = upload(client, wasm, "application/wasm").await?;
     send_deployment(client, function, digest).await?;
     Ok(uploaded)
 }
@@ -261,6 +267,17 @@ enum Uploaded {
     AlreadyThere,
     /// The gateway pulls it from its OCI registry.
     Pulled,
+}
+
+impl Uploaded {
+    /// What a line of output says of it.
+    fn said(&self) -> &'static str {
+        match self {
+            Uploaded::Now => "uploaded",
+            Uploaded::AlreadyThere => "already there",
+            Uploaded::Pulled => "pulled by the gateway",
+        }
+    }
 }
 
 /// PUT, then POST on 404, as faas-cli deploys.

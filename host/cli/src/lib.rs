@@ -4,7 +4,8 @@
 //!
 //! Modules: [`cli`] (arguments) and [`serve`] (`serve`'s flags, validated into a `ServeConfig`),
 //! [`client`] (the API client), [`commands`] (one function per API command) and [`deploy`] (`deploy`
-//! and `push`), project files ([`stack`], [`lang`], [`templates`]), and terminal output ([`paint`],
+//! and `push`), project files ([`stack`], [`lang`], [`templates`], a Spin component's files:
+//! [`spin_files`]), and terminal output ([`paint`],
 //! [`logwriter`]).
 
 #![deny(missing_docs)]
@@ -18,6 +19,7 @@ pub mod logwriter;
 pub mod otel;
 pub mod paint;
 pub mod serve;
+pub mod spin_files;
 pub mod stack;
 pub mod templates;
 

@@ -26,6 +26,7 @@ use wasmgate_gateway::http::server::{
 };
 use wasmgate_gateway::http::tls::{DEFAULT_TLS_RELOAD_INTERVAL, TlsConfig};
 use wasmgate_gateway::queue::{self, QueueConfig};
+use wasmgate_openfaas::digest::Digest;
 use wasmgate_openfaas::duration::{format_duration, parse_duration};
 use wasmgate_openfaas::names::FunctionRef;
 use wasmgate_openfaas::quantity::{format_memory, parse_memory};
@@ -480,34 +481,34 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
 /// The Spin app of the manifest `file` as a function to deploy: its components are read by the
 /// gateway from their paths, relative to the manifest's folder.
 fn spin_function(file: &std::path::Path) -> anyhow::Result<ResolvedFunction> {
-    use wasmgate_spin::deployment::{ANNOTATION_MANIFEST, ANNOTATION_SOURCES, format_sources};
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let app = wasmgate_spin::App::parse(&text).with_context(|| format!("{}", file.display()))?;
     let base = file.parent().map(PathBuf::from).unwrap_or_default();
     let base = std::path::absolute(&base).unwrap_or(base);
-    let sources = app
-        .components
-        .iter()
-        .map(|(name, component)| {
-            (
-                name.clone(),
-                base.join(&component.source).display().to_string(),
-            )
-        })
-        .collect();
-    let mut annotations = std::collections::BTreeMap::new();
-    annotations.insert(ANNOTATION_MANIFEST.to_string(), text.clone());
-    annotations.insert(ANNOTATION_SOURCES.to_string(), format_sources(&sources));
+    let mut sources = std::collections::BTreeMap::new();
+    let mut files = std::collections::BTreeMap::new();
+    let mut archives = Vec::new();
+    for (name, component) in &app.components {
+        let source = base.join(&component.source).display().to_string();
+        sources.insert(name.clone(), source);
+        if let Some(archive) = crate::spin_files::archive(&base, name, component)? {
+            files.insert(name.clone(), Digest::of(&archive).to_string());
+            archives.push(archive);
+        }
+    }
     Ok(ResolvedFunction {
         function: wasmgate_openfaas::names::FunctionRef::new(&app.name, None)
             .with_context(|| format!("{}: [application] name", file.display()))?,
         wasm: file.to_path_buf(),
         oci: None,
         settings: wasmgate_openfaas::types::FunctionSettings {
-            annotations: Some(annotations),
+            annotations: Some(wasmgate_spin::deployment::annotations(
+                &text, &sources, &files,
+            )),
             ..Default::default()
         },
+        archives,
     })
 }
 
@@ -524,6 +525,7 @@ fn parse_function_arg(arg: &str) -> anyhow::Result<ResolvedFunction> {
         wasm: PathBuf::from(path),
         oci: wasmgate_oci::Reference::looks_like(path).then(|| path.to_string()),
         settings: Default::default(),
+        archives: Vec::new(),
     })
 }
 

@@ -126,6 +126,7 @@ impl Stack {
                     wasm: component_path(name, f, base).unwrap_or_default(),
                     oci: wasmgate_oci::Reference::looks_like(&f.image).then(|| f.image.clone()),
                     settings,
+                    archives: Vec::new(),
                 })
             })
             .collect()

@@ -168,6 +168,12 @@ impl App {
                     .await
                     .with_context(|| format!("creating namespace {namespace}"))?;
             }
+            for archive in &function.archives {
+                functions
+                    .upload_files(archive.clone())
+                    .await
+                    .with_context(|| format!("storing the files of {}", function.function))?;
+            }
             let deployment = FunctionDeployment {
                 service: function.function.name.clone(),
                 image: function
@@ -244,7 +250,8 @@ impl App {
             .with_http_limits(config.http_limits)
             .with_queue(async_queue.clone())
             .with_readiness(readiness)
-            .with_traces(traces.clone());
+            .with_traces(traces.clone())
+            .with_tls(tls.is_some());
         async_queue.start(Arc::new(gateway.clone()));
         if let Some(tls) = &tls {
             // Stops with the gateway's other background tasks; the handle is not needed.

@@ -334,7 +334,16 @@ function triggerText(f) {
   const mode = t.async ? ' (async)' : '';
   if (t.schedule) parts.push(`cron ${t.schedule}${mode}`);
   if (t.topics && t.topics.length) parts.push(`topics ${t.topics.join(', ')}${mode}`);
+  const components = componentText(f);
+  if (components) parts.push(components);
   return parts.join(' · ');
+}
+
+// A Spin app's components and their routes: `Spin: front /api/... /x; back private`.
+function componentText(f) {
+  if (!f.components || !f.components.length) return '';
+  const each = f.components.map((c) => [c.name, ...c.routes, ...(c.private ? ['private'] : [])].join(' '));
+  return `Spin: ${each.join('; ')}`;
 }
 
 function updateTable(list, metrics) {

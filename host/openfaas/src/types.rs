@@ -110,9 +110,31 @@ pub struct FunctionStatus {
     /// annotations give them (a wasmgate field; OpenFaaS clients ignore it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggers: Option<crate::triggers::Triggers>,
+    /// The components of a Spin app, each with its routes (a wasmgate field; OpenFaaS clients
+    /// ignore it). Absent for a plain function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<ComponentStatus>>,
     /// Resource usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+}
+
+/// One component of a Spin app in its function's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Its name (`[component.NAME]`).
+    pub name: String,
+    /// Its component's digest (`sha256:...`).
+    pub digest: String,
+    /// The routes that reach it from outside, as the manifest writes them (`/api/...`).
+    pub routes: Vec<String>,
+    /// Whether it has a private route (reached only from the app's components).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+    /// The digest of the archive of its static files, when it has `files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<String>,
 }
 
 /// `DELETE /system/functions` body.
@@ -301,6 +323,9 @@ pub struct ResolvedFunction {
     /// What the deployment carries besides name and image: `envVars`, `secrets`, `labels`,
     /// `annotations`, `limits` (each `None` when the stack file leaves it out).
     pub settings: FunctionSettings,
+    /// Archives the gateway stores before deploying it, which its annotations name by digest: the
+    /// static files of a Spin app's components (`serve -f spin.toml`).
+    pub archives: Vec<Vec<u8>>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! `[application] name`, [`ANNOTATION_MANIFEST`] holds the manifest as written, and
 //! [`ANNOTATION_SOURCES`] says where each component's code is (`COMPONENT=IMAGE,...`, each IMAGE
 //! what a deployment's `image` accepts: an uploaded `sha256:` digest, a path the gateway reads, an
-//! OCI reference). `wasmgate deploy -f spin.toml` uploads the components and sends their digests.
+//! OCI reference). `wasmgate deploy -f spin.toml` uploads the components and sends their digests;
+//! [`ANNOTATION_FILES`] names, the same way, the archive of each component's static files.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,10 @@ use std::collections::BTreeMap;
 pub const ANNOTATION_MANIFEST: &str = "com.wasmgate.spin.manifest";
 /// The annotation that says where each component's code is: `COMPONENT=IMAGE,...`.
 pub const ANNOTATION_SOURCES: &str = "com.wasmgate.spin.sources";
+/// The annotation that says where the archive of each component's static files is
+/// (`COMPONENT=sha256:...,...`, as [`ANNOTATION_SOURCES`]; see [`crate::files`]), for the
+/// components that have `files`.
+pub const ANNOTATION_FILES: &str = "com.wasmgate.spin.files";
 
 /// Whether `path` names a Spin manifest rather than a stack file: its name ends in `.toml`.
 pub fn is_manifest_path(path: &std::path::Path) -> bool {
@@ -31,6 +36,22 @@ pub fn parse_sources(text: &str) -> Result<BTreeMap<String, String>, String> {
         }
     }
     Ok(sources)
+}
+
+/// The annotations of a Spin app's deployment: the manifest as written, each component's image
+/// (`sources`) and, for the components that have `files`, the archive of their files (`files`).
+pub fn annotations(
+    manifest: &str,
+    sources: &BTreeMap<String, String>,
+    files: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(ANNOTATION_MANIFEST.to_string(), manifest.to_string());
+    annotations.insert(ANNOTATION_SOURCES.to_string(), format_sources(sources));
+    if !files.is_empty() {
+        annotations.insert(ANNOTATION_FILES.to_string(), format_sources(files));
+    }
+    annotations
 }
 
 /// Writes `COMPONENT=IMAGE,...`.

@@ -3,7 +3,8 @@
 //! Spin applications as wasmgate reads them, with no I/O: the `spin.toml` manifest of version 2
 //! ([`App::parse`], `manifest.rs`), Spin's HTTP routing and the `spin-*` request headers
 //! ([`Router`], `routes.rs`), variable templates and where their values come from
-//! ([`variables`]), and `allowed_outbound_hosts` ([`OutboundHost`], `outbound.rs`).
+//! ([`variables`]), `allowed_outbound_hosts` ([`OutboundHost`], `outbound.rs`), and the archive in
+//! which a component's static files travel ([`files`]).
 //!
 //! The gateway deploys an app as one function whose components are parts of it; this crate decides
 //! what the manifest means, the gateway and the runtime do the rest:
@@ -33,12 +34,13 @@
 #![deny(missing_docs)]
 
 pub mod deployment;
+pub mod files;
 mod manifest;
 mod outbound;
 mod routes;
 pub mod variables;
 
 pub use crate::manifest::{App, Component, HttpTrigger, ManifestError, is_component_name};
-pub use crate::outbound::{OutboundHost, SERVICE_CHAINING_DOMAIN};
+pub use crate::outbound::{OutboundHost, SERVICE_CHAINING_DOMAIN, resolve_entries};
 pub use crate::routes::{RouteMatch, RouteSpec, Router, WELL_KNOWN_PREFIX, headers};
 pub use crate::variables::{Variable, is_variable_name};

@@ -5,10 +5,10 @@
 //! Read: `[application]` (`name`; `version`, `description`, `authors`, `targets`, `trigger`, `tool`
 //! ignored), `[variables]` (`default`, `required`, `secret`, `description`), `[[trigger.http]]`
 //! (`route`, `component`, `id`, `executor` of type `spin`), and `[component.NAME]` (`source`,
-//! `allowed_outbound_hosts`, `key_value_stores`, `sqlite_databases`, `variables`, `environment`;
-//! `description`, `build`, `tool`, `profile`, `targets`, `exclude_files` ignored). Refused: another
-//! manifest version, any trigger but HTTP, inline or several components on one trigger, a `source`
-//! that is not a local path, `files`, `ai_models`, `dependencies`, the deprecated
+//! `allowed_outbound_hosts`, `key_value_stores`, `sqlite_databases`, `variables`, `environment`,
+//! `files`, `exclude_files`; `description`, `build`, `tool`, `profile`, `targets` ignored). Refused:
+//! another manifest version, any trigger but HTTP, inline or several components on one trigger, a
+//! `source` that is not a local path, `ai_models`, `dependencies`, the deprecated
 //! `allowed_http_hosts`, named route segments (`/users/:id`).
 //!
 //! Over 600 lines: every field with its validation, and the table test of every refusal.
@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::files::FileMount;
 use crate::routes::RouteSpec;
 use crate::variables::{Template, Variable, is_variable_name};
 
@@ -70,6 +71,10 @@ pub struct Component {
     pub variables: BTreeMap<String, Template>,
     /// `environment`: its environment variables.
     pub environment: BTreeMap<String, String>,
+    /// `files`: the static files it sees, read-only (see [`crate::files`]).
+    pub files: Vec<FileMount>,
+    /// `exclude_files`: globs of files that `files` leaves out, relative to the manifest's folder.
+    pub exclude_files: Vec<String>,
 }
 
 impl App {
@@ -193,9 +198,10 @@ struct RawComponent {
     variables: BTreeMap<String, String>,
     #[serde(default)]
     environment: BTreeMap<String, String>,
-    // Refused when not empty.
     #[serde(default)]
     files: Vec<toml::Value>,
+    #[serde(default)]
+    exclude_files: Vec<String>,
     #[serde(default, alias = "sqlite-databases")]
     sqlite_databases: Vec<String>,
     #[serde(default)]
@@ -207,8 +213,6 @@ struct RawComponent {
     // Read and ignored.
     #[serde(default, rename = "description")]
     _description: String,
-    #[serde(default, rename = "exclude_files")]
-    _exclude_files: Vec<String>,
     #[serde(default, rename = "build")]
     _build: Option<toml::Table>,
     #[serde(default, rename = "tool")]
@@ -349,8 +353,24 @@ impl RawComponent {
                 "{at}.{field}: {what} is not provided by wasmgate yet; remove it to deploy"
             ))
         };
-        if !self.files.is_empty() {
-            return not_yet("files", "mounting static files");
+        let files = self
+            .files
+            .into_iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                crate::files::parse_mount(&format!("{at}.files[{index}]"), entry)
+                    .map_err(ManifestError)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(pattern) = self
+            .exclude_files
+            .iter()
+            .find(|p| p.starts_with('/') || p.split('/').any(|part| part == ".."))
+        {
+            return fail(format!(
+                "{at}.exclude_files: {pattern:?} must be relative to the manifest's folder, \
+                 without `..`"
+            ));
         }
         if !self.ai_models.is_empty() {
             return not_yet("ai_models", "Spin's LLM interface");
@@ -376,7 +396,7 @@ impl RawComponent {
             }
         }
         for host in &self.allowed_outbound_hosts {
-            crate::outbound::OutboundHost::parse(host)
+            crate::outbound::check_entry(host, variables)
                 .map_err(|e| ManifestError(format!("{at}.allowed_outbound_hosts: {e}")))?;
         }
         let mut templates = BTreeMap::new();
@@ -406,6 +426,8 @@ impl RawComponent {
             sqlite_databases: self.sqlite_databases,
             variables: templates,
             environment: self.environment,
+            files,
+            exclude_files: self.exclude_files,
         })
     }
 }
@@ -512,6 +534,8 @@ command = "cargo build"
 [component.back]
 source = "target/back.wasm"
 environment = { MODE = "strict" }
+files = ["static/**/*", { source = "assets", destination = "/x" }]
+exclude_files = ["static/*.bak"]
 "#;
 
     #[test]
@@ -523,6 +547,17 @@ environment = { MODE = "strict" }
         assert_eq!(app.components["back"].source, "target/back.wasm");
         assert_eq!(app.components["back"].environment["MODE"], "strict");
         assert_eq!(app.components["front"].key_value_stores, ["default"]);
+        assert_eq!(
+            app.components["back"].files,
+            [
+                FileMount::Pattern("static/**/*".into()),
+                FileMount::Placement {
+                    source: "assets".into(),
+                    destination: "/x".into()
+                }
+            ]
+        );
+        assert_eq!(app.components["back"].exclude_files, ["static/*.bak"]);
         assert!(app.variables["api_key"].secret && app.variables["api_key"].required);
         assert_eq!(
             app.components["front"].variables["message"]
@@ -564,8 +599,13 @@ environment = { MODE = "strict" }
             ),
             (
                 "key_value_stores = [\"default\"]",
-                "files = [\"static/**\"]",
-                "component.front.files",
+                "files = [\"static/*\", \"../up.txt\"]",
+                "component.front.files[1]: a pattern must stay inside",
+            ),
+            (
+                "key_value_stores = [\"default\"]",
+                "exclude_files = [\"/abs\"]",
+                "component.front.exclude_files",
             ),
             (
                 "key_value_stores = [\"default\"]",
@@ -611,7 +651,12 @@ environment = { MODE = "strict" }
             (
                 "\"http://back.spin.internal\"",
                 "\"https://{{ host }}\"",
-                "component.front.allowed_outbound_hosts",
+                "component.front.allowed_outbound_hosts: \"https://{{ host }}\" refers to {{ host }}",
+            ),
+            (
+                "\"http://back.spin.internal\"",
+                "\"https://{{ greeting }}:9..9\"",
+                "component.front.allowed_outbound_hosts: \"https://{{ greeting }}:9..9\" is \"https://hello:9..9\" with the variables' defaults",
             ),
         ];
         for (from, to, expected) in cases {

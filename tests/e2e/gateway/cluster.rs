@@ -553,6 +553,36 @@ async fn async_calls_are_shared_and_survive_a_node() {
 }
 
 /// `component` with a custom section named `churn` holding `n`: the same function, other bytes.
+/// The cluster's object store of components, through a client of its own.
+pub(crate) async fn artifacts_store(
+    nats: &Nats,
+) -> async_nats::jetstream::object_store::ObjectStore {
+    async_nats::jetstream::new(
+        async_nats::connect(nats.url.as_str())
+            .await
+            .expect("connect to NATS"),
+    )
+    .get_object_store(wasmgate_gateway::cluster::ARTIFACTS_BUCKET)
+    .await
+    .expect("the object store")
+}
+
+/// The names of the objects `store` holds (not deleted).
+pub(crate) async fn live_objects(
+    store: &async_nats::jetstream::object_store::ObjectStore,
+) -> Vec<String> {
+    use futures::StreamExt as _;
+    let mut names = Vec::new();
+    let mut list = store.list().await.expect("list the object store");
+    while let Some(info) = list.next().await {
+        let info = info.expect("an object");
+        if !info.deleted {
+            names.push(info.name);
+        }
+    }
+    names
+}
+
 pub(crate) fn variant(component: &[u8], n: usize) -> Vec<u8> {
     let name = b"churn";
     let payload = n.to_le_bytes();
@@ -584,7 +614,6 @@ pub(crate) fn bytes_under(dir: &std::path::Path) -> u64 {
 /// again and the cluster's object store holds no component.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_leaves_no_component_behind() {
-    use futures::StreamExt as _;
     const UPDATES: usize = 200;
     let nats = Nats::start();
     let states = [temp_dir("churn-a"), temp_dir("churn-b")];
@@ -634,23 +663,10 @@ async fn churn_leaves_no_component_behind() {
     assert_eq!(removed.status, 202, "{}", removed.text());
     until_all(&[&b], "/function/churn", 404).await;
 
-    let artifacts = async_nats::jetstream::new(
-        async_nats::connect(nats.url.as_str())
-            .await
-            .expect("connect to NATS"),
-    )
-    .get_object_store(wasmgate_gateway::cluster::ARTIFACTS_BUCKET)
-    .await
-    .expect("the object store");
+    let artifacts = artifacts_store(&nats).await;
     let started = Instant::now();
     loop {
-        let mut objects = 0;
-        let mut list = artifacts.list().await.expect("list the object store");
-        while let Some(info) = list.next().await {
-            if !info.expect("an object").deleted {
-                objects += 1;
-            }
-        }
+        let objects = live_objects(&artifacts).await.len();
         let left = kept();
         if objects == 0 && left == [0, 0, 0, 0] {
             break;

@@ -205,6 +205,46 @@ pub async fn http2_trailers_over_tls_and_h2c() {
     trailers_over_http2(TcpStream::connect(plain.addr).await.expect("connect")).await;
 }
 
+/// Behind `--tls-cert`, a Spin app is told its client asked for an `https://` URL
+/// (`spin-full-url`); over plain HTTP it says `http://` (`spin.rs`).
+#[tokio::test]
+pub async fn spin_full_url_says_https_under_tls() {
+    let dir = temp_dir("spin-tls");
+    let made = make_cert();
+    let (cert, key) = install(&dir, &made);
+    let manifest = format!(
+        "spin_manifest_version = 2\n[application]\nname = \"tlsapp\"\n[[trigger.http]]\n\
+         route = \"/...\"\ncomponent = \"front\"\n[component.front]\nsource = \"{}\"\n",
+        wasmgate_guests::SPIN5_FRONT
+    );
+    let file = dir.join("spin.toml");
+    std::fs::write(&file, manifest).expect("write spin.toml");
+    let gateway = Gateway::start(&tls_args(&cert, &key, &["-f", &file.display().to_string()]));
+    let stream = tls_connect(gateway.addr, &[&made.der], &[b"http/1.1"]).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get("/function/tlsapp/x?y=1")
+        .header(http::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let answer = sender.send_request(request).await.expect("an answer");
+    assert_eq!(answer.status(), 200);
+    let body = answer
+        .into_body()
+        .collect()
+        .await
+        .expect("the body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.lines()
+            .any(|l| l == "spin-full-url: https://localhost/function/tlsapp/x?y=1"),
+        "{text}"
+    );
+}
+
 /// HTTP/2 keeps the header limits: too many fields is 431, as over HTTP/1.1.
 #[tokio::test]
 pub async fn http2_header_limits() {

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::support::{Gateway, InProcess, Target, api, get, request, temp_dir, upload};
+use crate::support::{Gateway, InProcess, Target, Upstream, api, get, request, temp_dir, upload};
 
 /// The app of the tests: `front` on three routes, `seven` on one, `back` private. With `required_secret`, the
 /// secret variable `api_token` must have a value (from the secret `api-token`).
@@ -112,6 +112,18 @@ async fn deploy_with_sources(
     api(gateway, "POST", "/system/functions", Some(body)).await
 }
 
+/// `method` `path` with `body`, answered.
+pub(crate) async fn send(
+    gateway: &impl Target,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> crate::support::Answer {
+    gateway
+        .send(request(method, gateway, path, body.to_string()))
+        .await
+}
+
 async fn secret(gateway: &impl Target, method: &str, value: &str) {
     let body = json!({"name": "api-token", "value": value});
     let answer = api(gateway, method, "/system/secrets", Some(body)).await;
@@ -190,14 +202,13 @@ pub async fn spin5_front() {
         undefined.text()
     );
 
-    let set = gateway
-        .send(request(
-            "POST",
-            &gateway,
-            "/function/spinapp/front/kv/colour",
-            "blue",
-        ))
-        .await;
+    let set = send(
+        &gateway,
+        "POST",
+        "/function/spinapp/front/kv/colour",
+        "blue",
+    )
+    .await;
     assert_eq!(set.text(), "colour=blue\n");
     assert_eq!(
         get(&gateway, "/function/spinapp/front/kv/colour")
@@ -243,6 +254,36 @@ pub async fn spin5_front() {
     assert!(
         sources.starts_with("back=sha256:") && sources.contains(",front=sha256:"),
         "{sources}"
+    );
+    // Its components and their routes, in a field of wasmgate's own.
+    let components = status["components"].as_array().expect("the components");
+    let shown: Vec<(String, serde_json::Value, bool)> = components
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                c["routes"].clone(),
+                c["private"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("back".to_string(), json!([]), true),
+            (
+                "front".to_string(),
+                json!(["/api/...", "/api/exact", "/front/..."]),
+                false
+            ),
+            ("seven".to_string(), json!(["/v7/..."]), false),
+        ]
+    );
+    assert!(
+        components.iter().all(|c| c["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))),
+        "{status}"
     );
     let metrics = get(&gateway, "/metrics").await.text();
     assert!(
@@ -297,14 +338,7 @@ pub async fn spin7_app() {
     );
     let undefined = get(&gateway, "/function/spinapp/v7/var/token").await.text();
     assert!(undefined.contains("Undefined"), "{undefined}");
-    let set = gateway
-        .send(request(
-            "POST",
-            &gateway,
-            "/function/spinapp/v7/kv/seven",
-            "7",
-        ))
-        .await;
+    let set = send(&gateway, "POST", "/function/spinapp/v7/kv/seven", "7").await;
     assert_eq!(set.text(), "spin7 seven=7\n");
     // The 0.2 component sees the same store.
     assert_eq!(
@@ -313,20 +347,99 @@ pub async fn spin7_app() {
             .text(),
         "seven=7\n"
     );
-    gateway
-        .send(request(
-            "POST",
-            &gateway,
-            "/function/spinapp/front/kv/five",
-            "5",
-        ))
-        .await;
+    send(&gateway, "POST", "/function/spinapp/front/kv/five", "5").await;
     assert_eq!(
         get(&gateway, "/function/spinapp/v7/keys").await.text(),
         "spin7 keys: five,seven\n"
     );
     let other = get(&gateway, "/function/spinapp/v7/kv-other").await.text();
     assert!(other.contains("AccessDenied"), "{other}");
+}
+
+/// An app whose component (`outbound`) may call `http://{{ upstream_host }}:PORT..PORT+1`: the
+/// variable (a secret) decides the host, the allow-list follows the secret's update, the range
+/// ends before its last port; a template that gives an invalid entry is refused at deploy.
+#[tokio::test]
+pub async fn spin_outbound_templates() {
+    let upstream = Upstream::start(std::time::Duration::ZERO).await;
+    let port = upstream.addr.port();
+    let gateway = InProcess::start(&[]).await;
+    let host = |value: &str| json!({"name": "upstream-host", "value": value});
+    let created = api(
+        &gateway,
+        "POST",
+        "/system/secrets",
+        Some(host("nowhere.invalid")),
+    )
+    .await;
+    assert!(created.status.is_success(), "{}", created.text());
+    let manifest = |entry: &str| {
+        format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "spinapp"
+[variables]
+upstream_host = {{ required = true, secret = true }}
+[[trigger.http]]
+route = "/..."
+component = "out"
+[component.out]
+source = "{outbound}"
+allowed_outbound_hosts = ["{entry}"]
+"#,
+            outbound = wasmgate_guests::OUTBOUND,
+        )
+    };
+    let sources = format!("out={}", wasmgate_guests::OUTBOUND);
+    let entry = format!("http://{{{{ upstream_host }}}}:{port}..{}", port + 1);
+    let deployed = deploy_with_sources(&gateway, &manifest(&entry), &sources, json!({})).await;
+    assert_eq!(deployed.status, 202, "{}", deployed.text());
+    let call = |to_port: u16| {
+        let gateway = &gateway;
+        async move {
+            get(
+                gateway,
+                &format!("/function/spinapp/?url=http://127.0.0.1:{to_port}/"),
+            )
+            .await
+            .text()
+        }
+    };
+    let denied = call(port).await;
+    assert!(denied.contains("HttpRequestDenied"), "{denied}");
+    let updated = api(&gateway, "PUT", "/system/secrets", Some(host("127.0.0.1"))).await;
+    assert!(updated.status.is_success(), "{}", updated.text());
+    assert_eq!(call(port).await, "200 upstream says hi\n");
+    let past_the_range = call(port + 1).await;
+    assert!(
+        past_the_range.contains("HttpRequestDenied"),
+        "{past_the_range}"
+    );
+
+    let bad = "http://{{ upstream_host }}/path";
+    let update = json!({
+        "service": "spinapp",
+        "image": "spin.toml",
+        "annotations": {
+            "com.wasmgate.spin.manifest": manifest(bad),
+            "com.wasmgate.spin.sources": sources,
+        },
+    });
+    let refused = api(&gateway, "PUT", "/system/functions", Some(update)).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains(
+            "component.out.allowed_outbound_hosts: \"http://{{ upstream_host }}/path\" is \
+             \"http://127.0.0.1/path\""
+        ),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        call(port).await,
+        "200 upstream says hi\n",
+        "still the first"
+    );
 }
 
 /// `spin5-redis`: a component that imports Spin's Redis interface is refused at deploy, the
@@ -397,14 +510,7 @@ async fn a_spin_app_deployed_by_the_cli_keeps_its_data_across_a_restart() {
         header_of(&report, "spin-client-addr").starts_with("127.0.0.1:"),
         "{report}"
     );
-    let set = gateway
-        .send(request(
-            "PUT",
-            &gateway,
-            "/function/spinapp/front/kv/kept",
-            "yes",
-        ))
-        .await;
+    let set = send(&gateway, "PUT", "/function/spinapp/front/kv/kept", "yes").await;
     assert_eq!(set.text(), "kept=yes\n");
     assert_eq!(
         get(&gateway, "/function/spinapp/front/sql/before")

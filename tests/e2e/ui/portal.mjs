@@ -235,6 +235,23 @@ try {
   await tickerRow.locator('td').nth(6).filter({ hasText: 'HTTP · cron @hourly · topics jobs.done' }).waitFor();
   step(`triggers shown: ${await tickerRow.locator('td').nth(6).textContent()}`);
 
+  // 10b. A Spin app (two components, one private) shows its components and their routes.
+  const manifest = [
+    'spin_manifest_version = 2', '[application]', 'name = "spinui"',
+    '[[trigger.http]]', 'route = "/api/..."', 'component = "web"',
+    '[[trigger.http]]', 'route = "/x"', 'component = "web"',
+    '[[trigger.http]]', 'route = { private = true }', 'component = "inner"',
+    '[component.web]', 'source = "web.wasm"', '[component.inner]', 'source = "inner.wasm"', '',
+  ].join('\n');
+  const spin = await api('POST', '/system/functions', JSON.stringify({
+    service: 'spinui', image: 'spin.toml', labels: {},
+    annotations: { 'com.wasmgate.spin.manifest': manifest, 'com.wasmgate.spin.sources': `web=${wasmPath},inner=${wasmPath}` },
+  }));
+  check(spin.status === 202, `deploying spinui: ${spin.status} ${await spin.text()}`);
+  const spinRow = rows.filter({ hasText: 'spinui' });
+  await spinRow.locator('td').nth(6).filter({ hasText: 'HTTP · Spin: inner private; web /api/... /x' }).waitFor();
+  step(`components shown: ${await spinRow.locator('td').nth(6).textContent()}`);
+
   // 11. Delete, confirmed: the function leaves the list and the API.
   confirmDelete = true;
   await page.click('#delete');

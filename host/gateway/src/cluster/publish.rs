@@ -181,7 +181,7 @@ impl Replicator for Cluster {
     fn collect_artifacts(&self, grace: Duration) -> BoxFuture<'static, anyhow::Result<usize>> {
         let (functions_kv, artifacts) = (self.functions_kv.clone(), self.artifacts.clone());
         Box::pin(async move {
-            // Every component a function record of the cluster names. A record this node cannot
+            // Every artifact a function record of the cluster names. A record this node cannot
             // read (a newer gateway's) might name any: then nothing is collected.
             // Listed from the stream's subjects and read with direct gets, as the periodic read of
             // the watch does (no consumer to create).
@@ -214,7 +214,10 @@ impl Replicator for Cluster {
                     serde_json::from_slice(&entry.value).with_context(|| {
                         format!("the record of {key} cannot be read here; collecting nothing")
                     })?;
-                referenced.insert(object_name(&published.record.digest));
+                // A Spin app's components and files archives, not only its first component.
+                for digest in crate::control::spin::record_digests(&published.record) {
+                    referenced.insert(object_name(&digest));
+                }
             }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -82,6 +82,7 @@ impl Functions {
         );
         for digest in &removed {
             self.runtime.forget_compiled(digest.hex());
+            self.spin_files.remove(digest);
             tracing::info!(%digest, "removed a component no function references");
         }
         if let Some(replicator) = self.replicator.get() {

@@ -8,7 +8,7 @@
 //! (deploy, scale, remove), `namespaces.rs`, `secrets.rs` (and each function's secrets directory),
 //! `artifacts.rs` (images, uploads, the artifact store), `collector.rs` (unreferenced components removed
 //! after a grace period), `spec.rs` (labels and annotations, and the
-//! runtime's `FunctionSpec`), `spin.rs` (Spin apps: their deploy and their router), `sweeper.rs` (scale to zero), `peers.rs` (the other nodes, for replica
+//! runtime's `FunctionSpec`), `spin.rs` (Spin apps: their deploy and their router), `spin_files.rs` (their components' static files), `spin_router.rs` (their routing), `sweeper.rs` (scale to zero), `peers.rs` (the other nodes, for replica
 //! counts). Failures are an [`Error`] (`error.rs`).
 
 mod apply;
@@ -24,6 +24,8 @@ mod replication;
 mod secrets;
 mod spec;
 pub mod spin;
+mod spin_files;
+mod spin_router;
 mod sweeper;
 
 pub use artifacts::DEFAULT_MAX_ARTIFACT_BYTES;

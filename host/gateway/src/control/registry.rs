@@ -21,10 +21,13 @@ use super::peers::Peers;
 use super::replication::Replicator;
 use super::spec;
 use crate::observe::metrics::Metrics;
+use crate::storage::spin_files::SpinFiles;
 use crate::storage::state::StateDir;
 
 /// Where, inside the state directory, each function's own secrets directory is assembled.
 const RUN_SECRETS: &str = "run/secrets";
+/// Where, inside the state directory, Spin components' static files are unpacked.
+const SPIN_FILES: &str = "spin-files";
 
 /// The functions, namespaces and secrets of the gateway. Deploy, update and remove are serialised;
 /// each validates first, persists (fsynced) second, and switches the runtime last, so an
@@ -37,6 +40,8 @@ pub struct Functions {
     pub(super) run: Dir,
     /// The host path of `<state>/run/secrets`, which the runtime preopens for guests.
     run_secrets_path: PathBuf,
+    /// Spin components' static files, unpacked (`<state>/spin-files`).
+    pub(super) spin_files: Arc<SpinFiles>,
     records: RwLock<BTreeMap<String, FunctionRecord>>,
     namespaces: RwLock<BTreeMap<String, Namespace>>,
     /// Serialises every change, so records, secrets directories and the runtime move together.
@@ -103,6 +108,7 @@ impl Functions {
             metrics,
             run,
             run_secrets_path: state_path.join(RUN_SECRETS),
+            spin_files: Arc::new(SpinFiles::new(state_path.join(SPIN_FILES))),
             records: RwLock::new(BTreeMap::new()),
             namespaces: RwLock::new(namespaces),
             writes: tokio::sync::Mutex::new(()),
@@ -113,6 +119,7 @@ impl Functions {
             changes: tokio::sync::watch::Sender::new(0),
         });
 
+        functions.spin_files.clear_leftovers();
         let (records, problems) = functions
             .state
             .load_functions::<FunctionRecord>()
@@ -305,6 +312,7 @@ impl Functions {
             .world
             .or_else(|| self.runtime.world(key).map(|w| w.as_str().to_string()));
         let d = record.deployment;
+        let components = self.spin_components(&d);
         let triggers = FunctionRef::parse(key)
             .ok()
             .map(|function| Triggers::of(&function, d.settings.annotations.as_ref()));
@@ -319,6 +327,7 @@ impl Functions {
             created_at: record.created_at,
             world,
             triggers,
+            components,
             usage: None,
         }
     }

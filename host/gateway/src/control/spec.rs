@@ -94,6 +94,8 @@ pub(super) fn function_spec(
             host: secrets_dir.to_path_buf(),
             guest: SECRETS_GUEST_PATH.to_string(),
         }),
+        // A Spin component's static files are given by `spin.rs`.
+        files: None,
         max_instance_reuse: settings::instance_reuse(settings).unwrap_or(0),
         max_instance_concurrency: settings::instance_concurrency(settings).unwrap_or(0),
         // The runtime clamps what it is given in any case.

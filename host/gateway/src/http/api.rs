@@ -414,7 +414,24 @@ impl Api {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let files = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case(wasmgate_spin::files::MEDIA_TYPE)
+            });
         let bytes = read_body(request.into_body(), self.max_artifact_bytes).await?;
+        if files {
+            // A Spin component's static files (`wasmgate_spin::files`).
+            let (digest, count) = self.functions.upload_files(bytes.to_vec()).await?;
+            return json(
+                StatusCode::CREATED,
+                &serde_json::json!({ "digest": digest.to_string(), "files": count }),
+            );
+        }
         let (digest, world) = self.functions.upload(bytes.to_vec()).await?;
         json(
             StatusCode::CREATED,

@@ -61,6 +61,9 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     /// When tracing is on; `None` makes no span and adds no header.
     traces: Option<Traces>,
+    /// The scheme clients reach this gateway with: `https` when it serves TLS itself. (No proxy's
+    /// `X-Forwarded-Proto` is trusted: the gateway has no notion of a trusted proxy.)
+    scheme: &'static str,
 }
 
 impl Gateway {
@@ -75,7 +78,15 @@ impl Gateway {
             queue: None,
             readiness: Readiness::new(),
             traces: None,
+            scheme: "http",
         }
+    }
+
+    /// Says whether this gateway serves TLS itself (`--tls-cert`): the URL a Spin app is told
+    /// its client asked for (`spin-full-url`) then says `https://`.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.scheme = if tls { "https" } else { "http" };
+        self
     }
 
     /// Traces requests with `traces` (nothing is traced with `None`).
@@ -543,7 +554,7 @@ impl Gateway {
                     .unwrap_or("localhost");
                 let asked = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 parts.extensions.insert(SpinClient {
-                    full_url: format!("http://{host}{asked}"),
+                    full_url: format!("{}://{host}{asked}", self.scheme),
                     peer,
                 });
             }
