@@ -9,7 +9,7 @@
 //! `files`, `exclude_files`; `description`, `build`, `tool`, `profile`, `targets` ignored). Refused:
 //! another manifest version, any trigger but HTTP, inline or several components on one trigger, a
 //! `source` that is not a local path, `ai_models`, `dependencies`, the deprecated
-//! `allowed_http_hosts`, named route segments (`/users/:id`).
+//! `allowed_http_hosts`.
 //!
 //! Over 600 lines: every field with its validation, and the table test of every refusal.
 
@@ -619,7 +619,7 @@ exclude_files = ["static/*.bak"]
             ),
             (
                 "route = \"/...\"",
-                "route = \"/users/:id\"",
+                "route = \"/users/:\"",
                 "trigger.http[0].route",
             ),
             (

@@ -1,7 +1,16 @@
-//! Spin's HTTP routing, as its HTTP trigger does it: an exact route (`/api/health`) before any
-//! wildcard (`/api/...`), and among wildcards the longest prefix; a trailing slash in the path does
-//! not change the match; private routes are not routed at all (only `*.spin.internal` reaches their
-//! components). And the `spin-*` headers a matched request carries.
+//! Spin's HTTP routing, as its HTTP trigger does it. A route is a list of segments, each literal
+//! (`api`) or named (`:id`, any one non-empty segment), optionally ending in a wildcard (`/...`, any
+//! rest of the path, nothing included). Of the routes that match a path, the first segment where
+//! two differ decides: a literal before a named segment before the wildcard; equal all along, the
+//! shorter route wins (`/api` before `/api/...` for `/api`), and between routes of the same shape
+//! the manifest's first. So an exact route comes before any wildcard, and among wildcards the
+//! longest prefix first, as before named segments existed. A trailing slash in the path does not
+//! change the match; private routes are not routed at all (only `*.spin.internal` reaches their
+//! components). And the `spin-*` headers a matched request carries, `spin-path-match-<name>` for
+//! each named segment among them.
+//!
+//! Unlike Spin (whose router also splits at dots), a named segment is a whole segment: `/:name.json`
+//! is refused rather than matched differently.
 
 /// A trigger's `route`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -21,23 +30,63 @@ impl std::fmt::Display for RouteSpec {
     }
 }
 
-/// What a route pattern means.
+/// One segment of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    /// This path (no trailing slash; `/` for the root).
-    Exact(String),
-    /// This prefix (no trailing slash; empty for the root) and every path below it.
-    Wildcard(String),
+enum Segment {
+    /// This text.
+    Literal(String),
+    /// `:name`: any one non-empty segment, told to the component as `spin-path-match-<name>`.
+    Named(String),
 }
 
-/// `path` without its trailing slashes (the root stays `/`), as routes are compared.
-fn trim_trailing_slash(path: &str) -> &str {
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() { "/" } else { trimmed }
+/// What a route pattern means: its segments, and whether a wildcard ends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pattern {
+    segments: Vec<Segment>,
+    wildcard: bool,
+}
+
+/// A route's match of a path: the named segments' values, and the rest of the path (the
+/// wildcard's part, with its leading slash).
+type Captured<'p> = (Vec<(String, String)>, &'p str);
+
+impl Pattern {
+    /// The captures of `path` (which starts with `/`) if this pattern matches it.
+    fn captures<'p>(&self, path: &'p str) -> Option<Captured<'p>> {
+        let mut rest = path;
+        let mut named = Vec::new();
+        for segment in &self.segments {
+            let after = rest.strip_prefix('/')?;
+            let (piece, tail) = after.split_at(after.find('/').unwrap_or(after.len()));
+            match segment {
+                Segment::Literal(literal) if literal == piece => {}
+                Segment::Named(name) if !piece.is_empty() => {
+                    named.push((name.clone(), piece.to_string()))
+                }
+                _ => return None,
+            }
+            rest = tail;
+        }
+        (self.wildcard || rest.bytes().all(|b| b == b'/')).then_some((named, rest))
+    }
+
+    /// Where this pattern ranks among those matching a path (the least first): segment by segment,
+    /// a literal (0) before a named segment (1) before the wildcard (2), then the shorter.
+    fn rank(&self) -> Vec<u8> {
+        self.segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Literal(_) => 0,
+                Segment::Named(_) => 1,
+            })
+            .chain(self.wildcard.then_some(2))
+            .collect()
+    }
 }
 
 impl RouteSpec {
-    /// Reads a route pattern: `/path`, `/prefix/...` (or Spin's other spelling, `/prefix/*`).
+    /// Reads a route pattern: `/path`, `/users/:id`, `/prefix/...` (or Spin's other spelling,
+    /// `/prefix/*`), `/users/:id/...`.
     pub fn parse(raw: &str) -> Result<RouteSpec, String> {
         pattern(raw)?;
         Ok(RouteSpec::Path(raw.to_string()))
@@ -57,12 +106,6 @@ fn pattern(raw: &str) -> Result<Pattern, String> {
         Some(prefix) => (prefix, true),
         None => (absolute.as_str(), false),
     };
-    if prefix.split('/').any(|segment| segment.starts_with(':')) {
-        return Err(format!(
-            "{raw:?}: named segments (`:name`) are not supported yet; use a wildcard (`/prefix/...`) \
-             and read spin-path-info"
-        ));
-    }
     if prefix.contains('*') || prefix.contains("...") {
         return Err(format!(
             "{raw:?}: a wildcard may only end a route (`/prefix/...`)"
@@ -78,11 +121,52 @@ fn pattern(raw: &str) -> Result<Pattern, String> {
             "{raw:?}: routes under {WELL_KNOWN_PREFIX} are reserved by Spin"
         ));
     }
-    Ok(if wildcard {
-        Pattern::Wildcard(prefix.trim_end_matches('/').to_string())
-    } else {
-        Pattern::Exact(trim_trailing_slash(prefix).to_string())
-    })
+    let trimmed = prefix.trim_end_matches('/');
+    let segments = trimmed
+        .split('/')
+        .skip(1)
+        .map(|segment| match segment.strip_prefix(':') {
+            None => Ok(Segment::Literal(segment.to_string())),
+            Some(name) if is_segment_name(name) => Ok(Segment::Named(name.to_string())),
+            Some(_) => Err(format!(
+                "{raw:?}: a named segment is `:` and a name of letters, digits, `_` and `-`, \
+                 the whole segment (`/users/:id`)"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Two names one header would carry (`spin-path-match-user-id` for `user_id` and `User-Id`).
+    let mut headers: Vec<String> = segments
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Named(name) => Some(header_name(name)),
+            Segment::Literal(_) => None,
+        })
+        .collect();
+    headers.sort_unstable();
+    if let Some(twice) = headers.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "{raw:?}: two named segments would both be the header {:?}",
+            twice[0]
+        ));
+    }
+    Ok(Pattern { segments, wildcard })
+}
+
+/// The header that carries the named segment `name`'s value, as Spin names it.
+fn header_name(name: &str) -> String {
+    format!(
+        "{}{}",
+        headers::PATH_MATCH_PREFIX,
+        name.to_ascii_lowercase().replace('_', "-")
+    )
+}
+
+/// Whether `name` may name a segment: it becomes part of a header name.
+fn is_segment_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Routes Spin keeps for itself.
@@ -117,6 +201,8 @@ pub struct RouteMatch {
     /// The part of the path the wildcard matched, with its leading slash (`spin-path-info`); empty
     /// for an exact route.
     pub path_info: String,
+    /// The named segments' names and values (`spin-path-match-<name>`), in the route's order.
+    pub named: Vec<(String, String)>,
 }
 
 impl Router {
@@ -137,29 +223,23 @@ impl Router {
         Router { entries }
     }
 
-    /// The component Spin would pick for `path` (the path alone, no query): an exact route first,
-    /// else the wildcard with the longest prefix. `None`: no route (Spin answers 404).
+    /// The component Spin would pick for `path` (the path alone, no query; it starts with `/`):
+    /// of the routes that match, the first by the module's precedence. `None`: no route (Spin
+    /// answers 404).
     pub fn route(&self, path: &str) -> Option<RouteMatch> {
-        let trimmed = trim_trailing_slash(path);
-        let exact = self
+        let (entry, (named, rest)) = self
             .entries
             .iter()
-            .find(|e| matches!(&e.pattern, Pattern::Exact(p) if p == trimmed));
-        let entry = exact.or_else(|| {
-            self.entries
-                .iter()
-                .filter_map(|e| match &e.pattern {
-                    Pattern::Wildcard(prefix) if under(path, prefix) => Some((prefix.len(), e)),
-                    _ => None,
-                })
-                .max_by_key(|(length, _)| *length)
-                .map(|(_, e)| e)
-        })?;
-        let path_info = match &entry.pattern {
-            Pattern::Exact(_) => String::new(),
-            Pattern::Wildcard(prefix) => path[prefix.len()..].to_string(),
+            .filter_map(|e| Some((e, e.pattern.captures(path)?)))
+            .min_by_key(|(e, _)| e.pattern.rank())?;
+        let path_info = if entry.pattern.wildcard {
+            rest.to_string()
+        } else {
+            String::new()
         };
-        Some(matched(entry.component.clone(), &entry.raw, path_info))
+        let mut found = matched(entry.component.clone(), &entry.raw, path_info);
+        found.named = named;
+        Some(found)
     }
 
     /// The match of a call to `http://COMPONENT.spin.internal/PATH`: as if through a `/...` route.
@@ -170,15 +250,6 @@ impl Router {
     /// The components that have a public route.
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|e| e.component.as_str())
-    }
-}
-
-/// Whether `path` is `prefix` or below it, segment by segment (`/api` is under `/api`, `/api/x`
-/// too, `/apix` is not).
-fn under(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
     }
 }
 
@@ -199,6 +270,7 @@ fn matched(component: String, raw: &str, path_info: String) -> RouteMatch {
         component_route: raw.strip_suffix("/...").unwrap_or(raw).to_string(),
         matched_route,
         path_info,
+        named: Vec::new(),
     }
 }
 
@@ -218,12 +290,14 @@ pub mod headers {
     pub const BASE_PATH: &str = "spin-base-path";
     /// The client's address and port (`0.0.0.0:0` for a call from another component).
     pub const CLIENT_ADDR: &str = "spin-client-addr";
+    /// Before a named segment's name (lower case, `-` for `_`): the segment's value.
+    pub const PATH_MATCH_PREFIX: &str = "spin-path-match-";
 }
 
 impl RouteMatch {
     /// The `spin-*` headers for this match, the request's full URL and its client.
-    pub fn headers(&self, full_url: &str, client_addr: &str) -> [(&'static str, String); 7] {
-        [
+    pub fn headers(&self, full_url: &str, client_addr: &str) -> Vec<(String, String)> {
+        let fixed = [
             (headers::FULL_URL, full_url.to_string()),
             (headers::PATH_INFO, self.path_info.clone()),
             (headers::MATCHED_ROUTE, self.matched_route.clone()),
@@ -231,7 +305,19 @@ impl RouteMatch {
             (headers::RAW_COMPONENT_ROUTE, self.raw_route.clone()),
             (headers::COMPONENT_ROUTE, self.component_route.clone()),
             (headers::CLIENT_ADDR, client_addr.to_string()),
-        ]
+        ];
+        let named = self.named.iter().map(|(name, value)| {
+            let name = name.to_ascii_lowercase().replace('_', "-");
+            (
+                format!("{}{name}", headers::PATH_MATCH_PREFIX),
+                value.clone(),
+            )
+        });
+        fixed
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .chain(named)
+            .collect()
     }
 }
 
@@ -301,7 +387,7 @@ mod tests {
         let get = |name: &str| {
             headers
                 .iter()
-                .find(|(n, _)| *n == name)
+                .find(|(n, _)| n == name)
                 .map(|(_, v)| v.as_str())
                 .expect(name)
         };
@@ -334,9 +420,94 @@ mod tests {
     }
 
     #[test]
+    fn named_segments_rank_between_literals_and_the_wildcard() {
+        let router = router(&[
+            ("/...", "root"),
+            ("/users/...", "users-any"),
+            ("/users/:id", "user"),
+            ("/users/me", "me"),
+            ("/users/:id/posts/:post", "post"),
+            ("/users/:id/...", "user-any"),
+            ("/:section/about", "about"),
+            ("/docs/:page", "doc"),
+            ("/a/:x", "first"),
+            ("/a/:y", "second"),
+        ]);
+        /// A path, its component, its named segments and its path info.
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            &'static str,
+        );
+        let cases: [Case; 13] = [
+            ("/users/7", "user", &[("id", "7")], ""),
+            ("/users/7/", "user", &[("id", "7")], ""),
+            ("/users/me", "me", &[], ""),
+            ("/users", "users-any", &[], ""),
+            ("/users/", "users-any", &[], "/"),
+            (
+                "/users/7/posts/3",
+                "post",
+                &[("id", "7"), ("post", "3")],
+                "",
+            ),
+            ("/users/7/posts", "user-any", &[("id", "7")], "/posts"),
+            (
+                "/users/7/posts/3/x",
+                "user-any",
+                &[("id", "7")],
+                "/posts/3/x",
+            ),
+            ("/users//x", "users-any", &[], "//x"),
+            ("/docs/about", "doc", &[("page", "about")], ""),
+            ("/blog/about", "about", &[("section", "blog")], ""),
+            ("/a/b", "first", &[("x", "b")], ""),
+            ("/docs", "root", &[], "/docs"),
+        ];
+        for (path, component, named, info) in cases {
+            let found = router.route(path).expect(path);
+            let named: Vec<(String, String)> = named
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(
+                (
+                    found.component.as_str(),
+                    &found.named,
+                    found.path_info.as_str()
+                ),
+                (component, &named, info),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_named_segment_is_a_header() {
+        let router = router(&[("/foo/:user_ID/...", "a")]);
+        let found = router.route("/foo/42/bar").expect("routed");
+        let headers = found.headers("http://h/foo/42/bar", "127.0.0.1:1");
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("spin-path-match-user-id"), Some("42"));
+        assert_eq!(get(headers::PATH_INFO), Some("/bar"));
+        assert_eq!(get(headers::MATCHED_ROUTE), Some("/foo/:user_ID/..."));
+        assert_eq!(get(headers::COMPONENT_ROUTE), Some("/foo/:user_ID"));
+        assert_eq!(headers.len(), 8);
+    }
+
+    #[test]
     fn patterns_spin_does_not_have_or_we_do_not_support_yet_are_refused() {
         for bad in [
-            "/users/:id",
+            "/users/:",
+            "/users/:id.json",
+            "/:a/:A",
+            "/:user_id/:user-id",
             "/a/*/b",
             "/a/.../b",
             "/.well-known/spin/x",
@@ -344,7 +515,17 @@ mod tests {
         ] {
             assert!(RouteSpec::parse(bad).is_err(), "{bad}");
         }
-        for good in ["/", "/...", "/a/...", "a", "/a/*", "/a/b/"] {
+        for good in [
+            "/",
+            "/...",
+            "/a/...",
+            "a",
+            "/a/*",
+            "/a/b/",
+            "/users/:id",
+            "/:a/:b/...",
+            "/a:b",
+        ] {
             assert!(RouteSpec::parse(good).is_ok(), "{good}");
         }
     }

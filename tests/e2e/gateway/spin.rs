@@ -41,6 +41,10 @@ route = "/front/..."
 component = "front"
 
 [[trigger.http]]
+route = "/named/:user/..."
+component = "front"
+
+[[trigger.http]]
 route = "/v7/..."
 component = "seven"
 
@@ -176,6 +180,13 @@ pub async fn spin5_front() {
         .await
         .text();
     assert_eq!(header_of(&deeper, "spin-matched-route"), "/api/...");
+    // A named segment: the component reads its value (precedence: the unit tests of routes.rs).
+    let named = get(&gateway, "/function/spinapp/named/ada/notes")
+        .await
+        .text();
+    assert_eq!(header_of(&named, "spin-matched-route"), "/named/:user/...");
+    assert_eq!(header_of(&named, "spin-path-match-user"), "ada");
+    assert_eq!(header_of(&named, "spin-path-info"), "/notes");
 
     // No route, and the private component has none.
     for path in [
@@ -273,7 +284,7 @@ pub async fn spin5_front() {
             ("back".to_string(), json!([]), true),
             (
                 "front".to_string(),
-                json!(["/api/...", "/api/exact", "/front/..."]),
+                json!(["/api/...", "/api/exact", "/front/...", "/named/:user/..."]),
                 false
             ),
             ("seven".to_string(), json!(["/v7/..."]), false),

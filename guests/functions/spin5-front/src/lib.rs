@@ -12,7 +12,8 @@
 //! - `/chain`: calls the private component through `http://back.spin.internal/inner` and answers
 //!   with what it said.
 //! - `/self`: a self-request to the app's route `/api/exact` (through `http://self.alt`).
-//! - anything else: the `spin-*` headers it was given, one `name: value` a line.
+//! - anything else: the `spin-*` headers it was given (`spin-path-match-*` included), one
+//!   `name: value` a line.
 
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
@@ -80,6 +81,13 @@ async fn handle(request: Request) -> impl IntoResponse {
             .and_then(|v| v.as_str())
             .unwrap_or("(none)");
         lines.push_str(&format!("{name}: {value}\n"));
+    }
+    // A named segment's value (`/named/:id/...`).
+    for (name, value) in request.headers() {
+        if name.starts_with("spin-path-match-") {
+            let value = value.as_str().unwrap_or("(not text)");
+            lines.push_str(&format!("{name}: {value}\n"));
+        }
     }
     text(200, lines)
 }

@@ -92,8 +92,8 @@ impl SpinRouter {
 /// Sets the `spin-*` headers of `found` on a request, over any the client sent.
 fn set_headers(head: &mut http::request::Parts, found: &RouteMatch, full_url: &str, client: &str) {
     for (name, value) in found.headers(full_url, client) {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            head.headers.insert(HeaderName::from_static(name), value);
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+            head.headers.insert(name, value);
         }
     }
 }
