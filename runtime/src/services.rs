@@ -19,6 +19,9 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use crate::Error;
 use crate::logs::FunctionLogs;
 
+mod sql;
+pub use sql::{NoSqlite, SqlError, SqlRows, SqlValue, SqliteStore};
+
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// The largest value, in bytes.
@@ -79,64 +82,6 @@ pub trait KeyValueStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<(), String>;
     /// Deletes several keys in one step.
     fn delete_many(&self, namespace: &str, bucket: &str, keys: &[String]) -> Result<(), String>;
-}
-
-/// A value of Spin's SQLite interface.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SqlValue {
-    /// A 64-bit integer.
-    Integer(i64),
-    /// A float.
-    Real(f64),
-    /// Text.
-    Text(String),
-    /// Bytes.
-    Blob(Vec<u8>),
-    /// NULL.
-    Null,
-}
-
-/// What a statement answered: its columns and rows (none for a statement that returns none).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SqlRows {
-    /// The columns' names.
-    pub columns: Vec<String>,
-    /// The rows, each with a value per column.
-    pub rows: Vec<Vec<SqlValue>>,
-}
-
-/// Why a statement failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SqlError {
-    /// The database reached its size bound.
-    DatabaseFull,
-    /// Anything else (a bad statement, a bound, the storage), said in words.
-    Io(String),
-}
-
-/// Where Spin apps' SQLite databases live. Blocking; the runtime calls it on the blocking pool.
-/// `namespace` and `database` (a label the function lists) together name a database.
-pub trait SqliteStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Runs one statement with its parameters.
-    fn execute(
-        &self,
-        namespace: &str,
-        database: &str,
-        statement: &str,
-        params: &[SqlValue],
-    ) -> Result<SqlRows, SqlError>;
-}
-
-/// A [`SqliteStore`] that keeps nothing: every statement fails. For embedders without one.
-#[derive(Debug, Default)]
-pub struct NoSqlite;
-
-impl SqliteStore for NoSqlite {
-    fn execute(&self, _: &str, _: &str, _: &str, _: &[SqlValue]) -> Result<SqlRows, SqlError> {
-        Err(SqlError::Io(
-            "this runtime keeps no SQLite databases".to_string(),
-        ))
-    }
 }
 
 /// The embedder's storage behind the services.

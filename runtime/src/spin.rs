@@ -10,7 +10,8 @@
 //!   ([`crate::FunctionSpec::spin_key_value_stores`], else `access-denied`, as Spin answers) and is
 //!   the key-value bucket of that name in the function's namespace: the same data `wasi:keyvalue`
 //!   sees, with the same bounds on keys and values, in the embedder's [`KeyValueStore`].
-//! - **SQLite** (`fermyon:spin/sqlite@2.0.0`): a database opens only when its label is listed
+//! - **SQLite** (`fermyon:spin/sqlite@2.0.0`, and `spin:sqlite@3.1.0` of `spin-sdk` 7, in
+//!   `spin/sqlite.rs`): a database opens only when its label is listed
 //!   ([`crate::FunctionSpec::spin_sqlite_databases`], else `access-denied`); its statements run in
 //!   the embedder's [`crate::services::SqliteStore`], which holds the bounds.
 //! - **Every other Spin interface** (`fermyon:spin/redis`, `postgres`, `mysql`, `mqtt`, `llm`,
@@ -21,8 +22,8 @@ use wasmtime::component::{Component, Linker, Resource};
 
 use crate::Error;
 use crate::services::{
-    HasServices, KeyValueStore, MAX_BATCH_KEYS, Services, ServicesCtx, SqlError, SqlValue,
-    bucket_delete, bucket_exists, bucket_get, bucket_set, on_store,
+    HasServices, KeyValueStore, MAX_BATCH_KEYS, Services, ServicesCtx, bucket_delete,
+    bucket_exists, bucket_get, bucket_set, on_store,
 };
 
 /// Keys `get-keys` returns at most; a store with more answers an error rather than an unbounded
@@ -38,29 +39,44 @@ mod bindings {
             "fermyon:spin/key-value.store": super::SpinStore,
             "spin:key-value/key-value.store": super::SpinStore,
             "fermyon:spin/sqlite.connection": super::SpinConnection,
+            "spin:sqlite/sqlite.connection": super::SpinConnection,
         },
     });
 }
 
 use bindings::fermyon::spin::key_value;
-use bindings::fermyon::spin::sqlite;
+mod sqlite;
+
 use bindings::fermyon::spin::variables;
 use bindings::spin::key_value::key_value as key_value3;
 use bindings::spin::variables::variables as variables3;
 
 /// The Spin interfaces wasmgate provides.
-pub const PROVIDED: [&str; 5] = [
+pub const PROVIDED: [&str; 6] = [
     "fermyon:spin/variables@2.0.0",
     "fermyon:spin/key-value@2.0.0",
     "fermyon:spin/sqlite@2.0.0",
     "spin:variables/variables@3.0.0",
     "spin:key-value/key-value@3.0.0",
+    "spin:sqlite/sqlite@3.1.0",
 ];
 
-/// A database a guest opened.
+/// A database a guest opened, and what its statements told of its last insert and changes.
 #[derive(Debug)]
 pub struct SpinConnection {
     database: String,
+    last_insert_rowid: i64,
+    changes: u64,
+}
+
+impl SpinConnection {
+    fn new(database: String) -> SpinConnection {
+        SpinConnection {
+            database,
+            last_insert_rowid: 0,
+            changes: 0,
+        }
+    }
 }
 
 /// A store a guest opened.
@@ -77,7 +93,8 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
     let fail = |e: wasmtime::Error| Error::internal("adding Spin's interfaces to the linker", &e);
     variables::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
     key_value::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
-    sqlite::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
+    bindings::fermyon::spin::sqlite::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
+    bindings::spin::sqlite::sqlite::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
     variables3::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
     key_value3::add_to_linker::<_, HasServices>(linker, view).map_err(fail)?;
     Ok(())
@@ -366,76 +383,6 @@ impl<U> key_value3::HostStoreWithStore<U> for HasServices {
             })?;
             Ok((stream, future))
         })
-    }
-}
-
-fn sql_in(value: sqlite::Value) -> SqlValue {
-    match value {
-        sqlite::Value::Integer(n) => SqlValue::Integer(n),
-        sqlite::Value::Real(x) => SqlValue::Real(x),
-        sqlite::Value::Text(text) => SqlValue::Text(text),
-        sqlite::Value::Blob(bytes) => SqlValue::Blob(bytes),
-        sqlite::Value::Null => SqlValue::Null,
-    }
-}
-
-fn sql_out(value: SqlValue) -> sqlite::Value {
-    match value {
-        SqlValue::Integer(n) => sqlite::Value::Integer(n),
-        SqlValue::Real(x) => sqlite::Value::Real(x),
-        SqlValue::Text(text) => sqlite::Value::Text(text),
-        SqlValue::Blob(bytes) => sqlite::Value::Blob(bytes),
-        SqlValue::Null => sqlite::Value::Null,
-    }
-}
-
-impl sqlite::Host for Services<'_> {}
-
-impl sqlite::HostConnection for Services<'_> {
-    async fn open(
-        &mut self,
-        database: String,
-    ) -> wasmtime::Result<Result<Resource<SpinConnection>, sqlite::Error>> {
-        if !self.ctx.spin_databases.contains(&database) {
-            return Ok(Err(sqlite::Error::AccessDenied));
-        }
-        Ok(Ok(self.table.push(SpinConnection { database })?))
-    }
-
-    async fn execute(
-        &mut self,
-        connection: Resource<SpinConnection>,
-        statement: String,
-        parameters: Vec<sqlite::Value>,
-    ) -> wasmtime::Result<Result<sqlite::QueryResult, sqlite::Error>> {
-        let database = self.table.get(&connection)?.database.clone();
-        let store = self.ctx.sqlite.clone();
-        let namespace = self.ctx.namespace.clone();
-        let params: Vec<SqlValue> = parameters.into_iter().map(sql_in).collect();
-        let ran = tokio::task::spawn_blocking(move || {
-            store.execute(&namespace, &database, &statement, &params)
-        })
-        .await;
-        Ok(match ran {
-            Ok(Ok(rows)) => Ok(sqlite::QueryResult {
-                columns: rows.columns,
-                rows: rows
-                    .rows
-                    .into_iter()
-                    .map(|values| sqlite::RowResult {
-                        values: values.into_iter().map(sql_out).collect(),
-                    })
-                    .collect(),
-            }),
-            Ok(Err(SqlError::DatabaseFull)) => Err(sqlite::Error::DatabaseFull),
-            Ok(Err(SqlError::Io(why))) => Err(sqlite::Error::Io(why)),
-            Err(error) => Err(sqlite::Error::Io(format!("the database failed: {error}"))),
-        })
-    }
-
-    async fn drop(&mut self, connection: Resource<SpinConnection>) -> wasmtime::Result<()> {
-        self.table.delete(connection)?;
-        Ok(())
     }
 }
 

@@ -70,6 +70,7 @@ token = "token-{{{{ api_token }}}}"
 [component.seven]
 source = "{seven}"
 key_value_stores = ["default"]
+sqlite_databases = ["default"]
 [component.seven.variables]
 greeting = "{{{{ greeting }}}} from spin-sdk 7"
 "#,
@@ -334,8 +335,9 @@ pub async fn spin5_back() {
     );
 }
 
-/// `spin7-app`: the wasi:http 0.3 generation's interfaces, `spin:variables@3.0.0` and
-/// `spin:key-value@3.0.0` (its keys as a stream), in the same store the 0.2 component uses.
+/// `spin7-app`: the wasi:http 0.3 generation's interfaces, `spin:variables@3.0.0`,
+/// `spin:key-value@3.0.0` (its keys as a stream) and `spin:sqlite@3.1.0` (its rows as a stream),
+/// in the same store and database the 0.2 component uses.
 #[tokio::test]
 pub async fn spin7_app() {
     let gateway = InProcess::start(&[]).await;
@@ -349,6 +351,23 @@ pub async fn spin7_app() {
     );
     let undefined = get(&gateway, "/function/spinapp/v7/var/token").await.text();
     assert!(undefined.contains("Undefined"), "{undefined}");
+    // SQLite: the 0.3 component's insert, then the 0.2 one's in the same database.
+    assert_eq!(
+        get(&gateway, "/function/spinapp/v7/sql/seven").await.text(),
+        "spin7 rowid=1 changes=1 notes=1: seven\n"
+    );
+    assert_eq!(
+        get(&gateway, "/function/spinapp/front/sql/five")
+            .await
+            .text(),
+        "notes=2: seven,five\n"
+    );
+    assert_eq!(
+        get(&gateway, "/function/spinapp/v7/sql/six").await.text(),
+        "spin7 rowid=3 changes=1 notes=3: seven,five,six\n"
+    );
+    let other = get(&gateway, "/function/spinapp/v7/sql-other").await.text();
+    assert!(other.contains("AccessDenied"), "{other}");
     let set = send(&gateway, "POST", "/function/spinapp/v7/kv/seven", "7").await;
     assert_eq!(set.text(), "spin7 seven=7\n");
     // The 0.2 component sees the same store.
@@ -544,6 +563,10 @@ async fn a_spin_app_deployed_by_the_cli_keeps_its_data_across_a_restart() {
             .await
             .text(),
         "notes=2: before,after\n"
+    );
+    assert_eq!(
+        get(&gateway, "/function/spinapp/v7/sql/seven").await.text(),
+        "spin7 rowid=3 changes=1 notes=3: before,after,seven\n"
     );
     assert_eq!(get(&gateway, "/function/spinapp/inner").await.status, 404);
     let chained = get(&gateway, "/function/spinapp/front/chain").await.text();

@@ -214,9 +214,10 @@ fn run(
     let mut rows = prepared
         .query(rusqlite::params_from_iter(values))
         .map_err(fail)?;
+    let rowid_before = connection.last_insert_rowid();
     let mut answer = SqlRows {
         columns,
-        rows: Vec::new(),
+        ..SqlRows::default()
     };
     let mut bytes = 0usize;
     while let Some(row) = rows.next().map_err(fail)? {
@@ -234,6 +235,14 @@ fn run(
         }
         answer.rows.push(values);
     }
+    drop(rows);
+    // The connection is shared by the namespace's callers and held locked for this statement: its
+    // counts are this statement's when it may change rows, its rowid this one's when it moved.
+    if !prepared.readonly() {
+        answer.changes = Some(connection.changes());
+    }
+    let rowid = connection.last_insert_rowid();
+    answer.last_insert_rowid = (rowid != rowid_before).then_some(rowid);
     Ok(answer)
 }
 
@@ -288,6 +297,26 @@ mod tests {
             Err(SqlError::Io(message)) if message.contains("syntax error")
         ));
         assert!(dbs.execute("ns", "../x", "SELECT 1", &[]).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_statement_says_what_it_changed_and_inserted() {
+        let (dbs, dir) = databases(SqlLimits::default());
+        let run = |sql: &str| dbs.execute("ns", "default", sql, &[]).expect(sql);
+        run("CREATE TABLE t (a INTEGER)");
+        let inserted = run("INSERT INTO t VALUES (1), (2)");
+        assert_eq!(
+            (inserted.changes, inserted.last_insert_rowid),
+            (Some(2), Some(2))
+        );
+        let updated = run("UPDATE t SET a = 3 WHERE a = 1");
+        assert_eq!(
+            (updated.changes, updated.last_insert_rowid),
+            (Some(1), None)
+        );
+        let selected = run("SELECT a FROM t");
+        assert_eq!((selected.changes, selected.last_insert_rowid), (None, None));
         let _ = std::fs::remove_dir_all(dir);
     }
 
